@@ -1,0 +1,95 @@
+//! Builds the bare-metal artifacts (hypervisor, dom0, guest images) for `x86_64-unknown-none`
+//! with a nested `cargo build` into its own target directory, so it never waits on the lock of
+//! the `cargo run`/`cargo test` that started us.
+
+use crate::{BootError, io_err, workspace_root};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The target all bare-metal code is built for.
+pub const BARE_TARGET: &str = "x86_64-unknown-none";
+
+/// A guest image the runner packs into the boot bundle by default.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestSpec {
+    /// Name in the bundle (what `images` lists and `create` takes).
+    pub image: &'static str,
+    /// Cargo package that builds it.
+    pub package: &'static str,
+    /// Binary target in that package.
+    pub bin: &'static str,
+}
+
+/// Guest images built and bundled by default.
+pub const DEFAULT_GUESTS: &[GuestSpec] = &[];
+
+/// Paths of the built artifacts.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    /// The hypervisor ELF.
+    pub hypervisor: PathBuf,
+    /// Default guest images: (bundle name, ELF path).
+    pub guests: Vec<(String, PathBuf)>,
+}
+
+/// Directory the nested build writes to.
+pub fn bare_target_dir() -> PathBuf {
+    workspace_root().join("target").join("bare")
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+static BUILT: std::sync::Mutex<Option<Artifacts>> = std::sync::Mutex::new(None);
+
+/// Builds the hypervisor and every default guest in release mode, once per process (tests
+/// run many machines from one process).
+pub fn build() -> Result<Artifacts, BootError> {
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(a) = built.as_ref() {
+        return Ok(a.clone());
+    }
+    let a = build_uncached()?;
+    *built = Some(a.clone());
+    Ok(a)
+}
+
+fn build_uncached() -> Result<Artifacts, BootError> {
+    let root = workspace_root();
+    let target_dir = bare_target_dir();
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(&root)
+        .args(["build", "--release", "--target", BARE_TARGET, "-p", "hypervisor"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        // Flags meant for the host build must not leak into the bare-metal one.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    let mut packages: Vec<&str> = DEFAULT_GUESTS.iter().map(|g| g.package).collect();
+    packages.dedup();
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let status = cmd.status().map_err(io_err("running cargo for the bare-metal build"))?;
+    if !status.success() {
+        return Err(BootError::Build(format!("`cargo build --target {BARE_TARGET}` exited with {status}")));
+    }
+    let out = target_dir.join(BARE_TARGET).join("release");
+    let artifacts = Artifacts {
+        hypervisor: out.join("hypervisor"),
+        guests: DEFAULT_GUESTS.iter().map(|g| (g.image.to_string(), out.join(g.bin))).collect(),
+    };
+    for path in std::iter::once(&artifacts.hypervisor).chain(artifacts.guests.iter().map(|(_, p)| p)) {
+        require_file(path)?;
+    }
+    Ok(artifacts)
+}
+
+fn require_file(path: &Path) -> Result<(), BootError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(BootError::Build(format!("expected artifact {} was not produced", path.display())))
+    }
+}

@@ -1,0 +1,295 @@
+//! The serial console session. The emulator's COM1 is the slave side of a pty the runner owns;
+//! the runner reads the master side, echoes it, feeds script lines one per shell prompt (or
+//! forwards the user's keystrokes), and stops the emulator by its PID on timeout.
+
+use std::ffi::CStr;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// Byte that makes the runner quit an interactive session (Ctrl-]).
+pub const QUIT_BYTE: u8 = 0x1D;
+
+/// A pseudo-terminal pair; the emulator opens the slave by path.
+pub struct Pty {
+    master: OwnedFd,
+    /// Kept open so the master never sees EOF/EIO while the emulator reopens the slave.
+    _slave: OwnedFd,
+    /// Path of the slave device (e.g. `/dev/pts/7`).
+    pub path: PathBuf,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+fn make_raw(fd: RawFd) -> io::Result<()> {
+    // SAFETY: `t` is fully written by tcgetattr before use; fd is a valid terminal.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        cvt(libc::tcgetattr(fd, &mut t))?;
+        libc::cfmakeraw(&mut t);
+        cvt(libc::tcsetattr(fd, libc::TCSANOW, &t))?;
+    }
+    Ok(())
+}
+
+impl Pty {
+    /// Opens a pty pair with the slave in raw mode and the master non-blocking.
+    pub fn open() -> io::Result<Self> {
+        let (mut m, mut s): (libc::c_int, libc::c_int) = (-1, -1);
+        // SAFETY: openpty writes two descriptors; null name/termios/winsize are allowed.
+        cvt(unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) })?;
+        // SAFETY: openpty succeeded, so both descriptors are open and owned by us.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+        let mut name = [0 as libc::c_char; 128];
+        // SAFETY: the buffer is valid for its length; ttyname_r NUL-terminates on success.
+        let rc = unsafe { libc::ttyname_r(slave.as_raw_fd(), name.as_mut_ptr(), name.len()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        // SAFETY: ttyname_r succeeded and wrote a NUL-terminated string into `name`.
+        let path = PathBuf::from(unsafe { CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned());
+        make_raw(slave.as_raw_fd())?;
+        // SAFETY: plain fcntl flag update on a descriptor we own.
+        unsafe {
+            let flags = cvt(libc::fcntl(master.as_raw_fd(), libc::F_GETFL))?;
+            cvt(libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK))?;
+        }
+        Ok(Self { master, _slave: slave, path })
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: reading into a valid buffer from a descriptor we own.
+        let n = unsafe { libc::read(self.master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    }
+
+    fn write_all(&self, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+        while !bytes.is_empty() {
+            // SAFETY: writing from a valid buffer to a descriptor we own.
+            let n = unsafe { libc::write(self.master.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::WouldBlock || Instant::now() > deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            bytes = &bytes[n as usize..];
+        }
+        Ok(())
+    }
+}
+
+/// Where console input comes from.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Nothing is typed.
+    None,
+    /// These lines, one after each shell prompt.
+    Script(Vec<String>),
+    /// The runner's stdin: a terminal (put in raw mode, Ctrl-] quits) or a pipe.
+    Forward,
+}
+
+/// How a session runs.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Stop the emulator after this long.
+    pub timeout: Option<Duration>,
+    /// Console input.
+    pub input: Input,
+    /// The shell prompt that script lines wait for.
+    pub prompt: String,
+    /// Copy console output to stdout as it arrives.
+    pub echo: bool,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// The emulator exited by itself.
+    Exited(ExitStatus),
+    /// The timeout expired and the emulator was killed.
+    TimedOut,
+    /// The user pressed Ctrl-] and the emulator was killed.
+    Quit,
+}
+
+/// What a session produced.
+#[derive(Debug)]
+pub struct Session {
+    /// Everything the machine wrote to its serial port.
+    pub output: Vec<u8>,
+    /// How it ended.
+    pub end: SessionEnd,
+    /// Script lines that were sent.
+    pub lines_sent: usize,
+}
+
+/// Restores the terminal mode on drop.
+struct RawTerminal {
+    fd: RawFd,
+    saved: libc::termios,
+}
+
+impl RawTerminal {
+    fn enter(fd: RawFd) -> Option<Self> {
+        // SAFETY: isatty/tcgetattr on a descriptor we were given; `saved` is written before use.
+        unsafe {
+            if libc::isatty(fd) != 1 {
+                return None;
+            }
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut saved) != 0 {
+                return None;
+            }
+            make_raw(fd).ok()?;
+            Some(Self { fd, saved })
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restoring the attributes read in `enter` on the same descriptor.
+        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+    }
+}
+
+/// Counts occurrences of `needle` in `hay` that end after byte `from`.
+fn count_new(hay: &[u8], needle: &[u8], from: usize) -> usize {
+    if needle.is_empty() {
+        return 0;
+    }
+    let start = from.saturating_sub(needle.len() - 1);
+    hay[start..].windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+fn kill(child: &mut Child) {
+    // Child::kill sends SIGKILL to exactly this PID (Bochs ignores SIGTERM).
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs the console until the emulator exits, the timeout expires, or the user quits.
+pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::Result<Session> {
+    let start = Instant::now();
+    let stdin_fd = io::stdin().as_raw_fd();
+    let forwarding = matches!(opts.input, Input::Forward);
+    let _raw = if forwarding { RawTerminal::enter(stdin_fd) } else { None };
+    let mut stdin_open = forwarding;
+    let mut output = Vec::new();
+    let mut prompts = 0usize;
+    let mut sent = 0usize;
+    let mut buf = [0u8; 8192];
+    let mut stdout = io::stdout();
+    let script: &[String] = match &opts.input {
+        Input::Script(lines) => lines,
+        _ => &[],
+    };
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: pty.master.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: stdin_fd, events: libc::POLLIN, revents: 0 },
+        ];
+        let nfds = if stdin_open { 2 } else { 1 };
+        // SAFETY: `fds` is valid for `nfds` entries.
+        unsafe { libc::poll(fds.as_mut_ptr(), nfds as libc::nfds_t, 50) };
+
+        // Console output.
+        loop {
+            match pty.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let from = output.len();
+                    output.extend_from_slice(&buf[..n]);
+                    prompts += count_new(&output, opts.prompt.as_bytes(), from);
+                    if opts.echo {
+                        let _ = stdout.write_all(&buf[..n]);
+                        let _ = stdout.flush();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => break,
+                Err(_) => break,
+            }
+        }
+
+        // User input.
+        if stdin_open && fds[1].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+            match io::stdin().lock().read(&mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    if buf[..n].contains(&QUIT_BYTE) {
+                        kill(child);
+                        return Ok(Session { output, end: SessionEnd::Quit, lines_sent: sent });
+                    }
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    pty.write_all(&buf[..n], deadline)?;
+                }
+            }
+        }
+
+        // Script: one line per prompt.
+        if sent < script.len() && prompts > sent {
+            let line = format!("{}\r", script[sent]);
+            pty.write_all(line.as_bytes(), Instant::now() + Duration::from_secs(5))?;
+            sent += 1;
+        }
+
+        if let Some(status) = child.try_wait()? {
+            // Drain what is still buffered.
+            while let Ok(n) = pty.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                output.extend_from_slice(&buf[..n]);
+                if opts.echo {
+                    let _ = stdout.write_all(&buf[..n]);
+                }
+            }
+            let _ = stdout.flush();
+            return Ok(Session { output, end: SessionEnd::Exited(status), lines_sent: sent });
+        }
+        if opts.timeout.is_some_and(|t| start.elapsed() > t) {
+            kill(child);
+            return Ok(Session { output, end: SessionEnd::TimedOut, lines_sent: sent });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_split_across_reads_is_counted_once() {
+        let mut out = b"hello dom".to_vec();
+        assert_eq!(count_new(&out, b"dom0> ", 0), 0);
+        let from = out.len();
+        out.extend_from_slice(b"0> list\r\ndom0> ");
+        assert_eq!(count_new(&out, b"dom0> ", from), 2);
+        let from = out.len();
+        out.extend_from_slice(b"x");
+        assert_eq!(count_new(&out, b"dom0> ", from), 0);
+    }
+
+    #[test]
+    fn pty_round_trip_through_the_slave() {
+        let pty = Pty::open().unwrap();
+        let mut slave = std::fs::OpenOptions::new().read(true).write(true).open(&pty.path).unwrap();
+        slave.write_all(b"ping").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = [0u8; 16];
+        let n = pty.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        pty.write_all(b"pong", Instant::now() + Duration::from_secs(1)).unwrap();
+        let mut got = [0u8; 4];
+        slave.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"pong");
+    }
+}

@@ -1,0 +1,150 @@
+//! `boot`: the command that builds the images and runs the system. Its interface is a contract
+//! scripts rely on:
+//!
+//! ```text
+//! boot [run] [--emulator qemu|bochs] [--uefi] [--script FILE] [--timeout SECS]
+//!            [--guest NAME=PATH]... [--mem MIB] [--icount]
+//!            [--log-level LEVEL] [--config KEY=VALUE]... [--accel auto|tcg]
+//!            [--no-default-guests] [--keep] [--quiet]
+//! ```
+//! Exit status: 0 the machine powered off normally, 1 the hypervisor reported a failure,
+//! 2 timeout, 3 the emulator crashed, 4 setup or build error, 64 bad arguments, 130 user quit.
+
+use boot::console::Input;
+use boot::emulator::{Accel, Emulator};
+use boot::run::{RunOptions, RunResult, run};
+use boot::{BootError, image};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: boot [run] [options]
+
+Builds the hypervisor, dom0 and guest images, packs them into a bootable disk image and runs
+it. The serial console is your terminal (Ctrl-] quits).
+
+options:
+  --emulator qemu|bochs   QEMU (AMD SVM+NPT under TCG, or KVM if nested virtualization
+                          works) or Bochs (Intel VMX+EPT). Default: qemu
+  --uefi                  boot through OVMF instead of BIOS (QEMU only)
+  --script FILE           type FILE's lines into the dom0 shell, one per prompt
+  --timeout SECS          stop the machine after SECS seconds (default: none when
+                          interactive, 600 otherwise)
+  --guest NAME=PATH       add the ELF image PATH to the boot bundle as NAME (repeatable)
+  --mem MIB               machine memory (default 512)
+  --icount                repeatable instruction counts (QEMU -icount shift=0)
+  --log-level LEVEL       hypervisor log level: off|error|warn|info|debug|trace
+  --config KEY=VALUE      extra hypervisor boot configuration (repeatable)
+  --accel auto|tcg        QEMU acceleration (default auto)
+  --no-default-guests     do not bundle the default guest images
+  --keep                  keep the run directory (disk image, emulator logs)
+  --quiet                 do not copy the console to stdout
+
+exit status: 0 powered off normally, 1 failure reported, 2 timeout, 3 emulator error,
+4 setup/build error, 64 bad arguments, 130 quit with Ctrl-]";
+
+fn parse(args: &[String]) -> Result<RunOptions, BootError> {
+    let mut opts = RunOptions { echo: true, timeout: None, ..RunOptions::default() };
+    let mut script = None;
+    let mut timeout = None;
+    let mut it = args.iter().peekable();
+    if it.peek().map(|a| a.as_str()) == Some("run") {
+        it.next();
+    }
+    let usage = |m: String| BootError::Usage(m);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| usage(format!("{name} needs a value")));
+        match arg.as_str() {
+            "--emulator" => {
+                let v = value("--emulator")?;
+                opts.emulator = Emulator::parse(&v).ok_or_else(|| usage(format!("unknown emulator {v:?} (qemu|bochs)")))?;
+            }
+            "--uefi" => opts.uefi = true,
+            "--script" => script = Some(value("--script")?),
+            "--timeout" => {
+                let v = value("--timeout")?;
+                let secs: u64 = v.parse().map_err(|_| usage(format!("--timeout takes whole seconds, got {v:?}")))?;
+                timeout = Some(Duration::from_secs(secs));
+            }
+            "--guest" => opts.guests.push(image::parse_guest_arg(&value("--guest")?)?),
+            "--mem" => {
+                let v = value("--mem")?;
+                opts.mem_mib = v.parse().ok().filter(|&m| m >= 64).ok_or_else(|| usage(format!("--mem takes MiB >= 64, got {v:?}")))?;
+            }
+            "--icount" => opts.icount = true,
+            "--log-level" => opts.config.push(format!("loglevel={}", value("--log-level")?)),
+            "--config" => {
+                let v = value("--config")?;
+                if !v.contains('=') {
+                    return Err(usage(format!("--config takes KEY=VALUE, got {v:?}")));
+                }
+                opts.config.push(v);
+            }
+            "--accel" => {
+                opts.accel = match value("--accel")?.as_str() {
+                    "auto" => Accel::Auto,
+                    "tcg" => Accel::Tcg,
+                    v => return Err(usage(format!("unknown accel {v:?} (auto|tcg)"))),
+                }
+            }
+            "--no-default-guests" => opts.default_guests = false,
+            "--keep" => opts.keep = true,
+            "--quiet" => opts.echo = false,
+            "-h" | "--help" | "help" => return Err(usage(USAGE.to_string())),
+            other => return Err(usage(format!("unknown argument {other:?}\n\n{USAGE}"))),
+        }
+    }
+    match script {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| usage(format!("cannot read script {path}: {e}")))?;
+            let lines = text
+                .lines()
+                .map(str::trim_end)
+                .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .map(String::from)
+                .collect();
+            opts.input = Input::Script(lines);
+            opts.timeout = Some(timeout.unwrap_or(Duration::from_secs(600)));
+        }
+        None => {
+            let interactive = std::io::stdin().is_terminal();
+            opts.input = Input::Forward;
+            opts.timeout = timeout.or((!interactive).then_some(Duration::from_secs(600)));
+        }
+    }
+    Ok(opts)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(64);
+        }
+    };
+    if matches!(opts.input, Input::Forward) && std::io::stdin().is_terminal() {
+        eprintln!("(boot) console attached to your terminal; press Ctrl-] to quit");
+    }
+    let outcome = match run(&opts) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("(boot) error: {e}");
+            std::process::exit(4);
+        }
+    };
+    eprintln!("\r\n(boot) ran: {}", outcome.command_line);
+    let verdict = match &outcome.result {
+        RunResult::Success => "machine powered off normally".to_string(),
+        RunResult::Failure(r) => format!("FAILURE: {r}"),
+        RunResult::Timeout => "TIMEOUT: the machine was stopped".to_string(),
+        RunResult::Quit => "quit".to_string(),
+        RunResult::EmulatorError(e) => format!("EMULATOR ERROR: {e}"),
+    };
+    eprintln!("(boot) {verdict} after {:.1}s", outcome.elapsed.as_secs_f64());
+    if outcome.result != RunResult::Success {
+        eprintln!("(boot) run directory kept: {}", outcome.run_dir.display());
+    }
+    std::process::exit(outcome.exit_code());
+}

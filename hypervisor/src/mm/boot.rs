@@ -1,0 +1,176 @@
+//! Boot-time memory setup: carve the frame table and the kernel heap out of usable RAM, hand
+//! the rest to the frame table's free list, and tag the boot bundle's frames.
+
+use super::frame::{FRAME_INFO_BYTES, FrameInfo, FrameKind, FrameTable, OWNER_HYPERVISOR, PAGE_SIZE, Pfn};
+use super::phys;
+use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
+use core::mem::MaybeUninit;
+use linked_list_allocator::LockedHeap;
+use spin::Mutex;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// The machine's frame table, set up by [`init`].
+pub static FRAMES: Mutex<Option<FrameTable<'static>>> = Mutex::new(None);
+
+/// Smallest kernel heap.
+pub const HEAP_MIN_BYTES: u64 = 8 << 20;
+/// Largest kernel heap.
+pub const HEAP_MAX_BYTES: u64 = 256 << 20;
+/// The heap gets 1/HEAP_RAM_DIVISOR of usable RAM (within the bounds above).
+pub const HEAP_RAM_DIVISOR: u64 = 16;
+/// Lowest physical address used for boot-time carving (keeps real-mode memory alone).
+const CARVE_FLOOR: u64 = 1 << 20;
+
+/// What boot-time memory setup found and reserved.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryReport {
+    /// Usable RAM reported by the firmware, in KiB.
+    pub usable_kib: u64,
+    /// Number of usable regions.
+    pub usable_regions: usize,
+    /// Frames covered by the frame table (up to the highest usable address).
+    pub table_frames: u64,
+    /// Frame table size in KiB.
+    pub frame_table_kib: u64,
+    /// Kernel heap size in KiB.
+    pub heap_kib: u64,
+    /// Free RAM after setup, in KiB.
+    pub free_kib: u64,
+    /// Boot bundle frames tagged in the table.
+    pub bundle_frames: u64,
+}
+
+/// Why memory setup failed.
+#[derive(Clone, Copy, Debug)]
+pub enum BootMemError {
+    /// The firmware reported no usable RAM.
+    NoUsableMemory,
+    /// No usable region is large enough for the frame table or the heap.
+    NoRoomFor(&'static str, u64),
+}
+
+#[derive(Clone, Copy)]
+struct Range {
+    start: u64,
+    end: u64,
+}
+
+fn usable(regions: &[MemoryRegion]) -> impl Iterator<Item = Range> + '_ {
+    regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable).filter_map(|r| {
+        let start = r.start.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let end = r.end / PAGE_SIZE * PAGE_SIZE;
+        (end > start).then_some(Range { start, end })
+    })
+}
+
+/// Finds `bytes` of contiguous usable RAM above [`CARVE_FLOOR`] not overlapping `taken`.
+fn carve(regions: &[MemoryRegion], bytes: u64, taken: &[Range]) -> Option<Range> {
+    let bytes = bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    for r in usable(regions) {
+        let mut start = r.start.max(CARVE_FLOOR);
+        // Step past any taken range overlapping the candidate (at most a few).
+        loop {
+            let end = start + bytes;
+            if end > r.end {
+                break;
+            }
+            match taken.iter().find(|t| t.start < end && start < t.end) {
+                Some(t) => start = t.end,
+                None => return Some(Range { start, end }),
+            }
+        }
+    }
+    None
+}
+
+/// Sets up the frame table and heap. `bundle` is the physical range of the boot bundle.
+pub fn init(regions: &[MemoryRegion], bundle: Option<(u64, u64)>) -> Result<MemoryReport, BootMemError> {
+    let usable_bytes: u64 = usable(regions).map(|r| r.end - r.start).sum();
+    let usable_regions = usable(regions).count();
+    let top = usable(regions).map(|r| r.end).max().ok_or(BootMemError::NoUsableMemory)?;
+    let table_frames = top / PAGE_SIZE;
+    let table_bytes = table_frames * FRAME_INFO_BYTES as u64;
+    // The bundle's frames are never handed out, even if the firmware called them usable.
+    let bundle = bundle.map(|(start, len)| Range {
+        start: start / PAGE_SIZE * PAGE_SIZE,
+        end: (start + len).div_ceil(PAGE_SIZE) * PAGE_SIZE,
+    });
+    let bundle_range = bundle.unwrap_or(Range { start: 0, end: 0 });
+    let table = carve(regions, table_bytes, &[bundle_range]).ok_or(BootMemError::NoRoomFor("frame table", table_bytes))?;
+    let heap_bytes = (usable_bytes / HEAP_RAM_DIVISOR).clamp(HEAP_MIN_BYTES, HEAP_MAX_BYTES) / PAGE_SIZE * PAGE_SIZE;
+    let heap = carve(regions, heap_bytes, &[table, bundle_range]).ok_or(BootMemError::NoRoomFor("heap", heap_bytes))?;
+
+    // SAFETY: `table` is usable RAM that nothing else uses (carved above), inside the linear
+    // map, and large enough for `table_frames` records.
+    let storage = unsafe {
+        core::slice::from_raw_parts_mut(
+            phys::virt(table.start) as *mut MaybeUninit<FrameInfo>,
+            table_frames as usize,
+        )
+    };
+    let mut ft = FrameTable::new(storage);
+    let carved = [table, heap];
+    for c in carved {
+        for n in c.start / PAGE_SIZE..c.end / PAGE_SIZE {
+            // Cannot fail: the carved ranges are usable frames inside the table, claimed once.
+            let _ = ft.claim_reserved(Pfn(n), FrameKind::Hypervisor, OWNER_HYPERVISOR);
+        }
+    }
+    let mut bundle_frames = 0;
+    if let Some(b) = bundle {
+        for n in b.start / PAGE_SIZE..b.end / PAGE_SIZE {
+            if ft.tag_reserved(Pfn(n), FrameKind::Bundle).is_ok() {
+                bundle_frames += 1;
+            }
+        }
+    }
+    let mut cuts = [table, heap, bundle_range];
+    cuts.sort_by_key(|c| c.start);
+    for r in usable(regions) {
+        // Add the parts of the region outside the cut ranges.
+        let mut cursor = r.start;
+        for c in cuts {
+            if c.end <= cursor || c.start >= r.end {
+                continue;
+            }
+            if c.start > cursor {
+                let _ = ft.add_free_range(Pfn(cursor / PAGE_SIZE), Pfn(c.start / PAGE_SIZE));
+            }
+            cursor = cursor.max(c.end);
+        }
+        if cursor < r.end {
+            let _ = ft.add_free_range(Pfn(cursor / PAGE_SIZE), Pfn(r.end / PAGE_SIZE));
+        }
+    }
+    let free_kib = ft.free_frames() * PAGE_SIZE / 1024;
+    *FRAMES.lock() = Some(ft);
+
+    // SAFETY: the heap range was carved from usable RAM above and is used for nothing else.
+    unsafe { HEAP.lock().init(phys::virt(heap.start) as *mut u8, heap_bytes as usize) };
+
+    Ok(MemoryReport {
+        usable_kib: usable_bytes / 1024,
+        usable_regions,
+        table_frames,
+        frame_table_kib: (table.end - table.start) / 1024,
+        heap_kib: heap_bytes / 1024,
+        free_kib,
+        bundle_frames,
+    })
+}
+
+/// Bytes free in the kernel heap.
+pub fn heap_free_bytes() -> usize {
+    HEAP.lock().free()
+}
+
+/// Runs `f` with the frame table.
+pub fn with_frames<R>(f: impl FnOnce(&mut FrameTable<'static>) -> R) -> R {
+    let mut guard = FRAMES.lock();
+    match guard.as_mut() {
+        Some(ft) => f(ft),
+        None => panic!("frame table used before memory setup"),
+    }
+}
