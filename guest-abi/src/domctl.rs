@@ -1,0 +1,212 @@
+//! Argument and result structs of the control hypercalls (dom0's interface to the hypervisor).
+//! All are `#[repr(C)]` and passed by guest-physical address.
+
+/// Longest domain name in bytes.
+pub const NAME_MAX_BYTES: usize = 32;
+
+/// Copies `name` into a fixed NUL-padded field (truncating at a character boundary).
+pub fn name_field(name: &str) -> [u8; NAME_MAX_BYTES] {
+    let mut out = [0u8; NAME_MAX_BYTES];
+    let mut n = name.len().min(NAME_MAX_BYTES);
+    while !name.is_char_boundary(n) {
+        n -= 1;
+    }
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+/// Reads a NUL-padded name field.
+pub fn name_str(field: &[u8]) -> &str {
+    let n = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    core::str::from_utf8(&field[..n]).unwrap_or("?")
+}
+
+/// `dom_create` arguments.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct CreateArgs {
+    /// Guest RAM in bytes (multiple of 4 KiB, at most [`crate::layout::MAX_DOMAIN_MEM_BYTES`]).
+    pub mem_bytes: u64,
+    /// Virtual CPUs (must be 1 for now).
+    pub vcpus: u32,
+    /// Reserved, 0.
+    pub flags: u32,
+    /// Name (NUL padded; empty means `domN`).
+    pub name: [u8; NAME_MAX_BYTES],
+}
+
+/// `dom_clone` arguments.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct CloneArgs {
+    /// Private pages the clone may own beyond what it shares ([`QUOTA_DEFAULT`] = the
+    /// template's memory size).
+    pub quota_pages: u64,
+    /// Clone index the clone sees in its start-of-day page.
+    pub index: u32,
+    /// Reserved, 0.
+    pub flags: u32,
+    /// Name (NUL padded; empty means `domN`).
+    pub name: [u8; NAME_MAX_BYTES],
+}
+
+/// `quota_pages` meaning "as many pages as the template has".
+pub const QUOTA_DEFAULT: u64 = u64::MAX;
+
+/// Domain states as reported in [`DomainInfo::state`].
+pub mod state {
+    /// Runnable or running.
+    pub const RUNNING: u32 = 1;
+    /// Waiting for an event (HLT or `block`).
+    pub const BLOCKED: u32 = 2;
+    /// Paused; see [`super::DomainInfo::pause_reason`].
+    pub const PAUSED: u32 = 3;
+    /// A frozen template: never runs again, clones start from it.
+    pub const FROZEN: u32 = 4;
+    /// Shut down cleanly; see [`super::DomainInfo::exit_code`].
+    pub const DEAD: u32 = 5;
+    /// Stopped by the hypervisor; see [`super::DomainInfo::reason`].
+    pub const CRASHED: u32 = 6;
+    /// Built but never unpaused.
+    pub const CREATED: u32 = 7;
+
+    /// Name as `list` prints it.
+    pub fn name(state: u32) -> &'static str {
+        match state {
+            RUNNING => "running",
+            BLOCKED => "blocked",
+            PAUSED => "paused",
+            FROZEN => "frozen",
+            DEAD => "dead",
+            CRASHED => "crashed",
+            CREATED => "created",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Why a paused domain is paused.
+pub mod pause {
+    /// Not paused.
+    pub const NONE: u32 = 0;
+    /// Paused by dom0.
+    pub const USER: u32 = 1;
+    /// A copy-on-write copy would exceed its private-page quota.
+    pub const QUOTA: u32 = 2;
+    /// The host ran out of frames during a copy-on-write copy.
+    pub const NOMEM: u32 = 3;
+
+    /// Qualifier as `list` prints it (`paused(quota)`).
+    pub fn name(reason: u32) -> &'static str {
+        match reason {
+            USER => "",
+            QUOTA => "quota",
+            NOMEM => "nomem",
+            _ => "",
+        }
+    }
+}
+
+/// Domain flags in [`DomainInfo::flags`].
+pub mod dflags {
+    /// The domain may make control hypercalls (dom0).
+    pub const PRIVILEGED: u32 = 1 << 0;
+    /// The domain is a clone of a template.
+    pub const CLONE: u32 = 1 << 1;
+}
+
+/// Longest crash/exit reason in bytes.
+pub const REASON_MAX_BYTES: usize = 64;
+
+/// `dom_info` result.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct DomainInfo {
+    pub domid: u32,
+    /// One of [`state`].
+    pub state: u32,
+    /// One of [`pause`] when paused.
+    pub pause_reason: u32,
+    /// [`dflags`].
+    pub flags: u32,
+    /// Template this domain was cloned from, or [`NO_DOMAIN`].
+    pub parent: u32,
+    /// Live clones of this domain (if it is a template).
+    pub clones: u32,
+    /// Guest RAM in bytes.
+    pub mem_bytes: u64,
+    /// RAM pages only this domain maps.
+    pub private_pages: u64,
+    /// RAM pages it maps that are shared with a template or clones.
+    pub shared_pages: u64,
+    /// Shutdown code when dead.
+    pub exit_code: u64,
+    /// Guest time consumed, nanoseconds.
+    pub cpu_ns: u64,
+    /// Name.
+    pub name: [u8; NAME_MAX_BYTES],
+    /// Why it crashed or was paused (NUL padded).
+    pub reason: [u8; REASON_MAX_BYTES],
+}
+
+/// No domain (e.g. the parent of a non-clone).
+pub const NO_DOMAIN: u32 = u32::MAX;
+
+/// `dom_stat` result.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct DomainStat {
+    pub domid: u32,
+    pub _pad: u32,
+    /// Copy-on-write faults resolved by copying a page.
+    pub cow_faults: u64,
+    /// Second-level faults resolved without copying (sole owner, write-protect tracking).
+    pub wp_faults: u64,
+    /// RAM pages only this domain maps.
+    pub private_pages: u64,
+    /// Private-page quota ([`QUOTA_DEFAULT`] if unlimited).
+    pub quota_pages: u64,
+    /// RAM pages shared with others.
+    pub shared_pages: u64,
+    /// Second-level page-table pages this domain holds alone.
+    pub pagetable_pages: u64,
+    /// VM exits.
+    pub exits: u64,
+    /// Hypercalls made.
+    pub hypercalls: u64,
+    /// Hypervisor bytes spent on this domain beyond its pages (control block, heap).
+    pub overhead_bytes: u64,
+    /// Generation number (changes on every clone/restore).
+    pub generation: u64,
+}
+
+/// `hv_info` result.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct HvInfo {
+    /// 1 = intel, 2 = amd.
+    pub vendor: u32,
+    /// 1 = vmx-ept, 2 = svm-npt.
+    pub backend: u32,
+    pub total_kib: u64,
+    pub free_kib: u64,
+    /// RAM frames mapped by more than one domain.
+    pub shared_kib: u64,
+    /// Second-level page-table frames.
+    pub pagetable_kib: u64,
+    /// Frames the hypervisor itself uses (frame table, heap, control blocks).
+    pub hypervisor_kib: u64,
+    /// Domains (all states).
+    pub domains: u64,
+    /// Frozen templates.
+    pub templates: u64,
+    /// Memory sharing saves: mapped RAM pages minus distinct RAM frames, in KiB.
+    pub saved_kib: u64,
+    /// Free kernel heap, KiB.
+    pub heap_free_kib: u64,
+    /// TSC frequency in kHz.
+    pub tsc_khz: u64,
+    /// Boot firmware: 1 = bios, 2 = uefi.
+    pub firmware: u32,
+    pub _pad: u32,
+}

@@ -1,0 +1,163 @@
+//! Hypercall numbers and the calling convention: number in RAX, arguments in RDI, RSI, RDX,
+//! R10, R8, R9, result in RAX (negative = `-HvError`). The instruction is `vmcall` on Intel
+//! and `vmmcall` on AMD; CPUID leaf [`CPUID_LEAF_FEATURES`] says which. Pointer arguments are
+//! guest-physical addresses in the caller's memory.
+
+use crate::error::{HvResult, decode_ret};
+
+/// CPUID leaf with the hypervisor signature in EBX, ECX, EDX and the highest leaf in EAX.
+pub const CPUID_LEAF_SIGNATURE: u32 = 0x4000_0000;
+/// CPUID leaf with features: EAX = [`CallInsn`], EBX = ABI version.
+pub const CPUID_LEAF_FEATURES: u32 = 0x4000_0001;
+/// The 12-byte signature returned by [`CPUID_LEAF_SIGNATURE`].
+pub const SIGNATURE: [u8; 12] = *b"CowVisorCoW!";
+/// ABI version returned in EBX of [`CPUID_LEAF_FEATURES`].
+pub const ABI_VERSION: u32 = 1;
+
+/// Which instruction makes a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum CallInsn {
+    /// Intel VMX: `vmcall` (0F 01 C1).
+    Vmcall = 0,
+    /// AMD SVM: `vmmcall` (0F 01 D9).
+    Vmmcall = 1,
+}
+
+/// Hypercall numbers. Numbers below [`CONTROL_BASE`] are for every domain; from it on they
+/// are control operations that only privileged domains (dom0) may make.
+pub mod nr {
+    /// `console_write(gpa, len) -> len`: append to the caller's console.
+    pub const CONSOLE_WRITE: u64 = 1;
+    /// `shutdown(code) -> !`: the domain ends; code 0 is a clean exit.
+    pub const SHUTDOWN: u64 = 2;
+    /// `yield()`: give up the rest of the time slice.
+    pub const YIELD: u64 = 3;
+    /// `block(timeout_ns) -> pending events`: sleep until an event is pending or the timeout
+    /// passes (0 = no timeout). Returns (and keeps) the pending event bits.
+    pub const BLOCK: u64 = 4;
+    /// `time() -> ns`: nanoseconds since the hypervisor booted.
+    pub const TIME: u64 = 5;
+    /// `event_ack() -> bits`: returns and clears the caller's pending event bits.
+    pub const EVENT_ACK: u64 = 6;
+    /// `set_upcall(vector)`: deliver events as this interrupt vector (0 = poll only).
+    pub const SET_UPCALL: u64 = 7;
+    /// `null() -> 0`: does nothing (benchmarks).
+    pub const NULL: u64 = 8;
+    /// `console_read(gpa, len) -> n`: bytes typed on the serial console (dom0 only).
+    pub const CONSOLE_READ: u64 = 9;
+    /// `freeze_self() -> 0`: turn the caller into a template; returns only in its clones.
+    pub const FREEZE_SELF: u64 = 10;
+    /// `mem_protect(gpa, pages)`: write-protect pages of the caller's own memory; the next
+    /// write to each takes a second-level fault that the hypervisor resolves (dirty tracking).
+    pub const MEM_PROTECT: u64 = 11;
+
+    /// First control hypercall.
+    pub const CONTROL_BASE: u64 = 0x100;
+    /// `dom_create(args_gpa: *const CreateArgs) -> domid`.
+    pub const DOM_CREATE: u64 = 0x100;
+    /// `dom_destroy(domid)`.
+    pub const DOM_DESTROY: u64 = 0x101;
+    /// `dom_pause(domid)`.
+    pub const DOM_PAUSE: u64 = 0x102;
+    /// `dom_unpause(domid)`.
+    pub const DOM_UNPAUSE: u64 = 0x103;
+    /// `dom_info(domid, out_gpa: *mut DomainInfo)`.
+    pub const DOM_INFO: u64 = 0x104;
+    /// `dom_list(first_domid, out_gpa: *mut u32, max) -> count`: ids from `first_domid` on.
+    pub const DOM_LIST: u64 = 0x105;
+    /// `mem_write(domid, dst_gpa, src_gpa, len)`: copy from the caller into a domain.
+    pub const MEM_WRITE: u64 = 0x106;
+    /// `mem_read(domid, src_gpa, dst_gpa, len)`: copy from a domain into the caller.
+    pub const MEM_READ: u64 = 0x107;
+    /// `vcpu_set(domid, ctx_gpa: *const VcpuContext)`.
+    pub const VCPU_SET: u64 = 0x108;
+    /// `vcpu_get(domid, ctx_gpa: *mut VcpuContext)`.
+    pub const VCPU_GET: u64 = 0x109;
+    /// `console_get(domid, offset, out_gpa, len) -> n`: a domain's console bytes from
+    /// `offset` (bytes since the domain started; older bytes may have been dropped).
+    pub const CONSOLE_GET: u64 = 0x10A;
+    /// `hv_info(out_gpa: *mut HvInfo)`.
+    pub const HV_INFO: u64 = 0x10B;
+    /// `dom_freeze(domid)`: turn a domain into a template.
+    pub const DOM_FREEZE: u64 = 0x10C;
+    /// `dom_clone(template, args_gpa: *const CloneArgs) -> domid`.
+    pub const DOM_CLONE: u64 = 0x10D;
+    /// `dom_stat(domid, out_gpa: *mut DomainStat)`.
+    pub const DOM_STAT: u64 = 0x10E;
+    /// `dom_set_name(domid, name_gpa, len)`.
+    pub const DOM_SET_NAME: u64 = 0x10F;
+    /// `frame_check() -> 0`: check the frame-table invariants (debug; fails with Busy).
+    pub const FRAME_CHECK: u64 = 0x110;
+    /// One past the last control hypercall.
+    pub const CONTROL_END: u64 = 0x111;
+}
+
+/// Event bits delivered to a domain.
+pub mod event {
+    /// Bytes arrived on the serial console (dom0).
+    pub const CONSOLE_INPUT: u64 = 1 << 0;
+    /// The domain is a fresh clone: read its identity from the start-of-day page.
+    pub const CLONED: u64 = 1 << 1;
+    /// A `block` timeout expired.
+    pub const TIMER: u64 = 1 << 2;
+    /// Another domain changed state (dom0).
+    pub const DOMAIN_STATE: u64 = 1 << 3;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod raw {
+    use core::arch::asm;
+    use core::sync::atomic::{AtomicU32, Ordering};
+
+    /// 0 = unknown (probe CPUID), 1 = vmcall, 2 = vmmcall.
+    static INSN: AtomicU32 = AtomicU32::new(0);
+
+    fn insn() -> u32 {
+        match INSN.load(Ordering::Relaxed) {
+            0 => {
+                let r = core::arch::x86_64::__cpuid_count(super::CPUID_LEAF_FEATURES, 0);
+                let v = if r.eax == super::CallInsn::Vmmcall as u32 { 2 } else { 1 };
+                INSN.store(v, Ordering::Relaxed);
+                v
+            }
+            v => v,
+        }
+    }
+
+    /// Makes a hypercall with six arguments.
+    ///
+    /// # Safety
+    /// Only inside a guest of this hypervisor; pointer arguments must be valid for the call.
+    #[inline]
+    pub unsafe fn call6(nr: u64, a: [u64; 6]) -> u64 {
+        let ret: u64;
+        // SAFETY: the caller vouches that we run under the hypervisor; the call only reads
+        // and writes the memory the arguments describe.
+        unsafe {
+            if insn() == 2 {
+                asm!("vmmcall", inlateout("rax") nr => ret, in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+                     in("r10") a[3], in("r8") a[4], in("r9") a[5], options(nostack));
+            } else {
+                asm!("vmcall", inlateout("rax") nr => ret, in("rdi") a[0], in("rsi") a[1], in("rdx") a[2],
+                     in("r10") a[3], in("r8") a[4], in("r9") a[5], options(nostack));
+            }
+        }
+        ret
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use raw::call6;
+
+/// Makes a hypercall and decodes its result.
+///
+/// # Safety
+/// Only inside a guest of this hypervisor; pointer arguments must be valid for the call.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn hypercall(nr: u64, args: &[u64]) -> HvResult<u64> {
+    let mut a = [0u64; 6];
+    a[..args.len().min(6)].copy_from_slice(&args[..args.len().min(6)]);
+    // SAFETY: forwarded from the caller.
+    decode_ret(unsafe { call6(nr, a) })
+}
