@@ -6,7 +6,14 @@
 extern crate alloc;
 
 pub mod config;
+pub mod console;
+pub mod domain;
+pub mod hv;
 pub mod mm;
+pub mod p2m;
+pub mod platform;
+pub mod sched;
+pub mod vcpu;
 
 #[cfg(target_os = "none")]
 pub mod arch;

@@ -1,0 +1,316 @@
+//! A domain: identity, lifecycle, its vCPU and P2M, accounting, events and console; and the
+//! table of all domains indexed by id.
+
+use crate::console::ConsoleRing;
+use crate::p2m::{EntryFormat, P2m};
+use crate::sched::DomId;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use guest_abi::domctl::{NAME_MAX_BYTES, REASON_MAX_BYTES, pause, state};
+use guest_abi::vcpu::VcpuContext;
+
+/// Most domains at once (ids 0..MAX_DOMAINS; VMX VPIDs are 16-bit).
+pub const MAX_DOMAINS: u32 = 65_535;
+
+/// Where a domain is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Life {
+    /// Has a vCPU and memory; may run.
+    Live,
+    /// A template: never runs again; clones start from its saved context.
+    Frozen,
+    /// Shut down with a code; memory released, record kept until destroyed.
+    Dead(u64),
+    /// Stopped by the hypervisor; memory released, record kept until destroyed.
+    Crashed,
+}
+
+/// Why a live domain is paused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseReason {
+    /// By dom0 (or created and not yet started).
+    User,
+    /// A copy-on-write copy would exceed its quota.
+    Quota,
+    /// The host ran out of frames for a copy-on-write copy.
+    NoMemory,
+}
+
+impl PauseReason {
+    /// ABI code.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::User => pause::USER,
+            Self::Quota => pause::QUOTA,
+            Self::NoMemory => pause::NOMEM,
+        }
+    }
+}
+
+/// A short text kept inline (names, crash reasons).
+#[derive(Clone, Copy)]
+pub struct InlineStr<const N: usize> {
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Default for InlineStr<N> {
+    fn default() -> Self {
+        Self { bytes: [0; N] }
+    }
+}
+
+impl<const N: usize> InlineStr<N> {
+    /// Copies `s`, truncated at a character boundary to `N` bytes.
+    pub fn new(s: &str) -> Self {
+        let mut n = s.len().min(N);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        let mut bytes = [0; N];
+        bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Self { bytes }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        guest_abi::domctl::name_str(&self.bytes)
+    }
+
+    /// The NUL-padded bytes.
+    pub fn bytes(&self) -> [u8; N] {
+        self.bytes
+    }
+}
+
+impl<const N: usize> core::fmt::Write for InlineStr<N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let used = self.bytes.iter().position(|&b| b == 0).unwrap_or(N);
+        let mut n = s.len().min(N - used);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.bytes[used..used + n].copy_from_slice(&s.as_bytes()[..n]);
+        Ok(())
+    }
+}
+
+/// A domain name.
+pub type Name = InlineStr<NAME_MAX_BYTES>;
+/// A crash or pause reason.
+pub type Reason = InlineStr<REASON_MAX_BYTES>;
+
+/// Event and interrupt-delivery state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Events {
+    /// Pending event bits (`guest_abi::hypercall::event`).
+    pub pending: u64,
+    /// Upcall vector (0 = the guest polls).
+    pub upcall_vector: u8,
+    /// An upcall was injected and not yet acknowledged.
+    pub in_service: bool,
+}
+
+/// Counters reported by `dom_stat`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub cow_faults: u64,
+    pub wp_faults: u64,
+    pub exits: u64,
+    pub hypercalls: u64,
+    pub cpu_ns: u64,
+}
+
+/// One domain.
+pub struct Domain<V, F: EntryFormat> {
+    pub id: DomId,
+    pub name: Name,
+    /// May make control hypercalls.
+    pub privileged: bool,
+    pub life: Life,
+    /// Waiting in HLT or `block`.
+    pub blocked: bool,
+    /// Paused, and why.
+    pub paused: Option<PauseReason>,
+    /// In the run queue.
+    pub queued: bool,
+    /// The vCPU while live.
+    pub vcpu: Option<V>,
+    /// The second-level tables while live or frozen.
+    pub p2m: Option<P2m<F>>,
+    /// A template's saved vCPU state (clones start from it).
+    pub frozen_context: Option<Box<VcpuContext>>,
+    /// Guest RAM size.
+    pub mem_bytes: u64,
+    /// Template this domain was cloned from.
+    pub parent: Option<DomId>,
+    /// Clones (live or frozen) still sharing this template's memory.
+    pub clones: u32,
+    /// Clone index (clones only).
+    pub clone_index: u32,
+    /// Changes on every clone and restore.
+    pub generation: u64,
+    /// Private RAM pages a clone may own ([`u64::MAX`] = unlimited).
+    pub quota_pages: u64,
+    /// RAM frames this domain allocated (populated or copied on write).
+    pub owned_ram: u64,
+    /// RAM pages it maps.
+    pub mapped_ram: u64,
+    pub events: Events,
+    /// Wake-up time while blocked with a timeout.
+    pub deadline: Option<u64>,
+    /// Blocked in the `block` hypercall, which returns the pending events in RAX.
+    pub wake_returns_events: bool,
+    pub console: ConsoleRing,
+    /// Echo of the console to the serial line is at the start of a line.
+    pub echo_at_line_start: bool,
+    pub counters: Counters,
+    /// Why it crashed or was paused by the hypervisor.
+    pub reason: Reason,
+}
+
+impl<V, F: EntryFormat> Domain<V, F> {
+    /// A new live, paused domain record without vCPU or memory yet.
+    pub fn new(id: DomId, name: Name, privileged: bool, mem_bytes: u64, generation: u64) -> Self {
+        Self {
+            id,
+            name,
+            privileged,
+            life: Life::Live,
+            blocked: false,
+            paused: Some(PauseReason::User),
+            queued: false,
+            vcpu: None,
+            p2m: None,
+            frozen_context: None,
+            mem_bytes,
+            parent: None,
+            clones: 0,
+            clone_index: 0,
+            generation,
+            quota_pages: u64::MAX,
+            owned_ram: 0,
+            mapped_ram: 0,
+            events: Events::default(),
+            deadline: None,
+            wake_returns_events: false,
+            console: ConsoleRing::default(),
+            echo_at_line_start: true,
+            counters: Counters::default(),
+            reason: Reason::default(),
+        }
+    }
+
+    /// Live, not paused, not blocked.
+    pub fn runnable(&self) -> bool {
+        self.life == Life::Live && self.paused.is_none() && !self.blocked && self.vcpu.is_some()
+    }
+
+    /// State code as `dom_info` reports it.
+    pub fn state_code(&self) -> u32 {
+        match self.life {
+            Life::Frozen => state::FROZEN,
+            Life::Dead(_) => state::DEAD,
+            Life::Crashed => state::CRASHED,
+            Life::Live if self.paused.is_some() => state::PAUSED,
+            Life::Live if self.blocked => state::BLOCKED,
+            Life::Live => state::RUNNING,
+        }
+    }
+
+    /// RAM pages only this domain maps (a template's pages count as shared).
+    pub fn private_pages(&self) -> u64 {
+        if self.life == Life::Frozen { 0 } else { self.owned_ram.min(self.mapped_ram) }
+    }
+
+    /// RAM pages it maps that others map too.
+    pub fn shared_pages(&self) -> u64 {
+        self.mapped_ram - self.private_pages()
+    }
+
+    /// Private pages it may still gain.
+    pub fn quota_left(&self) -> u64 {
+        if self.parent.is_none() { u64::MAX } else { self.quota_pages.saturating_sub(self.owned_ram) }
+    }
+}
+
+/// All domains, indexed by id.
+pub struct DomainTable<V, F: EntryFormat> {
+    slots: Vec<Option<Box<Domain<V, F>>>>,
+    count: usize,
+    next: DomId,
+}
+
+impl<V, F: EntryFormat> Default for DomainTable<V, F> {
+    fn default() -> Self {
+        Self { slots: Vec::new(), count: 0, next: 0 }
+    }
+}
+
+impl<V, F: EntryFormat> DomainTable<V, F> {
+    /// The domain with this id.
+    pub fn get(&self, id: DomId) -> Option<&Domain<V, F>> {
+        self.slots.get(id as usize).and_then(|s| s.as_deref())
+    }
+
+    /// The domain with this id, mutably.
+    pub fn get_mut(&mut self, id: DomId) -> Option<&mut Domain<V, F>> {
+        self.slots.get_mut(id as usize).and_then(|s| s.as_deref_mut())
+    }
+
+    /// A free id (the lowest at or after the last one handed out, wrapping), if any.
+    pub fn free_id(&self) -> Option<DomId> {
+        if self.count as u32 >= MAX_DOMAINS {
+            return None;
+        }
+        (self.next..MAX_DOMAINS).chain(0..self.next).find(|&id| self.get(id).is_none())
+    }
+
+    /// Stores a domain under its id (which must be free).
+    pub fn insert(&mut self, d: Box<Domain<V, F>>) {
+        let id = d.id as usize;
+        if self.slots.len() <= id {
+            self.slots.resize_with(id + 1, || None);
+        }
+        debug_assert!(self.slots[id].is_none());
+        self.slots[id] = Some(d);
+        self.count += 1;
+        self.next = (id as u32 + 1) % MAX_DOMAINS;
+    }
+
+    /// Removes a domain.
+    pub fn remove(&mut self, id: DomId) -> Option<Box<Domain<V, F>>> {
+        let d = self.slots.get_mut(id as usize)?.take()?;
+        self.count -= 1;
+        Some(d)
+    }
+
+    /// Number of domains.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// All domains in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Domain<V, F>> {
+        self.slots.iter().filter_map(|s| s.as_deref())
+    }
+
+    /// All domains in id order, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Domain<V, F>> {
+        self.slots.iter_mut().filter_map(|s| s.as_deref_mut())
+    }
+
+    /// Ids of domains with an id at or after `first`.
+    pub fn ids_from(&self, first: DomId) -> impl Iterator<Item = DomId> + '_ {
+        self.iter().map(|d| d.id).filter(move |&id| id >= first)
+    }
+
+    /// The domain named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Domain<V, F>> {
+        self.iter().find(|d| d.name.as_str() == name)
+    }
+}

@@ -1,0 +1,340 @@
+//! Hypercall decoding and dispatch. The number is in RAX and arguments in RDI, RSI, RDX,
+//! R10, R8, R9; the result goes back in RAX (negative = `-HvError`). Control hypercalls are
+//! refused to unprivileged domains before anything else is looked at; every pointer argument
+//! is checked against the caller's P2M; lengths are bounded so no call can stall the machine.
+
+use super::{Hypervisor, Next};
+use crate::domain::PauseReason;
+use crate::mm::frame::PAGE_SIZE;
+use crate::mm::physmem::PhysMem;
+use crate::p2m::P2mError;
+use crate::platform::Platform;
+use crate::sched::DomId;
+use crate::vcpu::{Backend, Vcpu};
+use alloc::vec::Vec;
+use guest_abi::domctl::{CloneArgs, CreateArgs, NAME_MAX_BYTES};
+use guest_abi::hypercall::nr;
+use guest_abi::vcpu::VcpuContext;
+use guest_abi::{HvError, bytes_of, bytes_of_mut};
+
+/// Longest single console write.
+pub const CONSOLE_WRITE_MAX_BYTES: u64 = 64 * 1024;
+/// Longest single `mem_read`/`mem_write`.
+pub const MEM_COPY_MAX_BYTES: u64 = 64 << 20;
+/// Most ids one `dom_list` returns.
+pub const LIST_MAX_IDS: u64 = 4096;
+/// Bytes copied per step of a bulk copy.
+const COPY_CHUNK_BYTES: usize = 4096;
+
+/// What a hypercall did.
+enum Outcome {
+    /// Return this value in RAX.
+    Value(u64),
+    /// The caller blocked; RAX is set when it wakes.
+    Blocked,
+    /// The caller yields the CPU.
+    Yield,
+    /// The caller no longer runs (shut down or frozen).
+    Gone,
+}
+
+type HcResult = Result<Outcome, HvError>;
+
+impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
+    /// Handles a hypercall exit of domain `id`.
+    pub(crate) fn hypercall(&mut self, id: DomId) -> Next {
+        let Some(d) = self.domains.get_mut(id) else { return Next::Reschedule };
+        let privileged = d.privileged;
+        d.counters.hypercalls += 1;
+        let Some(v) = d.vcpu.as_mut() else { return Next::Reschedule };
+        v.skip_instruction();
+        let r = *v.regs();
+        let (number, a) = (r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]);
+        let result = if (nr::CONTROL_BASE..nr::CONTROL_END).contains(&number) {
+            if privileged { self.control(id, number, a) } else { Err(HvError::NotPermitted) }
+        } else {
+            self.common(id, privileged, number, a)
+        };
+        let (ret, next) = match result {
+            Ok(Outcome::Value(v)) => (Some(v), Next::Continue),
+            Ok(Outcome::Blocked) => (None, Next::Reschedule),
+            Ok(Outcome::Yield) => (Some(0), Next::Reschedule),
+            Ok(Outcome::Gone) => (None, Next::Reschedule),
+            Err(e) => (Some(e.to_ret()), Next::Continue),
+        };
+        if let Some(ret) = ret {
+            if let Some(v) = self.vcpu_of(id) {
+                v.regs().rax = ret;
+            }
+        }
+        next
+    }
+
+    fn vcpu_of(&mut self, id: DomId) -> Option<&mut B::Vcpu> {
+        self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut())
+    }
+
+    /// Reads a plain struct argument from the caller's memory.
+    fn read_struct<T: Copy>(&self, id: DomId, gpa: u64, mut value: T) -> Result<T, HvError> {
+        // SAFETY: only instantiated with plain #[repr(C)] ABI structs (integers and arrays),
+        // for which every byte pattern is a valid value.
+        self.read_guest(id, gpa, unsafe { bytes_of_mut(&mut value) })?;
+        Ok(value)
+    }
+
+    /// Writes a plain struct result into the caller's memory.
+    fn write_struct<T>(&mut self, id: DomId, gpa: u64, value: &T) -> Result<(), HvError> {
+        // SAFETY: only instantiated with plain #[repr(C)] ABI structs.
+        let bytes = unsafe { bytes_of(value) };
+        self.write_guest(id, gpa, bytes, false)
+    }
+
+    fn common(&mut self, id: DomId, privileged: bool, number: u64, a: [u64; 6]) -> HcResult {
+        match number {
+            nr::CONSOLE_WRITE => {
+                let (gpa, len) = (a[0], a[1]);
+                if len > CONSOLE_WRITE_MAX_BYTES {
+                    return Err(HvError::InvalidArgument);
+                }
+                self.check_range(id, gpa, len)?;
+                let mut buf = [0u8; 256];
+                let mut done = 0u64;
+                while done < len {
+                    let n = (len - done).min(buf.len() as u64) as usize;
+                    self.read_guest(id, gpa + done, &mut buf[..n])?;
+                    self.console_out(id, &buf[..n]);
+                    done += n as u64;
+                }
+                Ok(Outcome::Value(len))
+            }
+            nr::SHUTDOWN => {
+                if privileged && Some(id) == self.dom0 {
+                    self.poweroff = Some(a[0] == 0);
+                }
+                self.exit(id, a[0]);
+                Ok(Outcome::Gone)
+            }
+            nr::YIELD => Ok(Outcome::Yield),
+            nr::BLOCK => {
+                let pending = self.domains.get(id).map(|d| d.events.pending).unwrap_or(0);
+                if pending != 0 {
+                    return Ok(Outcome::Value(pending));
+                }
+                let deadline = (a[0] != 0).then(|| self.platform.now_ns().saturating_add(a[0]));
+                self.block(id, deadline, true);
+                Ok(Outcome::Blocked)
+            }
+            nr::TIME => Ok(Outcome::Value(self.platform.now_ns())),
+            nr::EVENT_ACK => {
+                let d = self.dom_mut(id)?;
+                let bits = core::mem::take(&mut d.events.pending);
+                d.events.in_service = false;
+                Ok(Outcome::Value(bits))
+            }
+            nr::SET_UPCALL => {
+                let vector = a[0];
+                if vector != 0 && !(32..=255).contains(&vector) {
+                    return Err(HvError::InvalidArgument);
+                }
+                let d = self.dom_mut(id)?;
+                d.events.upcall_vector = vector as u8;
+                d.events.in_service = false;
+                Ok(Outcome::Value(0))
+            }
+            nr::NULL => Ok(Outcome::Value(0)),
+            nr::CONSOLE_READ => {
+                if !privileged {
+                    return Err(HvError::NotPermitted);
+                }
+                let (gpa, len) = (a[0], a[1].min(super::INPUT_BUFFER_BYTES as u64));
+                self.check_range(id, gpa, len)?;
+                self.poll_console();
+                let n = (len as usize).min(self.input.len());
+                let bytes: Vec<u8> = self.input.iter().take(n).copied().collect();
+                self.write_guest(id, gpa, &bytes, false)?;
+                self.input.drain(..n);
+                Ok(Outcome::Value(n as u64))
+            }
+            nr::FREEZE_SELF => {
+                self.freeze(id, true)?;
+                Ok(Outcome::Gone)
+            }
+            nr::MEM_PROTECT => {
+                let (gpa, pages) = (a[0], a[1]);
+                if gpa % PAGE_SIZE != 0 || pages == 0 || pages > self.dom(id)?.mem_bytes / PAGE_SIZE {
+                    return Err(HvError::InvalidArgument);
+                }
+                let d = self.domains.get_mut(id).ok_or(HvError::NoSuchDomain)?;
+                let p2m = d.p2m.as_mut().ok_or(HvError::WrongState)?;
+                match p2m.write_protect(&mut self.frames, &self.mem, gpa / PAGE_SIZE, pages, id) {
+                    Ok(_) => {
+                        if let Some(v) = d.vcpu.as_mut() {
+                            v.flush_translations();
+                        }
+                        Ok(Outcome::Value(0))
+                    }
+                    Err(P2mError::ReadOnly(..)) => Err(HvError::ReadOnly),
+                    Err(P2mError::OutOfMemory) => Err(HvError::OutOfMemory),
+                    Err(_) => Err(HvError::BadAddress),
+                }
+            }
+            _ => Err(HvError::NoSuchHypercall),
+        }
+    }
+
+    /// A target domain for a control operation: it must exist and not be the caller.
+    fn other(&self, caller: DomId, target: u64) -> Result<DomId, HvError> {
+        let target = u32::try_from(target).map_err(|_| HvError::NoSuchDomain)?;
+        self.dom(target)?;
+        if target == caller {
+            return Err(HvError::InvalidArgument);
+        }
+        Ok(target)
+    }
+
+    fn control(&mut self, id: DomId, number: u64, a: [u64; 6]) -> HcResult {
+        match number {
+            nr::DOM_CREATE => {
+                let args = self.read_struct(id, a[0], CreateArgs { mem_bytes: 0, vcpus: 0, flags: 0, name: [0; NAME_MAX_BYTES] })?;
+                if args.vcpus != 1 || args.flags != 0 {
+                    return Err(HvError::InvalidArgument);
+                }
+                let name = core::str::from_utf8(&args.name)
+                    .map_err(|_| HvError::InvalidArgument)?
+                    .trim_end_matches('\0');
+                Ok(Outcome::Value(self.create_domain(name, args.mem_bytes, false)? as u64))
+            }
+            nr::DOM_DESTROY => {
+                let t = self.other(id, a[0])?;
+                self.destroy_domain(t)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::DOM_PAUSE => {
+                let t = self.other(id, a[0])?;
+                self.pause(t, PauseReason::User)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::DOM_UNPAUSE => {
+                let t = self.other(id, a[0])?;
+                self.unpause(t)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::DOM_INFO => {
+                let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
+                let info = self.domain_info(t)?;
+                self.write_struct(id, a[1], &info)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::DOM_LIST => {
+                let first = u32::try_from(a[0]).unwrap_or(u32::MAX);
+                let (out, max) = (a[1], a[2].min(LIST_MAX_IDS));
+                self.check_range(id, out, max * 4)?;
+                let ids: Vec<u32> = self.domains.ids_from(first).take(max as usize).collect();
+                let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+                self.write_guest(id, out, &bytes, false)?;
+                Ok(Outcome::Value(ids.len() as u64))
+            }
+            nr::MEM_WRITE => {
+                let t = self.other(id, a[0])?;
+                let (dst, src, len) = (a[1], a[2], a[3]);
+                if len > MEM_COPY_MAX_BYTES {
+                    return Err(HvError::InvalidArgument);
+                }
+                self.check_range(id, src, len)?;
+                self.check_range(t, dst, len)?;
+                self.copy_between(id, src, t, dst, len, true)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::MEM_READ => {
+                let t = self.other(id, a[0])?;
+                let (src, dst, len) = (a[1], a[2], a[3]);
+                if len > MEM_COPY_MAX_BYTES {
+                    return Err(HvError::InvalidArgument);
+                }
+                self.check_range(t, src, len)?;
+                self.check_range(id, dst, len)?;
+                self.copy_between(t, src, id, dst, len, false)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::VCPU_SET => {
+                let t = self.other(id, a[0])?;
+                let ctx = self.read_struct(id, a[1], VcpuContext::default())?;
+                self.set_context(t, &ctx)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::VCPU_GET => {
+                let t = self.other(id, a[0])?;
+                let ctx = self.context(t)?;
+                self.write_struct(id, a[1], &ctx)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::CONSOLE_GET => {
+                let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
+                let (offset, out, len) = (a[1], a[2], a[3].min(super::super::console::CONSOLE_RING_BYTES as u64));
+                self.check_range(id, out, len)?;
+                let mut buf = alloc::vec![0u8; len as usize];
+                let (start, n) = self.dom(t)?.console.read(offset, &mut buf);
+                self.write_guest(id, out, &buf[..n], false)?;
+                let skipped = start.saturating_sub(offset).min(u32::MAX as u64);
+                Ok(Outcome::Value(n as u64 | (skipped << 32)))
+            }
+            nr::HV_INFO => {
+                let info = self.info();
+                self.write_struct(id, a[0], &info)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::DOM_FREEZE => {
+                let t = self.other(id, a[0])?;
+                self.freeze(t, false)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::DOM_CLONE => {
+                let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
+                let args = self.read_struct(id, a[1], CloneArgs { quota_pages: 0, index: 0, flags: 0, name: [0; NAME_MAX_BYTES] })?;
+                if args.flags != 0 {
+                    return Err(HvError::InvalidArgument);
+                }
+                Ok(Outcome::Value(self.clone_domain(t, &args)? as u64))
+            }
+            nr::DOM_STAT => {
+                let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
+                let stat = self.domain_stat(t)?;
+                self.write_struct(id, a[1], &stat)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::DOM_SET_NAME => {
+                let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
+                let len = a[2];
+                if len == 0 || len > NAME_MAX_BYTES as u64 {
+                    return Err(HvError::InvalidArgument);
+                }
+                let mut buf = [0u8; NAME_MAX_BYTES];
+                self.read_guest(id, a[1], &mut buf[..len as usize])?;
+                let name = core::str::from_utf8(&buf[..len as usize]).map_err(|_| HvError::InvalidArgument)?;
+                self.set_name(t, name)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::FRAME_CHECK => match self.check_invariants() {
+                Ok(()) => Ok(Outcome::Value(0)),
+                Err(e) => {
+                    log::error!("invariant check failed: {e:?}");
+                    Err(HvError::Busy)
+                }
+            },
+            _ => Err(HvError::NoSuchHypercall),
+        }
+    }
+
+    /// Copies `len` bytes between two domains' memories in page-sized steps.
+    fn copy_between(&mut self, from: DomId, src: u64, to: DomId, dst: u64, len: u64, privileged: bool) -> Result<(), HvError> {
+        let mut buf = [0u8; COPY_CHUNK_BYTES];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(COPY_CHUNK_BYTES as u64) as usize;
+            self.read_guest(from, src + done, &mut buf[..n])?;
+            self.write_guest(to, dst + done, &buf[..n], privileged)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,890 @@
+//! The hypervisor core: the domain table, lifecycle (create, pause, freeze, clone, crash,
+//! destroy), guest-memory access through the P2M, scheduling, and the accounting behind
+//! `info`/`list`/`stat`. Generic over the vCPU backend, physical memory and platform, so the
+//! whole core (exit handling and hypercalls included) runs on the host against mocks.
+
+mod exit;
+mod hypercall;
+#[cfg(test)]
+mod tests;
+
+use crate::domain::{Domain, DomainTable, Life, Name, PauseReason, Reason};
+use crate::mm::frame::{FrameKind, FrameTable, PAGE_SIZE, Pfn};
+use crate::mm::physmem::PhysMem;
+use crate::p2m::{EntryFormat, Gfn, P2m, P2mError, P2mType, WriteFault, WritePolicy};
+use crate::platform::Platform;
+use crate::sched::{DomId, RunQueue};
+use crate::vcpu::{Backend, Vcpu, VcpuContext, VcpuError};
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use core::fmt::Write as _;
+use guest_abi::HvError;
+use guest_abi::domctl::{self, CloneArgs, DomainInfo, DomainStat, HvInfo, NO_DOMAIN};
+use guest_abi::hypercall::event;
+use guest_abi::layout::{MAX_DOMAIN_MEM_BYTES, MIN_DOMAIN_MEM_BYTES, START_INFO_GPA};
+use guest_abi::start_info::{StartInfo, sflags};
+
+/// Guest frame of the start-of-day page.
+pub const START_INFO_GFN: Gfn = START_INFO_GPA / PAGE_SIZE;
+/// Default preemption time slice.
+pub const TIMESLICE_NS: u64 = 5_000_000;
+/// Longest sleep while idle before the console is polled again.
+pub const IDLE_POLL_NS: u64 = 10_000_000;
+/// Console input kept for dom0 until it reads it.
+pub const INPUT_BUFFER_BYTES: usize = 4096;
+/// Heap bytes that must stay free for a new domain to be created.
+pub const HEAP_RESERVE_BYTES: usize = 256 * 1024;
+
+/// What the machine is, for `info`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Identity {
+    /// 1 = intel, 2 = amd.
+    pub vendor: u32,
+    /// 1 = vmx-ept, 2 = svm-npt.
+    pub backend: u32,
+    /// 1 = bios, 2 = uefi.
+    pub firmware: u32,
+}
+
+/// Tunables.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Preemption time slice.
+    pub timeslice_ns: u64,
+    /// Copy unprivileged domains' console output to the serial line as `(dN) ...`.
+    pub echo_guests: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { timeslice_ns: TIMESLICE_NS, echo_guests: false }
+    }
+}
+
+/// What [`Hypervisor::run_once`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A domain ran until its next exit.
+    Ran(DomId),
+    /// Nothing was runnable; the CPU idled.
+    Idle,
+    /// No live domain is left.
+    NothingLeft,
+}
+
+/// How exit handling wants to go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Re-enter the same domain.
+    Continue,
+    /// Pick the next domain (the current one was preempted, blocked, paused or died).
+    Reschedule,
+}
+
+/// A violated cross-domain invariant found by [`Hypervisor::check_invariants`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvariantError {
+    /// The frame table's own invariants failed.
+    Frames(crate::mm::frame::InvariantError),
+    /// A frame's reference count differs from the references the P2Ms hold.
+    RefCount { pfn: Pfn, counted: u32, recorded: u32 },
+    /// A domain's mapped-page counter differs from its P2M.
+    Mapped { domid: DomId, counted: u64, recorded: u64 },
+}
+
+/// The hypervisor.
+pub struct Hypervisor<B: Backend, M: PhysMem, P: Platform> {
+    pub backend: B,
+    pub mem: M,
+    pub frames: FrameTable<'static>,
+    pub platform: P,
+    pub domains: DomainTable<B::Vcpu, B::Format>,
+    queue: RunQueue,
+    generation: u64,
+    identity: Identity,
+    settings: Settings,
+    input: VecDeque<u8>,
+    /// The domain whose time slice the armed timer measures.
+    timer_owner: Option<DomId>,
+    dom0: Option<DomId>,
+    /// Set when dom0 shuts down: the machine should power off (true = cleanly).
+    pub poweroff: Option<bool>,
+}
+
+fn p2m_err(e: P2mError) -> HvError {
+    match e {
+        P2mError::OutOfMemory => HvError::OutOfMemory,
+        P2mError::QuotaExceeded => HvError::QuotaExceeded,
+        P2mError::ReadOnly(..) => HvError::ReadOnly,
+        P2mError::Unmapped(_) | P2mError::BadGfn(_) => HvError::BadAddress,
+        P2mError::AlreadyMapped(_) | P2mError::Frame(_) => HvError::InvalidArgument,
+    }
+}
+
+impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
+    /// A hypervisor with no domains.
+    pub fn new(backend: B, mem: M, frames: FrameTable<'static>, platform: P, identity: Identity, settings: Settings) -> Self {
+        Self {
+            backend,
+            mem,
+            frames,
+            platform,
+            domains: DomainTable::default(),
+            queue: RunQueue::default(),
+            generation: 1,
+            identity,
+            settings,
+            input: VecDeque::new(),
+            timer_owner: None,
+            dom0: None,
+            poweroff: None,
+        }
+    }
+
+    fn dom(&self, id: DomId) -> Result<&Domain<B::Vcpu, B::Format>, HvError> {
+        self.domains.get(id).ok_or(HvError::NoSuchDomain)
+    }
+
+    fn dom_mut(&mut self, id: DomId) -> Result<&mut Domain<B::Vcpu, B::Format>, HvError> {
+        self.domains.get_mut(id).ok_or(HvError::NoSuchDomain)
+    }
+
+    fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// The privileged control domain, once created.
+    pub fn dom0(&self) -> Option<DomId> {
+        self.dom0
+    }
+
+    /// Domains that are live or frozen (bare mode powers off when none is live).
+    pub fn live_domains(&self) -> usize {
+        self.domains.iter().filter(|d| d.life == Life::Live).count()
+    }
+
+    // ---------------------------------------------------------------- lifecycle
+
+    /// Creates a paused domain with `mem_bytes` of zeroed RAM and an empty start-of-day page.
+    /// Nothing is left allocated if it fails.
+    pub fn create_domain(&mut self, name: &str, mem_bytes: u64, privileged: bool) -> Result<DomId, HvError> {
+        if !(MIN_DOMAIN_MEM_BYTES..=MAX_DOMAIN_MEM_BYTES).contains(&mem_bytes) || mem_bytes % PAGE_SIZE != 0 {
+            return Err(HvError::InvalidArgument);
+        }
+        if !name.is_empty() && self.domains.by_name(name).is_some() {
+            return Err(HvError::NameTaken);
+        }
+        if self.platform.heap_free_bytes() < HEAP_RESERVE_BYTES {
+            return Err(HvError::OutOfMemory);
+        }
+        let id = self.domains.free_id().ok_or(HvError::TooManyDomains)?;
+        let pages = mem_bytes / PAGE_SIZE;
+        // Data pages plus page tables (one per 512 pages, plus the upper levels).
+        let needed = pages + pages.div_ceil(512) + 8;
+        if self.frames.free_frames() < needed {
+            return Err(HvError::OutOfMemory);
+        }
+        let generation = self.next_generation();
+        let mut name_buf = Name::new(name);
+        if name.is_empty() {
+            let _ = write!(name_buf, "dom{id}");
+        }
+        let mut d = Box::new(Domain::new(id, name_buf, privileged, mem_bytes, generation));
+        let p2m = match self.populate(id, pages) {
+            Ok(p) => p,
+            Err(e) => return Err(p2m_err(e)),
+        };
+        d.mapped_ram = pages - 1;
+        d.owned_ram = pages - 1;
+        let placeholder = VcpuContext::default();
+        let vcpu = match self.backend.create_vcpu(&mut self.frames, &placeholder, p2m.root(), id) {
+            Ok(v) => v,
+            Err(VcpuError::OutOfMemory) => {
+                let _ = p2m.destroy(&mut self.frames, &self.mem);
+                return Err(HvError::OutOfMemory);
+            }
+        };
+        d.p2m = Some(p2m);
+        d.vcpu = Some(vcpu);
+        self.domains.insert(d);
+        if privileged && self.dom0.is_none() {
+            self.dom0 = Some(id);
+        }
+        log::debug!("d{id} created: {} KiB", mem_bytes / 1024);
+        Ok(id)
+    }
+
+    /// Maps `pages` zeroed RAM pages at gfn 0.. (the start-of-day slot gets an Info page).
+    fn populate(&mut self, owner: DomId, pages: u64) -> Result<P2m<B::Format>, P2mError> {
+        let mut p2m = P2m::<B::Format>::new(&mut self.frames, &self.mem, owner)?;
+        for gfn in 0..pages {
+            let (kind, ty, writable) = if gfn == START_INFO_GFN {
+                (FrameKind::DomainInfo, P2mType::Info, false)
+            } else {
+                (FrameKind::DomainRam, P2mType::Ram, true)
+            };
+            let step = self
+                .frames
+                .alloc(kind, owner)
+                .map_err(P2mError::from)
+                .and_then(|f| {
+                    self.mem.zero_frame(f);
+                    p2m.map(&mut self.frames, &self.mem, gfn, f, writable, ty, owner).inspect_err(|_| {
+                        let _ = self.frames.free(f);
+                    })
+                });
+            if let Err(e) = step {
+                let _ = p2m.destroy(&mut self.frames, &self.mem);
+                return Err(e);
+            }
+        }
+        Ok(p2m)
+    }
+
+    /// Releases a domain's vCPU and memory (it died, crashed or is being destroyed).
+    fn release(&mut self, id: DomId) {
+        let Some(d) = self.domains.get_mut(id) else { return };
+        if let Some(v) = d.vcpu.take() {
+            self.backend.destroy_vcpu(&mut self.frames, v);
+        }
+        let parent = d.parent;
+        let had_memory = d.p2m.is_some();
+        if let Some(p) = d.p2m.take() {
+            if let Err(e) = p.destroy(&mut self.frames, &self.mem) {
+                log::error!("d{id}: releasing memory failed: {e:?}");
+            }
+        }
+        d.frozen_context = None;
+        d.mapped_ram = 0;
+        d.owned_ram = 0;
+        d.queued = false;
+        d.blocked = false;
+        self.queue.remove(id);
+        if self.timer_owner == Some(id) {
+            self.timer_owner = None;
+        }
+        if had_memory {
+            if let Some(p) = parent.and_then(|p| self.domains.get_mut(p)) {
+                p.clones = p.clones.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Tells dom0 that some domain changed state.
+    fn notify_dom0(&mut self, about: DomId) {
+        if let Some(d0) = self.dom0 {
+            if d0 != about {
+                self.raise(d0, event::DOMAIN_STATE);
+            }
+        }
+    }
+
+    /// Stops a domain that misbehaved: memory is released, the record and console stay.
+    pub fn crash(&mut self, id: DomId, why: core::fmt::Arguments<'_>) {
+        let Some(d) = self.domains.get_mut(id) else { return };
+        if d.life != Life::Live {
+            return;
+        }
+        let mut reason = Reason::default();
+        let _ = reason.write_fmt(why);
+        log::warn!("d{id} ({}) crashed: {}", d.name.as_str(), reason.as_str());
+        d.reason = reason;
+        d.life = Life::Crashed;
+        self.release(id);
+        self.notify_dom0(id);
+    }
+
+    /// A domain shut itself down.
+    pub fn exit(&mut self, id: DomId, code: u64) {
+        let Some(d) = self.domains.get_mut(id) else { return };
+        if d.life != Life::Live {
+            return;
+        }
+        log::debug!("d{id} ({}) exited with code {code}", d.name.as_str());
+        d.life = Life::Dead(code);
+        self.release(id);
+        self.notify_dom0(id);
+    }
+
+    /// Destroys a domain. A template with clones and dom0 cannot be destroyed.
+    pub fn destroy_domain(&mut self, id: DomId) -> Result<(), HvError> {
+        let d = self.dom(id)?;
+        if Some(id) == self.dom0 {
+            return Err(HvError::NotPermitted);
+        }
+        if d.clones > 0 {
+            return Err(HvError::Busy);
+        }
+        self.release(id);
+        self.domains.remove(id);
+        self.notify_dom0(id);
+        Ok(())
+    }
+
+    /// Pauses a live domain.
+    pub fn pause(&mut self, id: DomId, reason: PauseReason) -> Result<(), HvError> {
+        let d = self.dom_mut(id)?;
+        if d.life != Life::Live {
+            return Err(HvError::WrongState);
+        }
+        if d.paused.is_none() || reason != PauseReason::User {
+            d.paused = Some(reason);
+        }
+        d.queued = false;
+        self.queue.remove(id);
+        if let Some(dl) = self.dom(id)?.deadline {
+            // Keep the timeout running while paused; it fires on unpause.
+            self.queue.add_deadline(dl, id);
+        }
+        self.notify_dom0(id);
+        Ok(())
+    }
+
+    /// Unpauses a live domain (whatever the pause reason).
+    pub fn unpause(&mut self, id: DomId) -> Result<(), HvError> {
+        let d = self.dom_mut(id)?;
+        if d.life != Life::Live || d.vcpu.is_none() {
+            return Err(HvError::WrongState);
+        }
+        d.paused = None;
+        self.make_runnable(id);
+        Ok(())
+    }
+
+    fn make_runnable(&mut self, id: DomId) {
+        if let Some(d) = self.domains.get_mut(id) {
+            if d.runnable() && !d.queued {
+                d.queued = true;
+                self.queue.push_back(id);
+            }
+        }
+    }
+
+    /// Sets a live domain's vCPU state.
+    pub fn set_context(&mut self, id: DomId, ctx: &VcpuContext) -> Result<(), HvError> {
+        let d = self.dom_mut(id)?;
+        let v = d.vcpu.as_mut().ok_or(HvError::WrongState)?;
+        v.set_context(ctx);
+        Ok(())
+    }
+
+    /// A domain's vCPU state (a template's saved state).
+    pub fn context(&mut self, id: DomId) -> Result<VcpuContext, HvError> {
+        let d = self.dom_mut(id)?;
+        if let Some(c) = &d.frozen_context {
+            return Ok(**c);
+        }
+        Ok(d.vcpu.as_mut().ok_or(HvError::WrongState)?.context())
+    }
+
+    /// Renames a domain.
+    pub fn set_name(&mut self, id: DomId, name: &str) -> Result<(), HvError> {
+        if name.is_empty() || name.len() > domctl::NAME_MAX_BYTES {
+            return Err(HvError::InvalidArgument);
+        }
+        if self.domains.by_name(name).is_some_and(|d| d.id != id) {
+            return Err(HvError::NameTaken);
+        }
+        self.dom_mut(id)?.name = Name::new(name);
+        Ok(())
+    }
+
+    /// Turns a live domain into a template. With `self_initiated` the domain called
+    /// `freeze_self`: its clones see the hypercall return 0.
+    pub fn freeze(&mut self, id: DomId, self_initiated: bool) -> Result<(), HvError> {
+        let d = self.dom_mut(id)?;
+        if d.privileged {
+            return Err(HvError::NotPermitted);
+        }
+        if d.life != Life::Live {
+            return Err(HvError::WrongState);
+        }
+        let mut v = d.vcpu.take().ok_or(HvError::WrongState)?;
+        let mut ctx = v.context();
+        if self_initiated {
+            ctx.rax = 0;
+        }
+        d.frozen_context = Some(Box::new(ctx));
+        d.life = Life::Frozen;
+        d.blocked = false;
+        d.paused = None;
+        d.queued = false;
+        d.deadline = None;
+        let name = d.name;
+        self.backend.destroy_vcpu(&mut self.frames, v);
+        self.queue.remove(id);
+        if self.timer_owner == Some(id) {
+            self.timer_owner = None;
+        }
+        log::debug!("d{id} ({}) frozen into a template", name.as_str());
+        self.notify_dom0(id);
+        Ok(())
+    }
+
+    /// Clones a template: shares its memory read-only, starts from its saved state, gets its
+    /// own start-of-day page with its identity and the `CLONED` event. Costs a constant
+    /// number of frames whatever the template's size.
+    pub fn clone_domain(&mut self, template: DomId, args: &CloneArgs) -> Result<DomId, HvError> {
+        let t = self.dom(template)?;
+        if t.life != Life::Frozen {
+            return Err(HvError::NotTemplate);
+        }
+        let name = domctl::name_str(&args.name);
+        if !name.is_empty() && self.domains.by_name(name).is_some() {
+            return Err(HvError::NameTaken);
+        }
+        if self.platform.heap_free_bytes() < HEAP_RESERVE_BYTES {
+            return Err(HvError::OutOfMemory);
+        }
+        // Root, three tables to the start-of-day page, the page itself, the control block.
+        if self.frames.free_frames() < 8 {
+            return Err(HvError::OutOfMemory);
+        }
+        let id = self.domains.free_id().ok_or(HvError::TooManyDomains)?;
+        let (ctx, t_mem, t_mapped) = match (&t.frozen_context, &t.p2m) {
+            (Some(c), Some(_)) => (**c, t.mem_bytes, t.mapped_ram),
+            _ => return Err(HvError::WrongState),
+        };
+        let generation = self.next_generation();
+        let mut name_buf = Name::new(name);
+        if name.is_empty() {
+            let _ = write!(name_buf, "dom{id}");
+        }
+        let t_p2m = match self.domains.get(template).and_then(|t| t.p2m.as_ref()) {
+            Some(p) => p,
+            None => return Err(HvError::WrongState),
+        };
+        let mut p2m = P2m::clone_of(&mut self.frames, &self.mem, t_p2m, id).map_err(p2m_err)?;
+        // The clone's own start-of-day page, with its identity.
+        let installed = self.install_clone_info(&mut p2m, id, template, args.index, generation, name_buf);
+        let vcpu = installed.and_then(|_| {
+            self.backend.create_vcpu(&mut self.frames, &ctx, p2m.root(), id).map_err(|_| HvError::OutOfMemory)
+        });
+        let vcpu = match vcpu {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = p2m.destroy(&mut self.frames, &self.mem);
+                return Err(e);
+            }
+        };
+        let mut d = Box::new(Domain::new(id, name_buf, false, t_mem, generation));
+        d.p2m = Some(p2m);
+        d.vcpu = Some(vcpu);
+        d.parent = Some(template);
+        d.clone_index = args.index;
+        d.quota_pages = if args.quota_pages == domctl::QUOTA_DEFAULT { t_mem / PAGE_SIZE } else { args.quota_pages };
+        d.mapped_ram = t_mapped;
+        d.owned_ram = 0;
+        d.paused = None;
+        d.events.pending = event::CLONED;
+        self.domains.insert(d);
+        if let Some(t) = self.domains.get_mut(template) {
+            t.clones += 1;
+        }
+        self.make_runnable(id);
+        Ok(id)
+    }
+
+    fn install_clone_info(
+        &mut self,
+        p2m: &mut P2m<B::Format>,
+        id: DomId,
+        template: DomId,
+        index: u32,
+        generation: u64,
+        name: Name,
+    ) -> Result<(), HvError> {
+        let old = p2m.lookup(&self.mem, START_INFO_GFN).ok_or(HvError::WrongState)?;
+        let page = self.frames.alloc(FrameKind::DomainInfo, id).map_err(|_| HvError::OutOfMemory)?;
+        self.mem.copy_frame(page, old.pfn);
+        let mut info = StartInfo::empty();
+        // SAFETY: StartInfo is plain data; every byte pattern is a valid value.
+        let bytes = unsafe { guest_abi::bytes_of_mut(&mut info) };
+        self.mem.read_bytes(page, 0, bytes);
+        info.flags |= sflags::CLONE;
+        info.flags &= !sflags::PRIVILEGED;
+        info.domid = id;
+        info.parent = template;
+        info.clone_index = index;
+        info.generation = generation;
+        info.name = name.bytes();
+        self.mem.write_bytes(page, 0, info.as_bytes());
+        match p2m.replace(&mut self.frames, &self.mem, START_INFO_GFN, page, false, P2mType::Info, id) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let _ = self.frames.free(page);
+                Err(p2m_err(e))
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- guest memory
+
+    /// Copies `out.len()` bytes from a domain's guest-physical memory. Every page of the range
+    /// must be mapped (RAM, start-of-day page or ROM).
+    pub fn read_guest(&self, id: DomId, gpa: u64, out: &mut [u8]) -> Result<(), HvError> {
+        let d = self.dom(id)?;
+        let p2m = d.p2m.as_ref().ok_or(HvError::WrongState)?;
+        let end = gpa.checked_add(out.len() as u64).ok_or(HvError::BadAddress)?;
+        let mut cursor = gpa;
+        let mut done = 0;
+        while cursor < end {
+            let leaf = p2m.lookup(&self.mem, cursor / PAGE_SIZE).ok_or(HvError::BadAddress)?;
+            let offset = (cursor % PAGE_SIZE) as usize;
+            let n = ((PAGE_SIZE as usize) - offset).min(out.len() - done);
+            self.mem.read_bytes(leaf.pfn, offset, &mut out[done..done + n]);
+            done += n;
+            cursor += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Checks that `[gpa, gpa + len)` is mapped in a domain (for pointer arguments).
+    pub fn check_range(&self, id: DomId, gpa: u64, len: u64) -> Result<(), HvError> {
+        let d = self.dom(id)?;
+        let p2m = d.p2m.as_ref().ok_or(HvError::WrongState)?;
+        let end = gpa.checked_add(len).ok_or(HvError::BadAddress)?;
+        if len == 0 {
+            return Ok(());
+        }
+        for gfn in gpa / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
+            p2m.lookup(&self.mem, gfn).ok_or(HvError::BadAddress)?;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into a domain's memory, resolving copy-on-write on the way. Guest RAM
+    /// only, unless `privileged` (the hypervisor or dom0 filling a start-of-day page).
+    /// The whole range is checked before anything is written.
+    pub fn write_guest(&mut self, id: DomId, gpa: u64, data: &[u8], privileged: bool) -> Result<(), HvError> {
+        {
+            let d = self.dom(id)?;
+            if d.life == Life::Frozen {
+                return Err(HvError::ReadOnly);
+            }
+            let p2m = d.p2m.as_ref().ok_or(HvError::WrongState)?;
+            let end = gpa.checked_add(data.len() as u64).ok_or(HvError::BadAddress)?;
+            if !data.is_empty() {
+                for gfn in gpa / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
+                    let leaf = p2m.lookup(&self.mem, gfn).ok_or(HvError::BadAddress)?;
+                    match leaf.ty {
+                        P2mType::Ram => {}
+                        P2mType::Info if privileged => {}
+                        _ => return Err(HvError::ReadOnly),
+                    }
+                }
+            }
+        }
+        let mut cursor = gpa;
+        let mut done = 0;
+        while done < data.len() {
+            let pfn = self.writable_frame(id, cursor / PAGE_SIZE, privileged)?;
+            let offset = (cursor % PAGE_SIZE) as usize;
+            let n = ((PAGE_SIZE as usize) - offset).min(data.len() - done);
+            self.mem.write_bytes(pfn, offset, &data[done..done + n]);
+            done += n;
+            cursor += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The frame backing `gfn`, made writable for this domain (copying it if shared).
+    fn writable_frame(&mut self, id: DomId, gfn: Gfn, privileged: bool) -> Result<Pfn, HvError> {
+        let d = self.domains.get_mut(id).ok_or(HvError::NoSuchDomain)?;
+        let quota_left = d.quota_left();
+        let p2m = d.p2m.as_mut().ok_or(HvError::WrongState)?;
+        if let Some(l) = p2m.lookup(&self.mem, gfn).filter(|l| l.writable) {
+            return Ok(l.pfn);
+        }
+        let policy = WritePolicy { owner: id, quota_left, privileged };
+        let outcome = p2m.write_fault(&mut self.frames, &self.mem, gfn, policy).map_err(p2m_err)?;
+        let ty = p2m.lookup(&self.mem, gfn).map(|l| l.ty);
+        self.account_write(id, outcome, ty);
+        let p2m = self.dom(id)?.p2m.as_ref().ok_or(HvError::WrongState)?;
+        p2m.lookup(&self.mem, gfn).map(|l| l.pfn).ok_or(HvError::BadAddress)
+    }
+
+    /// Updates counters after a write fault and flushes stale translations.
+    fn account_write(&mut self, id: DomId, outcome: WriteFault, ty: Option<P2mType>) {
+        let Some(d) = self.domains.get_mut(id) else { return };
+        match outcome {
+            WriteFault::Copied { .. } => {
+                d.counters.cow_faults += 1;
+                if ty == Some(P2mType::Ram) {
+                    d.owned_ram += 1;
+                }
+            }
+            WriteFault::Granted { .. } => d.counters.wp_faults += 1,
+            WriteFault::Spurious => {}
+        }
+        if outcome.needs_flush() {
+            if let Some(v) = d.vcpu.as_mut() {
+                v.flush_translations();
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- events and scheduling
+
+    /// Sets event bits on a domain and wakes it if it is blocked.
+    pub fn raise(&mut self, id: DomId, bits: u64) {
+        let Some(d) = self.domains.get_mut(id) else { return };
+        if d.life != Life::Live {
+            return;
+        }
+        d.events.pending |= bits;
+        if d.blocked {
+            self.wake(id);
+        }
+    }
+
+    fn wake(&mut self, id: DomId) {
+        let Some(d) = self.domains.get_mut(id) else { return };
+        d.blocked = false;
+        d.deadline = None;
+        let pending = d.events.pending;
+        if core::mem::take(&mut d.wake_returns_events) {
+            if let Some(v) = d.vcpu.as_mut() {
+                v.regs().rax = pending;
+            }
+        }
+        self.queue.clear_deadline(id);
+        self.make_runnable(id);
+    }
+
+    /// Blocks a domain until an event (or `deadline_ns`). With `returns_events` (the `block`
+    /// hypercall) RAX receives the pending bits on wake-up.
+    fn block(&mut self, id: DomId, deadline_ns: Option<u64>, returns_events: bool) {
+        let Some(d) = self.domains.get_mut(id) else { return };
+        d.blocked = true;
+        d.deadline = deadline_ns;
+        d.queued = false;
+        d.wake_returns_events = returns_events;
+        self.queue.remove(id);
+        if let Some(t) = deadline_ns {
+            self.queue.add_deadline(t, id);
+        }
+    }
+
+    fn wake_expired(&mut self, now_ns: u64) {
+        for id in self.queue.expired(now_ns) {
+            self.raise(id, event::TIMER);
+        }
+    }
+
+    /// Moves typed bytes into dom0's input buffer and tells dom0.
+    pub fn poll_console(&mut self) {
+        let mut got = false;
+        while let Some(b) = self.platform.console_poll() {
+            if self.input.len() >= INPUT_BUFFER_BYTES {
+                self.input.pop_front();
+            }
+            self.input.push_back(b);
+            got = true;
+        }
+        if got {
+            if let Some(d0) = self.dom0 {
+                self.raise(d0, event::CONSOLE_INPUT);
+            }
+        }
+    }
+
+    /// Injects a pending event upcall if the guest can take it, or asks for a window.
+    fn prepare_entry(&mut self, id: DomId) {
+        let Some(d) = self.domains.get_mut(id) else { return };
+        let ev = d.events;
+        let Some(v) = d.vcpu.as_mut() else { return };
+        if ev.pending != 0 && ev.upcall_vector != 0 && !ev.in_service {
+            if v.interruptible() {
+                v.inject_interrupt(ev.upcall_vector);
+                d.events.in_service = true;
+            } else {
+                v.set_interrupt_window(true);
+            }
+        }
+    }
+
+    /// Runs one step: the next runnable domain until its next exit, or an idle wait.
+    pub fn run_once(&mut self) -> Step {
+        let now = self.platform.now_ns();
+        self.wake_expired(now);
+        let Some(id) = self.pick() else {
+            if self.live_domains() == 0 {
+                return Step::NothingLeft;
+            }
+            let until = self.queue.next_deadline().unwrap_or(u64::MAX).min(now + IDLE_POLL_NS);
+            self.timer_owner = None;
+            self.platform.idle(until);
+            self.poll_console();
+            return Step::Idle;
+        };
+        self.prepare_entry(id);
+        if self.timer_owner != Some(id) {
+            self.platform.arm_timer(self.settings.timeslice_ns);
+            self.timer_owner = Some(id);
+        }
+        let start = self.platform.now_ns();
+        let exit = match self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut()) {
+            Some(v) => self.backend.run(v),
+            None => return Step::Ran(id),
+        };
+        let elapsed = self.platform.now_ns().saturating_sub(start);
+        if let Some(d) = self.domains.get_mut(id) {
+            d.counters.exits += 1;
+            d.counters.cpu_ns += elapsed;
+        }
+        match self.handle_exit(id, exit) {
+            Next::Continue => {
+                if let Some(d) = self.domains.get_mut(id) {
+                    if d.runnable() && !d.queued {
+                        d.queued = true;
+                        self.queue.push_front(id);
+                    }
+                }
+            }
+            Next::Reschedule => {
+                if self.timer_owner == Some(id) {
+                    self.timer_owner = None;
+                }
+                self.make_runnable(id);
+            }
+        }
+        Step::Ran(id)
+    }
+
+    fn pick(&mut self) -> Option<DomId> {
+        while let Some(id) = self.queue.pop() {
+            if let Some(d) = self.domains.get_mut(id) {
+                d.queued = false;
+                if d.runnable() {
+                    return Some(id);
+                }
+            }
+        }
+        None
+    }
+
+    // ---------------------------------------------------------------- accounting
+
+    /// `hv_info`.
+    pub fn info(&self) -> HvInfo {
+        let st = self.frames.stats();
+        let kib = |frames: u64| frames * PAGE_SIZE / 1024;
+        let mapped: u64 = self.domains.iter().map(|d| d.mapped_ram).sum();
+        let ram_frames = st.get(FrameKind::DomainRam);
+        let template_frames: u64 =
+            self.domains.iter().filter(|d| d.life == Life::Frozen).map(|d| d.owned_ram).sum();
+        HvInfo {
+            vendor: self.identity.vendor,
+            backend: self.identity.backend,
+            total_kib: kib(st.usable),
+            free_kib: kib(st.get(FrameKind::Free)),
+            shared_kib: kib(template_frames),
+            pagetable_kib: kib(st.get(FrameKind::PageTable)),
+            hypervisor_kib: kib(st.get(FrameKind::Hypervisor) + st.get(FrameKind::DomainInfo)),
+            domains: self.domains.len() as u64,
+            templates: self.domains.iter().filter(|d| d.life == Life::Frozen).count() as u64,
+            saved_kib: kib(mapped.saturating_sub(ram_frames)),
+            heap_free_kib: self.platform.heap_free_bytes() as u64 / 1024,
+            tsc_khz: self.platform.tsc_khz(),
+            firmware: self.identity.firmware,
+            _pad: 0,
+        }
+    }
+
+    /// `dom_info`.
+    pub fn domain_info(&self, id: DomId) -> Result<DomainInfo, HvError> {
+        let d = self.dom(id)?;
+        let mut flags = 0;
+        if d.privileged {
+            flags |= domctl::dflags::PRIVILEGED;
+        }
+        if d.parent.is_some() {
+            flags |= domctl::dflags::CLONE;
+        }
+        Ok(DomainInfo {
+            domid: id,
+            state: d.state_code(),
+            pause_reason: d.paused.map(|p| p.code()).unwrap_or(domctl::pause::NONE),
+            flags,
+            parent: d.parent.unwrap_or(NO_DOMAIN),
+            clones: d.clones,
+            mem_bytes: d.mem_bytes,
+            private_pages: d.private_pages(),
+            shared_pages: d.shared_pages(),
+            exit_code: if let Life::Dead(c) = d.life { c } else { 0 },
+            cpu_ns: d.counters.cpu_ns,
+            name: d.name.bytes(),
+            reason: d.reason.bytes(),
+        })
+    }
+
+    /// `dom_stat`.
+    pub fn domain_stat(&self, id: DomId) -> Result<DomainStat, HvError> {
+        let d = self.dom(id)?;
+        let mut tables = 0u64;
+        if let Some(p) = &d.p2m {
+            p.visit(&self.mem, &mut |_| false, &mut |_t, level, e| {
+                if level > 0 && self.frames.owner(B::Format::pfn(e)) == id {
+                    tables += 1;
+                }
+            });
+            if self.frames.owner(p.root()) == id {
+                tables += 1;
+            }
+        }
+        let control_block = if d.vcpu.is_some() { PAGE_SIZE } else { 0 };
+        let info_page = if d.p2m.is_some() { PAGE_SIZE } else { 0 };
+        let heap = core::mem::size_of::<Domain<B::Vcpu, B::Format>>() + d.console.heap_bytes();
+        Ok(DomainStat {
+            domid: id,
+            _pad: 0,
+            cow_faults: d.counters.cow_faults,
+            wp_faults: d.counters.wp_faults,
+            private_pages: d.private_pages(),
+            quota_pages: if d.parent.is_some() { d.quota_pages } else { domctl::QUOTA_DEFAULT },
+            shared_pages: d.shared_pages(),
+            pagetable_pages: tables,
+            exits: d.counters.exits,
+            hypercalls: d.counters.hypercalls,
+            overhead_bytes: control_block + info_page + tables * PAGE_SIZE + heap as u64,
+            generation: d.generation,
+        })
+    }
+
+    /// Recounts every reference all P2Ms hold and compares with the frame table, and checks
+    /// each domain's mapped-page counter. O(memory); a debug and test check.
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        self.frames.check().map_err(InvariantError::Frames)?;
+        let mut expected: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for d in self.domains.iter() {
+            let Some(p) = &d.p2m else { continue };
+            *expected.entry(p.root().0).or_default() += 1;
+            p.visit(&self.mem, &mut |t| !seen.insert(t.0), &mut |_t, _level, e| {
+                *expected.entry(B::Format::pfn(e).0).or_default() += 1;
+            });
+            let mut ram = 0u64;
+            p.visit(&self.mem, &mut |_| false, &mut |_t, level, e| {
+                if level == 0 && B::Format::p2m_type(e) == P2mType::Ram {
+                    ram += 1;
+                }
+            });
+            if ram != d.mapped_ram {
+                return Err(InvariantError::Mapped { domid: d.id, counted: ram, recorded: d.mapped_ram });
+            }
+        }
+        for n in 0..self.frames.len() {
+            let pfn = Pfn(n);
+            if matches!(self.frames.kind(pfn), FrameKind::PageTable | FrameKind::DomainRam | FrameKind::DomainInfo) {
+                let counted = expected.get(&n).copied().unwrap_or(0);
+                let recorded = self.frames.refs(pfn);
+                if counted != recorded {
+                    return Err(InvariantError::RefCount { pfn, counted, recorded });
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,647 @@
+//! Host tests of the hypervisor core against a mock vCPU backend and platform: hypercalls and
+//! their permission checks, exits, copy-on-write cloning, quotas, scheduling and accounting.
+
+use super::*;
+use crate::mm::frame::FrameInfo;
+use crate::mm::physmem::SimMem;
+use crate::p2m::Npt;
+use crate::vcpu::{Exit, GuestMsr, GuestRegs, vector};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::Cell;
+use core::mem::MaybeUninit;
+use guest_abi::domctl::{CreateArgs, QUOTA_DEFAULT, name_field, pause, state};
+use guest_abi::error::decode_ret;
+use guest_abi::hypercall::{CallInsn, nr};
+
+#[derive(Default)]
+struct MockVcpu {
+    regs: GuestRegs,
+    ctx: VcpuContext,
+    root: u64,
+    script: VecDeque<Exit>,
+    injected: Vec<(u8, bool)>,
+    window: bool,
+    flushes: u32,
+    skips: u32,
+    interruptible: bool,
+}
+
+impl Vcpu for MockVcpu {
+    fn regs(&mut self) -> &mut GuestRegs {
+        &mut self.regs
+    }
+    fn rip(&self) -> u64 {
+        self.ctx.rip
+    }
+    fn skip_instruction(&mut self) {
+        self.skips += 1;
+        self.ctx.rip += 3;
+    }
+    fn interruptible(&self) -> bool {
+        self.interruptible
+    }
+    fn inject_interrupt(&mut self, v: u8) {
+        self.injected.push((v, false));
+    }
+    fn inject_exception(&mut self, v: u8, _error: Option<u32>) {
+        self.injected.push((v, true));
+    }
+    fn set_interrupt_window(&mut self, on: bool) {
+        self.window = on;
+    }
+    fn msr(&mut self, m: GuestMsr) -> u64 {
+        m.get(&self.ctx)
+    }
+    fn set_msr(&mut self, m: GuestMsr, v: u64) {
+        m.set(&mut self.ctx, v)
+    }
+    fn set_control_register(&mut self, cr: u8, v: u64) {
+        if cr == 0 {
+            self.ctx.cr0 = v
+        } else {
+            self.ctx.cr4 = v
+        }
+    }
+    fn context(&mut self) -> VcpuContext {
+        let mut c = self.ctx;
+        self.regs.store(&mut c);
+        c
+    }
+    fn set_context(&mut self, ctx: &VcpuContext) {
+        self.ctx = *ctx;
+        self.regs = GuestRegs::from_context(ctx);
+    }
+    fn flush_translations(&mut self) {
+        self.flushes += 1;
+    }
+}
+
+#[derive(Default)]
+struct MockBackend {
+    live: u32,
+}
+
+impl Backend for MockBackend {
+    type Vcpu = MockVcpu;
+    type Format = Npt;
+    const NAME: &'static str = "mock";
+    const CALL_INSN: CallInsn = CallInsn::Vmmcall;
+
+    fn create_vcpu(&mut self, ft: &mut FrameTable<'_>, ctx: &VcpuContext, root: Pfn, _id: u32) -> Result<MockVcpu, VcpuError> {
+        // Like the real backends: one frame for the control block.
+        let block = ft.alloc(FrameKind::Hypervisor, crate::mm::frame::OWNER_HYPERVISOR).map_err(|_| VcpuError::OutOfMemory)?;
+        self.live += 1;
+        let mut v = MockVcpu { root: root.0 | (block.0 << 32), interruptible: true, ..Default::default() };
+        v.set_context(ctx);
+        Ok(v)
+    }
+
+    fn destroy_vcpu(&mut self, ft: &mut FrameTable<'_>, v: MockVcpu) {
+        self.live -= 1;
+        ft.free(Pfn(v.root >> 32)).unwrap();
+    }
+
+    fn run(&mut self, v: &mut MockVcpu) -> Exit {
+        v.script.pop_front().unwrap_or(Exit::Hlt)
+    }
+}
+
+#[derive(Default)]
+struct MockPlatform {
+    now: Cell<u64>,
+    out: Vec<u8>,
+    input: VecDeque<u8>,
+    timers: u32,
+}
+
+impl Platform for MockPlatform {
+    fn now_ns(&self) -> u64 {
+        self.now.set(self.now.get() + 1000);
+        self.now.get()
+    }
+    fn tsc_khz(&self) -> u64 {
+        1_000_000
+    }
+    fn cpuid(&self, leaf: u32, _sub: u32) -> [u32; 4] {
+        match leaf {
+            1 => [0x600, 0, 0xFFFF_FFFF, 0xFFFF_FFFF],
+            0x8000_0001 => [0, 0, 0xFFFF_FFFF, 0],
+            _ => [leaf, 1, 2, 3],
+        }
+    }
+    fn console_write(&mut self, b: &[u8]) {
+        self.out.extend_from_slice(b);
+    }
+    fn console_poll(&mut self) -> Option<u8> {
+        self.input.pop_front()
+    }
+    fn arm_timer(&mut self, _ns: u64) {
+        self.timers += 1;
+    }
+    fn ack_interrupts(&mut self) {}
+    fn idle(&mut self, until: u64) {
+        if until != u64::MAX {
+            self.now.set(self.now.get().max(until));
+        }
+    }
+    fn heap_free_bytes(&self) -> usize {
+        64 << 20
+    }
+}
+
+type Hv = Hypervisor<MockBackend, SimMem, MockPlatform>;
+
+const FRAMES: usize = 16384;
+const MIB: u64 = 1 << 20;
+
+fn hv() -> Hv {
+    let storage: &'static mut [MaybeUninit<FrameInfo>] =
+        Box::leak((0..FRAMES).map(|_| MaybeUninit::uninit()).collect::<Vec<_>>().into_boxed_slice());
+    let mut ft = FrameTable::new(storage);
+    ft.add_free_range(Pfn(1), Pfn(FRAMES as u64)).unwrap();
+    Hypervisor::new(
+        MockBackend::default(),
+        SimMem::new(FRAMES),
+        ft,
+        MockPlatform::default(),
+        Identity { vendor: 2, backend: 2, firmware: 1 },
+        Settings { echo_guests: true, ..Settings::default() },
+    )
+}
+
+fn vcpu(h: &mut Hv, id: DomId) -> &mut MockVcpu {
+    h.domains.get_mut(id).unwrap().vcpu.as_mut().unwrap()
+}
+
+/// Makes hypercall `n` from domain `id` and returns the decoded result.
+fn call(h: &mut Hv, id: DomId, n: u64, args: &[u64]) -> Result<u64, HvError> {
+    let v = vcpu(h, id);
+    v.regs.rax = n;
+    let mut a = [0u64; 6];
+    a[..args.len()].copy_from_slice(args);
+    (v.regs.rdi, v.regs.rsi, v.regs.rdx, v.regs.r10, v.regs.r8, v.regs.r9) = (a[0], a[1], a[2], a[3], a[4], a[5]);
+    h.handle_exit(id, Exit::Hypercall);
+    decode_ret(vcpu(h, id).regs.rax)
+}
+
+fn started(h: &mut Hv, name: &str, mem: u64) -> DomId {
+    let id = h.create_domain(name, mem, false).unwrap();
+    h.unpause(id).unwrap();
+    id
+}
+
+fn dom0(h: &mut Hv) -> DomId {
+    let id = h.create_domain("dom0", 4 * MIB, true).unwrap();
+    h.unpause(id).unwrap();
+    id
+}
+
+/// A guest write resolved the way the hardware path does it: fault if read-only, then store.
+fn guest_write(h: &mut Hv, id: DomId, gpa: u64, v: u64) {
+    let leaf = h.domains.get(id).unwrap().p2m.as_ref().unwrap().lookup(&h.mem, gpa / PAGE_SIZE).unwrap();
+    if !leaf.writable {
+        h.handle_exit(id, Exit::NestedPageFault { gpa, write: true, fetch: false });
+    }
+    let d = h.domains.get(id).unwrap();
+    if d.life != Life::Live || d.paused.is_some() {
+        return;
+    }
+    let leaf = d.p2m.as_ref().unwrap().lookup(&h.mem, gpa / PAGE_SIZE).unwrap();
+    assert!(leaf.writable);
+    h.mem.write_bytes(leaf.pfn, (gpa % PAGE_SIZE) as usize, &v.to_le_bytes());
+}
+
+fn guest_read(h: &Hv, id: DomId, gpa: u64) -> u64 {
+    let mut b = [0u8; 8];
+    h.read_guest(id, gpa, &mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+#[test]
+fn create_and_destroy_return_every_frame() {
+    let mut h = hv();
+    let baseline = h.info();
+    let a = h.create_domain("a", 8 * MIB, false).unwrap();
+    let b = h.create_domain("", 2 * MIB, false).unwrap();
+    assert_eq!(h.domains.get(b).unwrap().name.as_str(), "dom1");
+    assert!(h.info().free_kib < baseline.free_kib - 10 * 1024);
+    h.check_invariants().unwrap();
+    assert_eq!(h.create_domain("a", 2 * MIB, false), Err(HvError::NameTaken));
+    assert_eq!(h.create_domain("x", 1000, false), Err(HvError::InvalidArgument));
+    assert_eq!(h.create_domain("x", 64 << 30, false), Err(HvError::InvalidArgument));
+    assert_eq!(h.create_domain("x", 512 * MIB, false), Err(HvError::OutOfMemory), "more than the machine has");
+    h.destroy_domain(a).unwrap();
+    h.destroy_domain(b).unwrap();
+    assert_eq!(h.info().free_kib, baseline.free_kib);
+    assert_eq!(h.backend.live, 0);
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn unprivileged_control_hypercalls_are_refused() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let u = started(&mut h, "u", 2 * MIB);
+    for n in nr::CONTROL_BASE..nr::CONTROL_END {
+        assert_eq!(call(&mut h, u, n, &[d0 as u64, 0x2000, 0x3000, 64]), Err(HvError::NotPermitted), "hypercall {n:#x}");
+    }
+    assert_eq!(call(&mut h, u, nr::CONSOLE_READ, &[0x2000, 16]), Err(HvError::NotPermitted));
+    assert_eq!(h.domains.get(d0).unwrap().life, Life::Live);
+    assert_eq!(call(&mut h, d0, nr::DOM_PAUSE, &[u as u64]), Ok(0), "dom0 may");
+}
+
+#[test]
+fn bad_hypercalls_get_error_codes_and_change_nothing() {
+    let mut h = hv();
+    let u = started(&mut h, "u", 2 * MIB);
+    let before = h.info();
+    assert_eq!(call(&mut h, u, 0xDEAD, &[]), Err(HvError::NoSuchHypercall));
+    assert_eq!(call(&mut h, u, u64::MAX, &[]), Err(HvError::NoSuchHypercall));
+    assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[2 * MIB - 8, 64]), Err(HvError::BadAddress), "crosses the end");
+    assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[u64::MAX - 3, 8]), Err(HvError::BadAddress), "wraps");
+    assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[0x2000, 1 << 40]), Err(HvError::InvalidArgument));
+    assert_eq!(call(&mut h, u, nr::SET_UPCALL, &[3]), Err(HvError::InvalidArgument));
+    assert_eq!(call(&mut h, u, nr::MEM_PROTECT, &[0x2001, 1]), Err(HvError::InvalidArgument));
+    assert_eq!(call(&mut h, u, nr::MEM_PROTECT, &[2 * MIB - 4096, 2]), Err(HvError::BadAddress));
+    assert_eq!(call(&mut h, u, nr::MEM_PROTECT, &[0x1000, 1]), Err(HvError::ReadOnly), "the start-of-day page");
+    assert_eq!(call(&mut h, u, nr::NULL, &[]), Ok(0));
+    assert_eq!(h.info().free_kib, before.free_kib);
+    assert_eq!(vcpu(&mut h, u).skips, 10, "every hypercall returns past the instruction");
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn console_output_is_kept_per_domain_and_echoed_with_a_prefix() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let u = started(&mut h, "u", 2 * MIB);
+    h.write_guest(u, 0x2000, b"hi\nthere\n", false).unwrap();
+    assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[0x2000, 9]), Ok(9));
+    assert_eq!(h.platform.out, b"(d1) hi\n(d1) there\n");
+    let out_gpa = 0x3000;
+    let r = call(&mut h, d0, nr::CONSOLE_GET, &[u as u64, 3, out_gpa, 100]).unwrap();
+    assert_eq!(r & 0xFFFF_FFFF, 6);
+    let mut b = [0u8; 6];
+    h.read_guest(d0, out_gpa, &mut b).unwrap();
+    assert_eq!(&b, b"there\n");
+    // Port 0xE9 is a console too.
+    vcpu(&mut h, u).regs.rax = b'!' as u64;
+    h.handle_exit(u, Exit::Io { port: 0xE9, size: 1, write: true, string: false });
+    assert_eq!(h.domains.get(u).unwrap().console.total(), 10);
+}
+
+#[test]
+fn wild_accesses_crash_only_the_offending_domain() {
+    let mut h = hv();
+    let a = started(&mut h, "a", 2 * MIB);
+    let b = started(&mut h, "b", 2 * MIB);
+    guest_write(&mut h, b, 0x4000, 77);
+    h.handle_exit(a, Exit::NestedPageFault { gpa: 3 << 30, write: false, fetch: false });
+    let info = h.domain_info(a).unwrap();
+    assert_eq!(info.state, state::CRASHED);
+    assert!(guest_abi::domctl::name_str(&info.reason).contains("unmapped gpa 0xc0000000"));
+    assert_eq!(guest_read(&h, b, 0x4000), 77);
+    h.handle_exit(b, Exit::NestedPageFault { gpa: 0x1000, write: true, fetch: false });
+    assert!(guest_abi::domctl::name_str(&h.domain_info(b).unwrap().reason).contains("start-of-day"));
+    let c = started(&mut h, "c", 2 * MIB);
+    h.handle_exit(c, Exit::TripleFault);
+    assert_eq!(h.domain_info(c).unwrap().state, state::CRASHED);
+    let e = started(&mut h, "e", 2 * MIB);
+    h.handle_exit(e, Exit::InvalidState(33));
+    assert_eq!(h.domain_info(e).unwrap().state, state::CRASHED);
+    assert_eq!(h.backend.live, 0, "crashed domains release their vCPUs");
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn cpuid_identifies_the_hypervisor_and_hides_virtualization() {
+    let mut h = hv();
+    let u = started(&mut h, "u", 2 * MIB);
+    vcpu(&mut h, u).regs.rax = 0x4000_0000;
+    h.handle_exit(u, Exit::Cpuid);
+    let r = vcpu(&mut h, u).regs;
+    let mut sig = Vec::new();
+    for w in [r.rbx, r.rcx, r.rdx] {
+        sig.extend_from_slice(&(w as u32).to_le_bytes());
+    }
+    assert_eq!(&sig[..], &guest_abi::hypercall::SIGNATURE[..]);
+    vcpu(&mut h, u).regs.rax = 0x4000_0001;
+    h.handle_exit(u, Exit::Cpuid);
+    assert_eq!(vcpu(&mut h, u).regs.rax, CallInsn::Vmmcall as u64);
+    vcpu(&mut h, u).regs.rax = 1;
+    h.handle_exit(u, Exit::Cpuid);
+    let ecx = vcpu(&mut h, u).regs.rcx as u32;
+    assert_eq!(ecx & (1 << 5), 0, "no VMX");
+    assert_ne!(ecx & (1 << 31), 0, "hypervisor bit");
+    vcpu(&mut h, u).regs.rax = 0x8000_0001;
+    h.handle_exit(u, Exit::Cpuid);
+    assert_eq!(vcpu(&mut h, u).regs.rcx & 4, 0, "no SVM");
+}
+
+#[test]
+fn msr_accesses_are_filtered() {
+    let mut h = hv();
+    let u = started(&mut h, "u", 2 * MIB);
+    let v = vcpu(&mut h, u);
+    v.ctx.efer = guest_abi::vcpu::efer::LME | guest_abi::vcpu::efer::LMA | guest_abi::vcpu::efer::SVME;
+    v.regs.rcx = 0xC000_0080;
+    h.handle_exit(u, Exit::Rdmsr);
+    assert_eq!(vcpu(&mut h, u).regs.rax & (1 << 12), 0, "SVME hidden");
+    let v = vcpu(&mut h, u);
+    (v.regs.rcx, v.regs.rax, v.regs.rdx) = (0xC000_0080, 0, 0);
+    h.handle_exit(u, Exit::Wrmsr);
+    assert_eq!(vcpu(&mut h, u).injected.pop(), Some((vector::GP, true)), "clearing LME");
+    let v = vcpu(&mut h, u);
+    (v.regs.rcx, v.regs.rax, v.regs.rdx) = (0xC000_0100, 0x1234, 0);
+    h.handle_exit(u, Exit::Wrmsr);
+    assert_eq!(vcpu(&mut h, u).ctx.fs.base, 0x1234);
+    let v = vcpu(&mut h, u);
+    (v.regs.rcx, v.regs.rax, v.regs.rdx) = (0xC000_0100, 0, 0x8000);
+    h.handle_exit(u, Exit::Wrmsr);
+    assert_eq!(vcpu(&mut h, u).injected.pop(), Some((vector::GP, true)), "non-canonical base");
+    vcpu(&mut h, u).regs.rcx = 0x3A;
+    h.handle_exit(u, Exit::Rdmsr);
+    assert_eq!(vcpu(&mut h, u).injected.pop(), Some((vector::GP, true)), "unknown MSR");
+}
+
+#[test]
+fn block_returns_pending_events_and_wakes_on_events() {
+    let mut h = hv();
+    let u = started(&mut h, "u", 2 * MIB);
+    assert_eq!(call(&mut h, u, nr::EVENT_ACK, &[]), Ok(0));
+    // Nothing pending: the domain blocks.
+    vcpu(&mut h, u).regs.rax = nr::BLOCK;
+    vcpu(&mut h, u).regs.rdi = 0;
+    assert_eq!(h.handle_exit(u, Exit::Hypercall), Next::Reschedule);
+    assert_eq!(h.domain_info(u).unwrap().state, state::BLOCKED);
+    h.raise(u, event::CONSOLE_INPUT);
+    assert_eq!(h.domain_info(u).unwrap().state, state::RUNNING);
+    assert_eq!(vcpu(&mut h, u).regs.rax, event::CONSOLE_INPUT, "block returns the bits");
+    // Pending already: returns at once.
+    assert_eq!(call(&mut h, u, nr::BLOCK, &[0]), Ok(event::CONSOLE_INPUT));
+    assert_eq!(call(&mut h, u, nr::EVENT_ACK, &[]), Ok(event::CONSOLE_INPUT));
+    // A timeout wakes it with the TIMER event.
+    vcpu(&mut h, u).regs.rax = nr::BLOCK;
+    vcpu(&mut h, u).regs.rdi = 1_000_000;
+    h.handle_exit(u, Exit::Hypercall);
+    for _ in 0..3 {
+        h.run_once();
+    }
+    assert_eq!(h.domains.get(u).unwrap().events.pending & event::TIMER, event::TIMER);
+}
+
+#[test]
+fn upcalls_are_injected_when_the_guest_can_take_them() {
+    let mut h = hv();
+    let u = started(&mut h, "u", 2 * MIB);
+    assert_eq!(call(&mut h, u, nr::SET_UPCALL, &[0x30]), Ok(0));
+    vcpu(&mut h, u).interruptible = false;
+    h.raise(u, event::DOMAIN_STATE);
+    h.prepare_entry(u);
+    assert!(vcpu(&mut h, u).window && vcpu(&mut h, u).injected.is_empty());
+    vcpu(&mut h, u).interruptible = true;
+    h.handle_exit(u, Exit::InterruptWindow);
+    h.prepare_entry(u);
+    assert_eq!(vcpu(&mut h, u).injected, vec![(0x30, false)]);
+    h.prepare_entry(u);
+    assert_eq!(vcpu(&mut h, u).injected.len(), 1, "not again until acknowledged");
+    assert_eq!(call(&mut h, u, nr::EVENT_ACK, &[]), Ok(event::DOMAIN_STATE));
+}
+
+#[test]
+fn preemption_alternates_between_runnable_domains() {
+    let mut h = hv();
+    let a = started(&mut h, "a", 2 * MIB);
+    let b = started(&mut h, "b", 2 * MIB);
+    for id in [a, b] {
+        vcpu(&mut h, id).script = (0..10).map(|_| Exit::ExternalInterrupt).collect();
+    }
+    let ran: Vec<DomId> = (0..8)
+        .filter_map(|_| match h.run_once() {
+            Step::Ran(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ran, vec![a, b, a, b, a, b, a, b]);
+}
+
+#[test]
+fn hlt_blocks_until_an_event_and_bare_mode_ends_when_all_die() {
+    let mut h = hv();
+    let a = started(&mut h, "a", 2 * MIB);
+    vcpu(&mut h, a).script = VecDeque::from([Exit::Hlt]);
+    assert_eq!(h.run_once(), Step::Ran(a));
+    assert_eq!(h.domain_info(a).unwrap().state, state::BLOCKED);
+    assert_eq!(h.run_once(), Step::Idle);
+    h.raise(a, event::TIMER);
+    vcpu(&mut h, a).script = VecDeque::from([Exit::TripleFault]);
+    assert_eq!(h.run_once(), Step::Ran(a));
+    assert_eq!(h.run_once(), Step::NothingLeft);
+}
+
+fn template(h: &mut Hv, pages_written: u64) -> DomId {
+    let t = started(h, "tpl", 8 * MIB);
+    for g in 0..pages_written {
+        guest_write(h, t, 0x10_0000 + g * PAGE_SIZE, 0xABC0_0000 + g);
+    }
+    let mut info = StartInfo::empty();
+    info.domid = t;
+    h.write_guest(t, START_INFO_GPA, info.as_bytes(), true).unwrap();
+    h.freeze(t, false).unwrap();
+    t
+}
+
+fn clone_args(name: &str, index: u32, quota: u64) -> CloneArgs {
+    CloneArgs { quota_pages: quota, index, flags: 0, name: name_field(name) }
+}
+
+#[test]
+fn clones_share_read_only_and_copy_on_write() {
+    let mut h = hv();
+    let t = template(&mut h, 16);
+    let before = h.info();
+    let c1 = h.clone_domain(t, &clone_args("c0", 0, QUOTA_DEFAULT)).unwrap();
+    let c2 = h.clone_domain(t, &clone_args("c1", 1, QUOTA_DEFAULT)).unwrap();
+    // A clone costs a root, three tables to its start-of-day page, that page and a control block.
+    assert_eq!((before.free_kib - h.info().free_kib) / 4, 2 * 6);
+    assert_eq!(guest_read(&h, c1, 0x10_0000 + 3 * PAGE_SIZE), 0xABC0_0003);
+    guest_write(&mut h, c1, 0x10_0000 + 3 * PAGE_SIZE, 1);
+    guest_write(&mut h, c2, 0x10_0000 + 3 * PAGE_SIZE, 2);
+    assert_eq!(guest_read(&h, c1, 0x10_0000 + 3 * PAGE_SIZE), 1);
+    assert_eq!(guest_read(&h, c2, 0x10_0000 + 3 * PAGE_SIZE), 2);
+    assert_eq!(guest_read(&h, t, 0x10_0000 + 3 * PAGE_SIZE), 0xABC0_0003);
+    let s = h.domain_stat(c1).unwrap();
+    assert_eq!((s.cow_faults, s.private_pages), (1, 1));
+    let i = h.domain_info(c1).unwrap();
+    assert_eq!((i.parent, i.private_pages, i.shared_pages), (t, 1, 8 * MIB / PAGE_SIZE - 2));
+    assert_eq!(h.domain_info(t).unwrap().clones, 2);
+    assert!(h.info().saved_kib > 2 * 8 * 1024 - 64);
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn clone_learns_its_identity_from_its_start_of_day_page_and_an_event() {
+    let mut h = hv();
+    let t = template(&mut h, 1);
+    let c = h.clone_domain(t, &clone_args("web", 7, QUOTA_DEFAULT)).unwrap();
+    let mut info = StartInfo::empty();
+    // SAFETY: StartInfo is plain data.
+    h.read_guest(c, START_INFO_GPA, unsafe { guest_abi::bytes_of_mut(&mut info) }).unwrap();
+    assert_eq!((info.domid, info.parent, info.clone_index), (c, t, 7));
+    assert!(info.is_clone());
+    assert_eq!(info.name(), "web");
+    assert_eq!(info.generation, h.domain_stat(c).unwrap().generation);
+    let mut tinfo = StartInfo::empty();
+    // SAFETY: as above.
+    h.read_guest(t, START_INFO_GPA, unsafe { guest_abi::bytes_of_mut(&mut tinfo) }).unwrap();
+    assert!(!tinfo.is_clone(), "the template's page is untouched");
+    assert_eq!(call(&mut h, c, nr::EVENT_ACK, &[]), Ok(event::CLONED));
+    let c2 = h.clone_domain(t, &clone_args("web2", 8, QUOTA_DEFAULT)).unwrap();
+    assert_ne!(h.domain_stat(c2).unwrap().generation, info.generation);
+}
+
+#[test]
+fn self_freeze_returns_zero_only_in_clones() {
+    let mut h = hv();
+    let g = started(&mut h, "g", 4 * MIB);
+    vcpu(&mut h, g).regs.rax = nr::FREEZE_SELF;
+    vcpu(&mut h, g).regs.rbx = 0x5555;
+    assert_eq!(h.handle_exit(g, Exit::Hypercall), Next::Reschedule);
+    assert_eq!(h.domain_info(g).unwrap().state, state::FROZEN);
+    let c = h.clone_domain(g, &clone_args("", 0, QUOTA_DEFAULT)).unwrap();
+    let ctx = vcpu(&mut h, c).context();
+    assert_eq!((ctx.rax, ctx.rbx), (0, 0x5555));
+    assert_eq!(h.freeze(c, false), Ok(()), "clones can become templates");
+    let d0 = dom0(&mut h);
+    assert_eq!(call(&mut h, d0, nr::FREEZE_SELF, &[]), Err(HvError::NotPermitted));
+}
+
+#[test]
+fn quota_and_memory_exhaustion_pause_the_clone_and_nothing_else() {
+    let mut h = hv();
+    let t = template(&mut h, 4);
+    let q = h.clone_domain(t, &clone_args("q", 0, 2)).unwrap();
+    let other = h.clone_domain(t, &clone_args("o", 1, QUOTA_DEFAULT)).unwrap();
+    guest_write(&mut h, other, 0x10_0000, 5);
+    guest_write(&mut h, q, 0x20_0000, 1);
+    guest_write(&mut h, q, 0x20_1000, 1);
+    guest_write(&mut h, q, 0x20_2000, 1);
+    let i = h.domain_info(q).unwrap();
+    assert_eq!((i.state, i.pause_reason), (state::PAUSED, pause::QUOTA));
+    assert!(guest_abi::domctl::name_str(&i.reason).contains("quota"));
+    assert_eq!(guest_read(&h, other, 0x10_0000), 5);
+    let zero = h.clone_domain(t, &clone_args("z", 2, 0)).unwrap();
+    guest_write(&mut h, zero, 0x10_0000, 1);
+    assert_eq!(h.domain_info(zero).unwrap().pause_reason, pause::QUOTA, "quota=0: no private pages at all");
+    assert_eq!(h.domain_info(zero).unwrap().private_pages, 0);
+    // Eat all memory, then a copy must pause the writer with nomem.
+    let hog = started(&mut h, "hog", 2 * MIB);
+    let mut hogs = vec![hog];
+    while let Ok(id) = h.create_domain("", 2 * MIB, false) {
+        hogs.push(id);
+    }
+    let free = h.frames.free_frames();
+    let mut g = 0x30_0000;
+    while h.domain_info(other).unwrap().state != state::PAUSED {
+        guest_write(&mut h, other, g, 9);
+        g += PAGE_SIZE;
+        assert!(g < 8 * MIB, "memory ({free} frames) should run out first");
+    }
+    assert_eq!(h.domain_info(other).unwrap().pause_reason, pause::NOMEM);
+    h.check_invariants().unwrap();
+    for id in hogs {
+        h.destroy_domain(id).unwrap();
+    }
+    h.unpause(other).unwrap();
+    guest_write(&mut h, other, g, 9);
+    assert_eq!(h.domain_info(other).unwrap().state, state::RUNNING);
+}
+
+#[test]
+fn template_with_clones_cannot_be_destroyed_and_teardown_returns_every_frame() {
+    let mut h = hv();
+    let baseline = h.info();
+    let t = template(&mut h, 8);
+    let clones: Vec<DomId> = (0..5).map(|i| h.clone_domain(t, &clone_args("", i, QUOTA_DEFAULT)).unwrap()).collect();
+    for (i, &c) in clones.iter().enumerate() {
+        guest_write(&mut h, c, 0x40_0000 + i as u64 * 0x20_0000 % (4 * MIB), 3);
+    }
+    // A chain: freeze a clone, clone it.
+    h.freeze(clones[0], false).unwrap();
+    let grandchild = h.clone_domain(clones[0], &clone_args("gc", 0, QUOTA_DEFAULT)).unwrap();
+    assert_eq!(guest_read(&h, grandchild, 0x40_0000), 3);
+    assert_eq!(h.destroy_domain(t), Err(HvError::Busy));
+    assert_eq!(h.destroy_domain(clones[0]), Err(HvError::Busy));
+    h.check_invariants().unwrap();
+    h.destroy_domain(grandchild).unwrap();
+    for c in clones {
+        h.destroy_domain(c).unwrap();
+    }
+    assert_eq!(h.domain_info(t).unwrap().clones, 0);
+    h.destroy_domain(t).unwrap();
+    assert_eq!(h.info().free_kib, baseline.free_kib);
+    assert_eq!(h.info().domains, 0);
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn dom0_copies_into_and_out_of_other_domains() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let u = h.create_domain("u", 2 * MIB, false).unwrap();
+    h.write_guest(d0, 0x8000, b"payload!", false).unwrap();
+    assert_eq!(call(&mut h, d0, nr::MEM_WRITE, &[u as u64, 0x10_0000, 0x8000, 8]), Ok(0));
+    assert_eq!(call(&mut h, d0, nr::MEM_READ, &[u as u64, 0x10_0000, 0x9000, 8]), Ok(0));
+    let mut b = [0u8; 8];
+    h.read_guest(d0, 0x9000, &mut b).unwrap();
+    assert_eq!(&b, b"payload!");
+    assert_eq!(call(&mut h, d0, nr::MEM_WRITE, &[u as u64, 2 * MIB - 4, 0x8000, 8]), Err(HvError::BadAddress));
+    assert_eq!(call(&mut h, d0, nr::MEM_WRITE, &[999, 0, 0x8000, 8]), Err(HvError::NoSuchDomain));
+    assert_eq!(call(&mut h, d0, nr::DOM_DESTROY, &[d0 as u64]), Err(HvError::InvalidArgument));
+    // Create through the hypercall interface.
+    let args = CreateArgs { mem_bytes: 2 * MIB, vcpus: 1, flags: 0, name: name_field("made") };
+    // SAFETY: plain data.
+    h.write_guest(d0, 0xA000, unsafe { guest_abi::bytes_of(&args) }, false).unwrap();
+    let made = call(&mut h, d0, nr::DOM_CREATE, &[0xA000]).unwrap() as DomId;
+    assert_eq!(h.domain_info(made).unwrap().state, state::PAUSED);
+    assert_eq!(call(&mut h, d0, nr::DOM_LIST, &[0, 0xB000, 16]), Ok(3));
+}
+
+#[test]
+fn random_hypercalls_from_a_guest_never_hurt_anyone_else() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let victim = started(&mut h, "victim", 2 * MIB);
+    guest_write(&mut h, victim, 0x10_0000, 0xFEED);
+    let fuzzer = started(&mut h, "fuzzer", 2 * MIB);
+    let mut x: u64 = 0x1234_5678_9ABC_DEF1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let edges = [0, 1, u64::MAX, 2 * MIB - 1, 2 * MIB, 0x1000, 0xFFF, 1 << 40, victim as u64, d0 as u64];
+    for _ in 0..20_000 {
+        let n = match next() % 4 {
+            0 => next() % 16,
+            1 => nr::CONTROL_BASE + next() % 0x20,
+            2 => next(),
+            _ => next() % 0x400,
+        };
+        if matches!(n, nr::SHUTDOWN | nr::FREEZE_SELF | nr::BLOCK) {
+            continue;
+        }
+        let args: Vec<u64> = (0..6).map(|_| if next() % 2 == 0 { edges[(next() % 10) as usize] } else { next() }).collect();
+        let r = call(&mut h, fuzzer, n, &args);
+        if (nr::CONTROL_BASE..nr::CONTROL_END).contains(&n) {
+            assert_eq!(r, Err(HvError::NotPermitted));
+        }
+        let d = h.domains.get(fuzzer).unwrap();
+        assert_eq!(d.life, Life::Live, "hypercall {n:#x} {args:x?} killed the caller");
+    }
+    assert_eq!(guest_read(&h, victim, 0x10_0000), 0xFEED);
+    assert_eq!(h.domain_info(d0).unwrap().state, state::RUNNING);
+    h.check_invariants().unwrap();
+}

@@ -1,0 +1,447 @@
+//! The guest-physical to machine map (P2M): four-level second-level page tables, one engine
+//! for both EPT and NPT entry formats, with hierarchical copy-on-write.
+//!
+//! Reference counts live in the frame table: a table page counts the parent entries (or the
+//! owning domain, for a root) that point at it; a data frame counts the leaf entries that map
+//! it. A clone's root is a copy of its template's root with write access removed from every
+//! entry, so the clone shares whole subtrees and cloning costs one page whatever the template's
+//! size. A write into a shared subtree copies, on the way down, each table that is still
+//! shared (its children gain a reference), and finally the page itself. An entry grants write
+//! access only when everything below it is referenced by that entry alone.
+
+pub mod entry;
+
+use crate::mm::frame::{FrameError, FrameKind, FrameTable, Owner, Pfn};
+use crate::mm::physmem::{ENTRIES_PER_TABLE, PhysMem};
+use core::marker::PhantomData;
+pub use entry::{EntryFormat, Ept, Npt, P2mType};
+
+/// Number of levels (PML4, PDPT, PD, PT).
+pub const LEVELS: usize = 4;
+/// Guest frame numbers must be below this (48-bit guest-physical addresses).
+pub const GFN_LIMIT: u64 = 1 << 36;
+
+/// A guest frame number (guest-physical address >> 12).
+pub type Gfn = u64;
+
+/// Why a P2M operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum P2mError {
+    /// No free frame for a table or a page copy.
+    OutOfMemory,
+    /// The domain's private-page quota does not allow another copy.
+    QuotaExceeded,
+    /// Nothing is mapped at this guest frame.
+    Unmapped(Gfn),
+    /// A write to a page whose type forbids it.
+    ReadOnly(Gfn, P2mType),
+    /// Something is already mapped at this guest frame.
+    AlreadyMapped(Gfn),
+    /// The guest frame number is beyond the 48-bit address space.
+    BadGfn(Gfn),
+    /// The frame table refused an operation (a hypervisor bug, reported not panicked).
+    Frame(FrameError),
+}
+
+impl From<FrameError> for P2mError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::OutOfMemory => Self::OutOfMemory,
+            other => Self::Frame(other),
+        }
+    }
+}
+
+/// A mapped guest page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// The machine frame.
+    pub pfn: Pfn,
+    /// Whether the guest may write it without a fault (only after every level grants write).
+    pub writable: bool,
+    /// The page type.
+    pub ty: P2mType,
+}
+
+/// How a write fault was resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteFault {
+    /// The page was shared: the writer got a private copy.
+    Copied {
+        /// Shared tables copied on the way down.
+        tables_copied: u32,
+    },
+    /// The page was write-protected but referenced only here: write access was granted.
+    Granted {
+        /// Shared tables copied on the way down.
+        tables_copied: u32,
+    },
+    /// The mapping already allows writing (a stale TLB entry caused the fault).
+    Spurious,
+}
+
+impl WriteFault {
+    /// Whether translations derived from the old tables must be flushed.
+    pub fn needs_flush(self) -> bool {
+        match self {
+            Self::Copied { .. } => true,
+            Self::Granted { tables_copied } => tables_copied > 0,
+            Self::Spurious => false,
+        }
+    }
+}
+
+/// What a write may do when it meets a shared or protected page.
+#[derive(Clone, Copy, Debug)]
+pub struct WritePolicy {
+    /// Owner of frames allocated for copies.
+    pub owner: Owner,
+    /// Private pages the domain may still gain.
+    pub quota_left: u64,
+    /// Whether the hypervisor (not the guest) is writing, which may write `Info` pages.
+    pub privileged: bool,
+}
+
+fn index(gfn: Gfn, level: usize) -> usize {
+    ((gfn >> (9 * level)) & 0x1FF) as usize
+}
+
+/// One domain's P2M, identified by its root table.
+pub struct P2m<F: EntryFormat> {
+    root: Pfn,
+    _format: PhantomData<F>,
+}
+
+impl<F: EntryFormat> core::fmt::Debug for P2m<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "P2m<{}>({:#x})", F::NAME, self.root.0)
+    }
+}
+
+impl<F: EntryFormat> P2m<F> {
+    /// An empty P2M owned by `owner`.
+    pub fn new<M: PhysMem>(ft: &mut FrameTable<'_>, mem: &M, owner: Owner) -> Result<Self, P2mError> {
+        let root = ft.alloc(FrameKind::PageTable, owner)?;
+        mem.zero_frame(root);
+        Ok(Self { root, _format: PhantomData })
+    }
+
+    /// A P2M sharing everything `template` maps, read-only: one new page, whatever the size.
+    /// The template's own root entries lose write access too, so if it keeps running (a live
+    /// checkpoint) its writes are copied as well and the clone keeps the state of this instant.
+    /// A running template's stale writable translations must then be flushed by the caller.
+    pub fn clone_of<M: PhysMem>(
+        ft: &mut FrameTable<'_>,
+        mem: &M,
+        template: &Self,
+        owner: Owner,
+    ) -> Result<Self, P2mError> {
+        let root = duplicate_table::<F, M>(ft, mem, template.root, owner)?;
+        revoke_writes::<F, M>(mem, template.root);
+        Ok(Self { root, _format: PhantomData })
+    }
+
+    /// The root table (EPTP / nCR3 base).
+    pub fn root(&self) -> Pfn {
+        self.root
+    }
+
+    /// The mapping of `gfn`, if any.
+    pub fn lookup<M: PhysMem>(&self, mem: &M, gfn: Gfn) -> Option<Leaf> {
+        if gfn >= GFN_LIMIT {
+            return None;
+        }
+        let mut table = self.root;
+        let mut writable = true;
+        for level in (1..LEVELS).rev() {
+            let e = mem.read_entry(table, index(gfn, level));
+            if !F::is_present(e) {
+                return None;
+            }
+            writable &= F::is_writable(e);
+            table = F::pfn(e);
+        }
+        let e = mem.read_entry(table, index(gfn, 0));
+        F::is_present(e).then(|| Leaf { pfn: F::pfn(e), writable: writable && F::is_writable(e), ty: F::p2m_type(e) })
+    }
+
+    /// Makes every table on the path to `gfn` referenced by this P2M alone, copying shared
+    /// ones (or creating missing ones when `create`), and returns the last-level table.
+    fn private_path<M: PhysMem>(
+        &mut self,
+        ft: &mut FrameTable<'_>,
+        mem: &M,
+        gfn: Gfn,
+        owner: Owner,
+        create: bool,
+        tables_copied: &mut u32,
+    ) -> Result<Pfn, P2mError> {
+        if gfn >= GFN_LIMIT {
+            return Err(P2mError::BadGfn(gfn));
+        }
+        let mut table = self.root;
+        for level in (1..LEVELS).rev() {
+            let i = index(gfn, level);
+            let e = mem.read_entry(table, i);
+            let child = if !F::is_present(e) {
+                if !create {
+                    return Err(P2mError::Unmapped(gfn));
+                }
+                let t = ft.alloc(FrameKind::PageTable, owner)?;
+                mem.zero_frame(t);
+                mem.write_entry(table, i, F::table(t));
+                t
+            } else if F::is_writable(e) {
+                F::pfn(e)
+            } else {
+                let shared = F::pfn(e);
+                if ft.refs(shared) > 1 {
+                    let copy = duplicate_table::<F, M>(ft, mem, shared, owner)?;
+                    ft.put_ref(shared)?;
+                    mem.write_entry(table, i, F::table(copy));
+                    *tables_copied += 1;
+                    copy
+                } else {
+                    // Referenced only here: take it over. Its own entries lose write access,
+                    // so whatever they point at is re-checked on the next write.
+                    revoke_writes::<F, M>(mem, shared);
+                    mem.write_entry(table, i, F::with_writable(e, true));
+                    shared
+                }
+            };
+            table = child;
+        }
+        Ok(table)
+    }
+
+    /// Maps the frame `pfn` at `gfn`. The caller's reference on `pfn` becomes the mapping's.
+    pub fn map<M: PhysMem>(
+        &mut self,
+        ft: &mut FrameTable<'_>,
+        mem: &M,
+        gfn: Gfn,
+        pfn: Pfn,
+        writable: bool,
+        ty: P2mType,
+        owner: Owner,
+    ) -> Result<(), P2mError> {
+        let mut copied = 0;
+        let pt = self.private_path(ft, mem, gfn, owner, true, &mut copied)?;
+        let i = index(gfn, 0);
+        if F::is_present(mem.read_entry(pt, i)) {
+            return Err(P2mError::AlreadyMapped(gfn));
+        }
+        mem.write_entry(pt, i, F::leaf(pfn, writable, ty));
+        Ok(())
+    }
+
+    /// Replaces the mapping at `gfn` with `pfn`, dropping the old frame's reference. Used to
+    /// give a clone its own start-of-day page.
+    pub fn replace<M: PhysMem>(
+        &mut self,
+        ft: &mut FrameTable<'_>,
+        mem: &M,
+        gfn: Gfn,
+        pfn: Pfn,
+        writable: bool,
+        ty: P2mType,
+        owner: Owner,
+    ) -> Result<u32, P2mError> {
+        let mut copied = 0;
+        let pt = self.private_path(ft, mem, gfn, owner, false, &mut copied)?;
+        let i = index(gfn, 0);
+        let old = mem.read_entry(pt, i);
+        if !F::is_present(old) {
+            return Err(P2mError::Unmapped(gfn));
+        }
+        mem.write_entry(pt, i, F::leaf(pfn, writable, ty));
+        release_data::<F>(ft, F::pfn(old))?;
+        Ok(copied)
+    }
+
+    /// Resolves a write to `gfn` that faulted (or that the hypervisor is about to make):
+    /// copies shared tables on the way down and then the page itself if it is shared.
+    pub fn write_fault<M: PhysMem>(
+        &mut self,
+        ft: &mut FrameTable<'_>,
+        mem: &M,
+        gfn: Gfn,
+        policy: WritePolicy,
+    ) -> Result<WriteFault, P2mError> {
+        // Refuse read-only types before touching anything.
+        let leaf = self.lookup(mem, gfn).ok_or(P2mError::Unmapped(gfn))?;
+        match leaf.ty {
+            P2mType::Rom => return Err(P2mError::ReadOnly(gfn, leaf.ty)),
+            P2mType::Info if !policy.privileged => return Err(P2mError::ReadOnly(gfn, leaf.ty)),
+            _ => {}
+        }
+        if leaf.writable {
+            return Ok(WriteFault::Spurious);
+        }
+        // Make the tables private first: copying a shared last-level table adds a reference
+        // to every page it maps, so only afterwards does the page's count tell whether anyone
+        // else maps it. If what follows fails, the privatized tables are simply kept.
+        let mut tables_copied = 0;
+        let pt = self.private_path(ft, mem, gfn, policy.owner, false, &mut tables_copied)?;
+        let i = index(gfn, 0);
+        let e = mem.read_entry(pt, i);
+        let old = F::pfn(e);
+        if ft.refs(old) <= 1 || !ft.kind(old).is_allocatable() {
+            mem.write_entry(pt, i, F::with_writable(e, true));
+            return Ok(WriteFault::Granted { tables_copied });
+        }
+        if policy.quota_left == 0 && leaf.ty == P2mType::Ram {
+            return Err(P2mError::QuotaExceeded);
+        }
+        let kind = if leaf.ty == P2mType::Info { FrameKind::DomainInfo } else { FrameKind::DomainRam };
+        let new = ft.alloc(kind, policy.owner)?;
+        mem.copy_frame(new, old);
+        mem.write_entry(pt, i, F::leaf(new, true, leaf.ty));
+        ft.put_ref(old)?;
+        Ok(WriteFault::Copied { tables_copied })
+    }
+
+    /// Removes write access from the RAM pages `[gfn, gfn + pages)` so the next write to each
+    /// takes a fault (dirty tracking). Every page must be mapped RAM; nothing changes otherwise.
+    /// Returns the number of tables that had to be copied.
+    pub fn write_protect<M: PhysMem>(
+        &mut self,
+        ft: &mut FrameTable<'_>,
+        mem: &M,
+        gfn: Gfn,
+        pages: u64,
+        owner: Owner,
+    ) -> Result<u32, P2mError> {
+        let end = gfn.checked_add(pages).filter(|&e| e <= GFN_LIMIT).ok_or(P2mError::BadGfn(gfn))?;
+        for g in gfn..end {
+            match self.lookup(mem, g) {
+                Some(l) if l.ty == P2mType::Ram => {}
+                Some(l) => return Err(P2mError::ReadOnly(g, l.ty)),
+                None => return Err(P2mError::Unmapped(g)),
+            }
+        }
+        let mut copied = 0;
+        let mut g = gfn;
+        while g < end {
+            let pt = self.private_path(ft, mem, g, owner, false, &mut copied)?;
+            // Everything up to the end of this last-level table shares `pt`.
+            let stop = end.min((g | 0x1FF) + 1);
+            for x in g..stop {
+                let i = index(x, 0);
+                let e = mem.read_entry(pt, i);
+                mem.write_entry(pt, i, F::with_writable(e, false));
+            }
+            g = stop;
+        }
+        Ok(copied)
+    }
+
+    /// Drops every reference this P2M holds; frames nobody else references are freed.
+    pub fn destroy<M: PhysMem>(self, ft: &mut FrameTable<'_>, mem: &M) -> Result<(), P2mError> {
+        release_table::<F, M>(ft, mem, self.root, LEVELS - 1)
+    }
+
+    /// Calls `f(table, level)` for every table reachable from the root that `seen` has not
+    /// seen yet (tables shared between domains are visited once overall), and `leaf(pfn)` for
+    /// every leaf entry in newly visited last-level tables.
+    pub fn visit<M: PhysMem>(
+        &self,
+        mem: &M,
+        seen: &mut dyn FnMut(Pfn) -> bool,
+        f: &mut dyn FnMut(Pfn, usize, u64),
+    ) {
+        visit_table::<F, M>(mem, self.root, LEVELS - 1, seen, f);
+    }
+}
+
+fn visit_table<F: EntryFormat, M: PhysMem>(
+    mem: &M,
+    table: Pfn,
+    level: usize,
+    seen: &mut dyn FnMut(Pfn) -> bool,
+    f: &mut dyn FnMut(Pfn, usize, u64),
+) {
+    if seen(table) {
+        return;
+    }
+    for i in 0..ENTRIES_PER_TABLE {
+        let e = mem.read_entry(table, i);
+        if !F::is_present(e) {
+            continue;
+        }
+        f(table, level, e);
+        if level > 0 {
+            visit_table::<F, M>(mem, F::pfn(e), level - 1, seen, f);
+        }
+    }
+}
+
+/// Copies a table into a new frame, removing write access from every entry and adding a
+/// reference to everything it points at.
+fn duplicate_table<F: EntryFormat, M: PhysMem>(
+    ft: &mut FrameTable<'_>,
+    mem: &M,
+    src: Pfn,
+    owner: Owner,
+) -> Result<Pfn, P2mError> {
+    let new = ft.alloc(FrameKind::PageTable, owner)?;
+    for i in 0..ENTRIES_PER_TABLE {
+        let e = mem.read_entry(src, i);
+        if F::is_present(e) {
+            let child = F::pfn(e);
+            if ft.kind(child).is_allocatable() {
+                ft.get_ref(child)?;
+            }
+            mem.write_entry(new, i, F::with_writable(e, false));
+        } else {
+            mem.write_entry(new, i, 0);
+        }
+    }
+    Ok(new)
+}
+
+/// Removes write access from every entry of a table.
+fn revoke_writes<F: EntryFormat, M: PhysMem>(mem: &M, table: Pfn) {
+    for i in 0..ENTRIES_PER_TABLE {
+        let e = mem.read_entry(table, i);
+        if F::is_present(e) && F::is_writable(e) {
+            mem.write_entry(table, i, F::with_writable(e, false));
+        }
+    }
+}
+
+fn release_data<F: EntryFormat>(ft: &mut FrameTable<'_>, pfn: Pfn) -> Result<(), P2mError> {
+    // Boot-bundle pages (ROM) are not reference counted.
+    if ft.kind(pfn).is_allocatable() {
+        ft.put_ref(pfn)?;
+    }
+    Ok(())
+}
+
+fn release_table<F: EntryFormat, M: PhysMem>(
+    ft: &mut FrameTable<'_>,
+    mem: &M,
+    table: Pfn,
+    level: usize,
+) -> Result<(), P2mError> {
+    if ft.refs(table) > 1 {
+        ft.put_ref(table)?;
+        return Ok(());
+    }
+    for i in 0..ENTRIES_PER_TABLE {
+        let e = mem.read_entry(table, i);
+        if !F::is_present(e) {
+            continue;
+        }
+        if level > 0 {
+            release_table::<F, M>(ft, mem, F::pfn(e), level - 1)?;
+        } else {
+            release_data::<F>(ft, F::pfn(e))?;
+        }
+    }
+    ft.put_ref(table)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,25 @@
+//! What the hypervisor core needs from the machine besides the vCPU backend: time, CPUID,
+//! the serial console, the preemption timer and idling. Bare metal implements it with the TSC,
+//! the local APIC and COM1; host tests with a scripted fake.
+
+/// Machine services used by the core.
+pub trait Platform {
+    /// Nanoseconds since boot.
+    fn now_ns(&self) -> u64;
+    /// TSC frequency in kHz (0 if unknown).
+    fn tsc_khz(&self) -> u64;
+    /// Executes CPUID on the host.
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+    /// Writes raw bytes to the serial console.
+    fn console_write(&mut self, bytes: &[u8]);
+    /// A byte typed on the serial console, if any.
+    fn console_poll(&mut self) -> Option<u8>;
+    /// Arms the preemption timer to fire after `ns` of guest execution.
+    fn arm_timer(&mut self, ns: u64);
+    /// Lets pending host interrupts be delivered and acknowledged.
+    fn ack_interrupts(&mut self);
+    /// Sleeps until an interrupt arrives or `until_ns` passes.
+    fn idle(&mut self, until_ns: u64);
+    /// Free kernel-heap bytes (creation of domains is refused when it runs low).
+    fn heap_free_bytes(&self) -> usize;
+}

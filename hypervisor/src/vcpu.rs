@@ -1,0 +1,328 @@
+//! The vendor-neutral virtual CPU: normalized exit reasons, register access, and the traits
+//! the VMX and SVM backends implement. The hypervisor core only speaks this interface, so it
+//! runs unchanged on both vendors and against a mock in host tests.
+
+use crate::mm::frame::{FrameTable, Pfn};
+use crate::p2m::EntryFormat;
+pub use guest_abi::vcpu::{Segment, VcpuContext};
+use guest_abi::hypercall::CallInsn;
+
+/// General-purpose registers the world switch saves and restores around guest execution
+/// (RSP and RIP live in the VMCS/VMCB). Field order is ABI for the entry stubs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct GuestRegs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+impl GuestRegs {
+    /// The registers of a context.
+    pub fn from_context(c: &VcpuContext) -> Self {
+        Self {
+            rax: c.rax,
+            rbx: c.rbx,
+            rcx: c.rcx,
+            rdx: c.rdx,
+            rsi: c.rsi,
+            rdi: c.rdi,
+            rbp: c.rbp,
+            r8: c.r8,
+            r9: c.r9,
+            r10: c.r10,
+            r11: c.r11,
+            r12: c.r12,
+            r13: c.r13,
+            r14: c.r14,
+            r15: c.r15,
+        }
+    }
+
+    /// Copies the registers into a context.
+    pub fn store(&self, c: &mut VcpuContext) {
+        c.rax = self.rax;
+        c.rbx = self.rbx;
+        c.rcx = self.rcx;
+        c.rdx = self.rdx;
+        c.rsi = self.rsi;
+        c.rdi = self.rdi;
+        c.rbp = self.rbp;
+        c.r8 = self.r8;
+        c.r9 = self.r9;
+        c.r10 = self.r10;
+        c.r11 = self.r11;
+        c.r12 = self.r12;
+        c.r13 = self.r13;
+        c.r14 = self.r14;
+        c.r15 = self.r15;
+    }
+}
+
+/// Why the guest stopped running, in vendor-neutral terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// `vmcall`/`vmmcall`: a hypercall (RIP still points at the instruction).
+    Hypercall,
+    /// A second-level page fault (EPT violation / #NPF).
+    NestedPageFault {
+        /// Faulting guest-physical address.
+        gpa: u64,
+        /// The access was a write.
+        write: bool,
+        /// The access was an instruction fetch.
+        fetch: bool,
+    },
+    /// Port I/O.
+    Io {
+        port: u16,
+        /// Access size in bytes (1, 2, 4).
+        size: u8,
+        write: bool,
+        /// INS/OUTS.
+        string: bool,
+    },
+    /// CPUID.
+    Cpuid,
+    /// RDMSR.
+    Rdmsr,
+    /// WRMSR.
+    Wrmsr,
+    /// HLT.
+    Hlt,
+    /// The guest can take an interrupt now (requested with `set_interrupt_window`).
+    InterruptWindow,
+    /// A host interrupt arrived (preemption timer tick or a device).
+    ExternalInterrupt,
+    /// The guest hit a triple fault (shutdown).
+    TripleFault,
+    /// A virtualization instruction or another instruction the guest may not use.
+    InvalidInstruction,
+    /// A write to a control register that the hypervisor must vet (VMX CR0/CR4 masks).
+    ControlRegisterWrite {
+        /// 0 or 4.
+        cr: u8,
+        /// The value the guest tried to write.
+        value: u64,
+    },
+    /// VM entry failed: the vCPU state is invalid.
+    InvalidState(u32),
+    /// An exit the hypervisor does not handle.
+    Unhandled(u64),
+}
+
+/// The model-specific registers the hypervisor emulates for guests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestMsr {
+    Efer,
+    Pat,
+    FsBase,
+    GsBase,
+    KernelGsBase,
+    Star,
+    Lstar,
+    Cstar,
+    Sfmask,
+    SysenterCs,
+    SysenterEsp,
+    SysenterEip,
+}
+
+impl GuestMsr {
+    /// The MSR for an index, if emulated.
+    pub fn from_index(index: u32) -> Option<Self> {
+        Some(match index {
+            0xC000_0080 => Self::Efer,
+            0x277 => Self::Pat,
+            0xC000_0100 => Self::FsBase,
+            0xC000_0101 => Self::GsBase,
+            0xC000_0102 => Self::KernelGsBase,
+            0xC000_0081 => Self::Star,
+            0xC000_0082 => Self::Lstar,
+            0xC000_0083 => Self::Cstar,
+            0xC000_0084 => Self::Sfmask,
+            0x174 => Self::SysenterCs,
+            0x175 => Self::SysenterEsp,
+            0x176 => Self::SysenterEip,
+            _ => return None,
+        })
+    }
+
+    /// Reads the MSR from a context.
+    pub fn get(self, c: &VcpuContext) -> u64 {
+        match self {
+            Self::Efer => c.efer,
+            Self::Pat => c.pat,
+            Self::FsBase => c.fs.base,
+            Self::GsBase => c.gs.base,
+            Self::KernelGsBase => c.kernel_gs_base,
+            Self::Star => c.star,
+            Self::Lstar => c.lstar,
+            Self::Cstar => c.cstar,
+            Self::Sfmask => c.sfmask,
+            Self::SysenterCs => c.sysenter_cs,
+            Self::SysenterEsp => c.sysenter_esp,
+            Self::SysenterEip => c.sysenter_eip,
+        }
+    }
+
+    /// Writes the MSR into a context.
+    pub fn set(self, c: &mut VcpuContext, v: u64) {
+        match self {
+            Self::Efer => c.efer = v,
+            Self::Pat => c.pat = v,
+            Self::FsBase => c.fs.base = v,
+            Self::GsBase => c.gs.base = v,
+            Self::KernelGsBase => c.kernel_gs_base = v,
+            Self::Star => c.star = v,
+            Self::Lstar => c.lstar = v,
+            Self::Cstar => c.cstar = v,
+            Self::Sfmask => c.sfmask = v,
+            Self::SysenterCs => c.sysenter_cs = v,
+            Self::SysenterEsp => c.sysenter_esp = v,
+            Self::SysenterEip => c.sysenter_eip = v,
+        }
+    }
+}
+
+/// Exceptions the hypervisor injects.
+pub mod vector {
+    pub const UD: u8 = 6;
+    pub const GP: u8 = 13;
+}
+
+/// One virtual CPU on a hardware backend.
+pub trait Vcpu {
+    /// The general-purpose registers (valid between exits).
+    fn regs(&mut self) -> &mut GuestRegs;
+    /// The instruction pointer.
+    fn rip(&self) -> u64;
+    /// Moves RIP past the instruction that caused the last exit.
+    fn skip_instruction(&mut self);
+    /// Whether an interrupt could be delivered now (IF set, no interrupt shadow).
+    fn interruptible(&self) -> bool;
+    /// Delivers an external interrupt at the next entry.
+    fn inject_interrupt(&mut self, vector: u8);
+    /// Delivers an exception at the next entry.
+    fn inject_exception(&mut self, vector: u8, error: Option<u32>);
+    /// Asks for an [`Exit::InterruptWindow`] as soon as the guest can take an interrupt.
+    fn set_interrupt_window(&mut self, on: bool);
+    /// Reads an emulated MSR.
+    fn msr(&mut self, msr: GuestMsr) -> u64;
+    /// Writes an emulated MSR (already validated by the caller).
+    fn set_msr(&mut self, msr: GuestMsr, value: u64);
+    /// Applies a vetted control-register write ([`Exit::ControlRegisterWrite`]).
+    fn set_control_register(&mut self, cr: u8, value: u64);
+    /// The complete state.
+    fn context(&mut self) -> VcpuContext;
+    /// Replaces the complete state.
+    fn set_context(&mut self, ctx: &VcpuContext);
+    /// Flushes the vCPU's cached guest-physical translations before its next entry.
+    fn flush_translations(&mut self);
+}
+
+/// Why a backend could not create a vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuError {
+    /// No frame for the control block.
+    OutOfMemory,
+}
+
+/// A hardware virtualization backend (VMX+EPT or SVM+NPT).
+pub trait Backend {
+    /// The backend's vCPU.
+    type Vcpu: Vcpu;
+    /// The second-level entry format it uses.
+    type Format: EntryFormat;
+    /// `vmx-ept` or `svm-npt`.
+    const NAME: &'static str;
+    /// The hypercall instruction guests must use.
+    const CALL_INSN: CallInsn;
+
+    /// Creates a vCPU with state `ctx` on the second-level tables rooted at `p2m_root`.
+    fn create_vcpu(
+        &mut self,
+        ft: &mut FrameTable<'_>,
+        ctx: &VcpuContext,
+        p2m_root: Pfn,
+        domid: u32,
+    ) -> Result<Self::Vcpu, VcpuError>;
+    /// Releases a vCPU's control block.
+    fn destroy_vcpu(&mut self, ft: &mut FrameTable<'_>, vcpu: Self::Vcpu);
+    /// Runs the vCPU until the next exit.
+    fn run(&mut self, vcpu: &mut Self::Vcpu) -> Exit;
+}
+
+/// Converts compact segment attributes to VMX access rights (bit 16 = unusable).
+pub fn vmx_access_rights(seg: &Segment) -> u32 {
+    if !seg.usable() {
+        return 1 << 16;
+    }
+    let a = seg.attrs as u32;
+    (a & 0xFF) | ((a & 0xF00) << 4)
+}
+
+/// Converts VMX access rights to compact segment attributes (0 if unusable).
+pub fn attrs_from_vmx(ar: u32) -> u16 {
+    if ar & (1 << 16) != 0 {
+        return 0;
+    }
+    ((ar & 0xFF) | ((ar >> 4) & 0xF00)) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_attributes_round_trip_through_vmx_access_rights() {
+        let code = Segment::code64(8);
+        assert_eq!(vmx_access_rights(&code), 0xA09B);
+        assert_eq!(attrs_from_vmx(0xA09B), 0x0A9B);
+        let data = Segment::data(0x10);
+        assert_eq!(vmx_access_rights(&data), 0xC093);
+        assert_eq!(attrs_from_vmx(vmx_access_rights(&data)), data.attrs);
+        assert_eq!(vmx_access_rights(&Segment::null()), 1 << 16);
+        assert_eq!(attrs_from_vmx(1 << 16), 0);
+        let tss = Segment::busy_tss(0, 0, 0x67);
+        assert_eq!(vmx_access_rights(&tss), 0x8B);
+    }
+
+    #[test]
+    fn emulated_msrs_read_back_what_was_written() {
+        let mut c = VcpuContext::default();
+        for (i, idx) in [0xC000_0080u32, 0x277, 0xC000_0100, 0xC000_0101, 0xC000_0102, 0xC000_0081, 0x174]
+            .into_iter()
+            .enumerate()
+        {
+            let m = GuestMsr::from_index(idx).unwrap();
+            m.set(&mut c, 1000 + i as u64);
+            assert_eq!(m.get(&c), 1000 + i as u64);
+        }
+        assert_eq!(GuestMsr::from_index(0x10), None);
+    }
+
+    #[test]
+    fn registers_round_trip_through_a_context() {
+        let mut c = VcpuContext::default();
+        c.rax = 1;
+        c.r15 = 15;
+        c.rdi = 7;
+        let r = GuestRegs::from_context(&c);
+        let mut d = VcpuContext::default();
+        r.store(&mut d);
+        assert_eq!((d.rax, d.r15, d.rdi), (1, 15, 7));
+    }
+}
