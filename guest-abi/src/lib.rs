@@ -15,6 +15,10 @@ pub mod layout;
 pub mod start_info;
 pub mod vcpu;
 
+/// The guest runtime (entry point, console, IDT, events, panic handler) for guest kernels.
+#[cfg(all(feature = "rt", target_arch = "x86_64"))]
+pub mod rt;
+
 pub use error::{HvError, HvResult};
 
 /// Views a plain `#[repr(C)]` value as bytes.

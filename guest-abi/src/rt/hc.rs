@@ -1,0 +1,77 @@
+//! Typed wrappers of the hypercalls every domain may make. Buffers are passed by their
+//! address, which is their guest-physical address under the boot identity map.
+//!
+//! These only work inside a guest of this hypervisor: on any other machine the hypercall
+//! instruction raises #UD.
+
+use crate::error::HvResult;
+use crate::hypercall::{hypercall, nr};
+
+fn call(number: u64, args: &[u64]) -> HvResult<u64> {
+    // SAFETY: the runtime only runs inside a domain of this hypervisor; every pointer
+    // argument passed by the wrappers below comes from a live Rust reference of the stated
+    // length, and the hypervisor touches nothing else.
+    unsafe { hypercall(number, args) }
+}
+
+/// Appends `bytes` to the domain's console; returns how many were taken.
+pub fn console_write(bytes: &[u8]) -> HvResult<usize> {
+    call(nr::CONSOLE_WRITE, &[bytes.as_ptr() as u64, bytes.len() as u64]).map(|n| n as usize)
+}
+
+/// Reads bytes typed on the serial console (dom0 only); returns how many were stored.
+pub fn console_read(buf: &mut [u8]) -> HvResult<usize> {
+    call(nr::CONSOLE_READ, &[buf.as_mut_ptr() as u64, buf.len() as u64]).map(|n| n as usize)
+}
+
+/// Ends the domain with `code` (0 is a clean exit). Does not flush the console buffer; see
+/// [`crate::rt::exit`].
+pub fn shutdown(code: u64) -> ! {
+    loop {
+        let _ = call(nr::SHUTDOWN, &[code]);
+        // The hypervisor never returns from a shutdown; if it did, stop here.
+        super::cpu::halt();
+    }
+}
+
+/// Gives up the rest of the time slice.
+pub fn yield_now() -> HvResult<()> {
+    call(nr::YIELD, &[]).map(drop)
+}
+
+/// Sleeps until an event is pending or `timeout_ns` passes (0 = no timeout); returns the
+/// pending event bits (which stay pending until [`event_ack`]).
+pub fn block(timeout_ns: u64) -> HvResult<u64> {
+    call(nr::BLOCK, &[timeout_ns])
+}
+
+/// Nanoseconds since the hypervisor booted.
+pub fn time_ns() -> HvResult<u64> {
+    call(nr::TIME, &[])
+}
+
+/// Returns and clears the pending event bits (`crate::hypercall::event`).
+pub fn event_ack() -> HvResult<u64> {
+    call(nr::EVENT_ACK, &[])
+}
+
+/// Delivers events as interrupt `vector` (0 = poll only).
+pub fn set_upcall(vector: u8) -> HvResult<()> {
+    call(nr::SET_UPCALL, &[u64::from(vector)]).map(drop)
+}
+
+/// Does nothing (benchmarks); returns 0.
+pub fn null() -> HvResult<u64> {
+    call(nr::NULL, &[])
+}
+
+/// Write-protects `pages` pages of the domain's own memory from `gpa`; the next write to each
+/// takes a second-level fault the hypervisor resolves.
+pub fn mem_protect(gpa: u64, pages: u64) -> HvResult<()> {
+    call(nr::MEM_PROTECT, &[gpa, pages]).map(drop)
+}
+
+/// Turns the domain into a template; returns only in its clones.
+pub fn freeze_self() -> HvResult<()> {
+    call(nr::FREEZE_SELF, &[]).map(drop)
+}

@@ -1,0 +1,20 @@
+//! dom0's control library (no_std + alloc): typed wrappers for the control hypercalls, the
+//! domain builder, and the save-image formats.
+#![no_std]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod boot_tables;
+pub mod builder;
+pub mod elf;
+pub mod error;
+pub mod memory;
+
+#[cfg(test)]
+mod tests;
+
+pub use builder::{BuildSpec, Built, build};
+pub use error::{BuildError, DynamicError};
+pub use memory::DomainMemory;
