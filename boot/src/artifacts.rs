@@ -21,7 +21,19 @@ pub struct GuestSpec {
 }
 
 /// Guest images built and bundled by default.
-pub const DEFAULT_GUESTS: &[GuestSpec] = &[];
+pub const DEFAULT_GUESTS: &[GuestSpec] = &[
+    GuestSpec { image: "hello", package: "guests", bin: "hello" },
+    GuestSpec { image: "memory", package: "guests", bin: "memory" },
+    GuestSpec { image: "hcfuzz", package: "guests", bin: "hcfuzz" },
+    GuestSpec { image: "triple-fault", package: "guests", bin: "triple-fault" },
+    GuestSpec { image: "spinner", package: "guests", bin: "spinner" },
+    GuestSpec { image: "bench", package: "guests", bin: "bench" },
+];
+
+/// The path of a built image by its bundle name.
+pub fn guest_path(artifacts: &Artifacts, image: &str) -> Option<PathBuf> {
+    artifacts.guests.iter().find(|(n, _)| n == image).map(|(_, p)| p.clone())
+}
 
 /// Paths of the built artifacts.
 #[derive(Clone, Debug)]
@@ -56,24 +68,15 @@ pub fn build() -> Result<Artifacts, BootError> {
 }
 
 fn build_uncached() -> Result<Artifacts, BootError> {
-    let root = workspace_root();
     let target_dir = bare_target_dir();
-    let mut cmd = Command::new(cargo());
-    cmd.current_dir(&root)
-        .args(["build", "--release", "--target", BARE_TARGET, "-p", "hypervisor"])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        // Flags meant for the host build must not leak into the bare-metal one.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET");
+    // Two invocations: cargo unifies crate features across the packages of one build, and the
+    // hypervisor's features (an allocator-backed guest-abi) must not leak into guest images.
+    cargo_build(&["hypervisor"])?;
     let mut packages: Vec<&str> = DEFAULT_GUESTS.iter().map(|g| g.package).collect();
+    packages.sort_unstable();
     packages.dedup();
-    for p in packages {
-        cmd.args(["-p", p]);
-    }
-    let status = cmd.status().map_err(io_err("running cargo for the bare-metal build"))?;
-    if !status.success() {
-        return Err(BootError::Build(format!("`cargo build --target {BARE_TARGET}` exited with {status}")));
+    if !packages.is_empty() {
+        cargo_build(&packages)?;
     }
     let out = target_dir.join(BARE_TARGET).join("release");
     let artifacts = Artifacts {
@@ -84,6 +87,26 @@ fn build_uncached() -> Result<Artifacts, BootError> {
         require_file(path)?;
     }
     Ok(artifacts)
+}
+
+fn cargo_build(packages: &[&str]) -> Result<(), BootError> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(workspace_root())
+        .args(["build", "--release", "--target", BARE_TARGET])
+        .env("CARGO_TARGET_DIR", bare_target_dir())
+        // Flags meant for the host build must not leak into the bare-metal one.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET");
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let status = cmd.status().map_err(io_err("running cargo for the bare-metal build"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BootError::Build(format!("`cargo build --target {BARE_TARGET} -p {}` exited with {status}", packages.join(" -p "))))
+    }
 }
 
 fn require_file(path: &Path) -> Result<(), BootError> {

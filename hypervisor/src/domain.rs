@@ -117,7 +117,10 @@ pub struct Counters {
     pub wp_faults: u64,
     pub exits: u64,
     pub hypercalls: u64,
-    pub cpu_ns: u64,
+    /// Guest execution time in platform cycles (TSC ticks).
+    pub cpu_cycles: u64,
+    /// Time slices that ended with the domain still runnable.
+    pub preemptions: u64,
 }
 
 /// One domain.
@@ -141,6 +144,8 @@ pub struct Domain<V, F: EntryFormat> {
     pub frozen_context: Option<Box<VcpuContext>>,
     /// Guest RAM size.
     pub mem_bytes: u64,
+    /// End of the highest guest-physical range mapped (RAM, or dom0's images).
+    pub gpa_limit: u64,
     /// Template this domain was cloned from.
     pub parent: Option<DomId>,
     /// Clones (live or frozen) still sharing this template's memory.
@@ -183,6 +188,7 @@ impl<V, F: EntryFormat> Domain<V, F> {
             p2m: None,
             frozen_context: None,
             mem_bytes,
+            gpa_limit: 0,
             parent: None,
             clones: 0,
             clone_index: 0,
@@ -257,12 +263,14 @@ impl<V, F: EntryFormat> DomainTable<V, F> {
         self.slots.get_mut(id as usize).and_then(|s| s.as_deref_mut())
     }
 
-    /// A free id (the lowest at or after the last one handed out, wrapping), if any.
+    /// A free id for an ordinary domain: the lowest at or after the last one handed out,
+    /// wrapping, never 0 (reserved for dom0).
     pub fn free_id(&self) -> Option<DomId> {
         if self.count as u32 >= MAX_DOMAINS {
             return None;
         }
-        (self.next..MAX_DOMAINS).chain(0..self.next).find(|&id| self.get(id).is_none())
+        let start = self.next.max(1);
+        (start..MAX_DOMAINS).chain(1..start).find(|&id| self.get(id).is_none())
     }
 
     /// Stores a domain under its id (which must be free).
@@ -274,7 +282,9 @@ impl<V, F: EntryFormat> DomainTable<V, F> {
         debug_assert!(self.slots[id].is_none());
         self.slots[id] = Some(d);
         self.count += 1;
-        self.next = (id as u32 + 1) % MAX_DOMAINS;
+        if id != 0 {
+            self.next = (id as u32 + 1) % MAX_DOMAINS;
+        }
     }
 
     /// Removes a domain.

@@ -6,6 +6,8 @@
 pub trait Platform {
     /// Nanoseconds since boot.
     fn now_ns(&self) -> u64;
+    /// A cheap cycle counter (the TSC) for accounting; converted with [`Platform::tsc_khz`].
+    fn cycles(&self) -> u64;
     /// TSC frequency in kHz (0 if unknown).
     fn tsc_khz(&self) -> u64;
     /// Executes CPUID on the host.

@@ -259,6 +259,11 @@ pub trait Backend {
         p2m_root: Pfn,
         domid: u32,
     ) -> Result<Self::Vcpu, VcpuError>;
+    /// Arms the backend's own preemption timer for `ns` of guest execution, if it has one
+    /// (VMX-preemption timer); returns false to have the platform timer used instead.
+    fn arm_preemption(&mut self, _vcpu: &mut Self::Vcpu, _ns: u64, _tsc_khz: u64) -> bool {
+        false
+    }
     /// Releases a vCPU's control block.
     fn destroy_vcpu(&mut self, ft: &mut FrameTable<'_>, vcpu: Self::Vcpu);
     /// Runs the vCPU until the next exit.

@@ -66,3 +66,60 @@ pub fn assert_lacks(o: &RunOutcome, needle: &str) {
 pub fn line_with<'a>(o: &'a RunOutcome, needle: &str) -> Option<&'a str> {
     o.lines().find(|l| l.contains(needle))
 }
+
+/// The path of a built guest image.
+pub fn image(name: &str) -> std::path::PathBuf {
+    let a = boot::artifacts::build().unwrap_or_else(|e| panic!("building images: {e}"));
+    boot::artifacts::guest_path(&a, name).unwrap_or_else(|| panic!("no image {name}"))
+}
+
+/// Bare mode (no dom0): the hypervisor starts each `(domain name, image)` as an unprivileged
+/// domain, echoes their consoles as `(dN) ...`, and powers off when all have ended.
+pub fn bare(opts: RunOptions, guests: &[(&str, &str)], config: &[&str]) -> RunOptions {
+    RunOptions {
+        default_guests: false,
+        guests: guests.iter().map(|(n, i)| (n.to_string(), image(i))).collect(),
+        config: config.iter().map(|s| s.to_string()).collect(),
+        ..opts
+    }
+}
+
+/// The id the hypervisor gave the boot-time domain `name`.
+pub fn domain_id(o: &RunOutcome, name: &str) -> Option<u32> {
+    let suffix = format!(" {name}: started");
+    o.lines().find_map(|l| {
+        let rest = l.strip_prefix("(hv) d")?;
+        let (id, tail) = rest.split_once(' ')?;
+        (format!(" {tail}").starts_with(&suffix)).then(|| id.parse().ok()).flatten()
+    })
+}
+
+/// Console lines of the boot-time domain `name` (without the `(dN) ` prefix).
+pub fn console_of(o: &RunOutcome, name: &str) -> Vec<String> {
+    let Some(id) = domain_id(o, name) else { return Vec::new() };
+    let prefix = format!("(d{id}) ");
+    o.lines().filter_map(|l| l.strip_prefix(&prefix).map(String::from)).collect()
+}
+
+/// The hypervisor's last word on domain `name` (`exited with code ...` or `crashed: ...`).
+pub fn fate_of(o: &RunOutcome, name: &str) -> Option<String> {
+    let id = domain_id(o, name)?;
+    let prefix = format!("(hv) d{id} {name}: ");
+    o.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .find(|r| r.starts_with("exited") || r.starts_with("crashed"))
+        .map(String::from)
+}
+
+/// Asserts that domain `name` printed exactly one `Test result:` line and it is SUCCESS.
+pub fn assert_guest_success(o: &RunOutcome, name: &str) {
+    let console = console_of(o, name);
+    let results: Vec<&String> = console.iter().filter(|l| l.starts_with("Test result:")).collect();
+    assert_eq!(results.len(), 1, "{name} must print one result line; console:\n{}", console.join("\n"));
+    assert_eq!(results[0], "Test result: SUCCESS", "{name} console:\n{}", console.join("\n"));
+}
+
+/// Asserts the run ended with every domain gone and every frame back.
+pub fn assert_memory_returned(o: &RunOutcome) {
+    assert_has(o, "(hv) all domains ended; all memory returned");
+}

@@ -9,6 +9,9 @@ use core::cell::UnsafeCell;
 
 /// Vector of the local APIC timer (preemption tick).
 pub const TIMER_VECTOR: u8 = 0xF0;
+/// Timer interrupts taken (diagnostics).
+pub static TIMER_INTERRUPTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Vector of the local APIC's spurious interrupt.
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 
@@ -207,8 +210,13 @@ const EXCEPTION_NAMES: [&str; 32] = [
 extern "C" fn hv_trap_dispatch(frame: &mut TrapFrame) {
     match frame.vector {
         0..=31 => fatal_exception(frame),
-        v if v == TIMER_VECTOR as u64 => super::apic::eoi(),
+        v if v == TIMER_VECTOR as u64 => {
+            TIMER_INTERRUPTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            super::apic::eoi()
+        }
         v if v == SPURIOUS_VECTOR as u64 => {}
+        // Spurious lines of the masked legacy PICs: no EOI to the APIC.
+        0x27 | 0x2F => {}
         v => {
             log::warn!("unexpected interrupt vector {v:#x}");
             super::apic::eoi();

@@ -72,11 +72,20 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             Exit::ExternalInterrupt => {
                 self.platform.ack_interrupts();
                 self.poll_console();
-                let now = self.platform.now_ns();
-                self.wake_expired(now);
+                if self.queue.next_deadline().is_some() {
+                    let now = self.platform.now_ns();
+                    self.wake_expired(now);
+                }
                 // A preemption point: round-robin if anyone else wants the CPU.
                 self.timer_owner = None;
-                if self.queue.is_empty() { Next::Continue } else { Next::Reschedule }
+                if self.queue.is_empty() {
+                    Next::Continue
+                } else {
+                    if let Some(d) = self.domains.get_mut(id) {
+                        d.counters.preemptions += 1;
+                    }
+                    Next::Reschedule
+                }
             }
             Exit::TripleFault => {
                 self.crash(id, format_args!("triple fault"));

@@ -93,10 +93,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         match number {
             nr::CONSOLE_WRITE => {
                 let (gpa, len) = (a[0], a[1]);
+                self.check_range(id, gpa, len)?;
                 if len > CONSOLE_WRITE_MAX_BYTES {
                     return Err(HvError::InvalidArgument);
                 }
-                self.check_range(id, gpa, len)?;
                 let mut buf = [0u8; 256];
                 let mut done = 0u64;
                 while done < len {
@@ -237,22 +237,22 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             nr::MEM_WRITE => {
                 let t = self.other(id, a[0])?;
                 let (dst, src, len) = (a[1], a[2], a[3]);
+                self.check_range(id, src, len)?;
+                self.check_range(t, dst, len)?;
                 if len > MEM_COPY_MAX_BYTES {
                     return Err(HvError::InvalidArgument);
                 }
-                self.check_range(id, src, len)?;
-                self.check_range(t, dst, len)?;
                 self.copy_between(id, src, t, dst, len, true)?;
                 Ok(Outcome::Value(0))
             }
             nr::MEM_READ => {
                 let t = self.other(id, a[0])?;
                 let (src, dst, len) = (a[1], a[2], a[3]);
+                self.check_range(t, src, len)?;
+                self.check_range(id, dst, len)?;
                 if len > MEM_COPY_MAX_BYTES {
                     return Err(HvError::InvalidArgument);
                 }
-                self.check_range(t, src, len)?;
-                self.check_range(id, dst, len)?;
                 self.copy_between(t, src, id, dst, len, false)?;
                 Ok(Outcome::Value(0))
             }

@@ -3,8 +3,10 @@
 //! `info`/`list`/`stat`. Generic over the vCPU backend, physical memory and platform, so the
 //! whole core (exit handling and hypercalls included) runs on the host against mocks.
 
+mod build;
 mod exit;
 mod hypercall;
+pub use build::BuildFailure;
 #[cfg(test)]
 mod tests;
 
@@ -178,7 +180,11 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         if self.platform.heap_free_bytes() < HEAP_RESERVE_BYTES {
             return Err(HvError::OutOfMemory);
         }
-        let id = self.domains.free_id().ok_or(HvError::TooManyDomains)?;
+        let id = if privileged && self.dom0.is_none() && self.domains.get(0).is_none() {
+            0
+        } else {
+            self.domains.free_id().ok_or(HvError::TooManyDomains)?
+        };
         let pages = mem_bytes / PAGE_SIZE;
         // Data pages plus page tables (one per 512 pages, plus the upper levels).
         let needed = pages + pages.div_ceil(512) + 8;
@@ -197,6 +203,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         };
         d.mapped_ram = pages - 1;
         d.owned_ram = pages - 1;
+        d.gpa_limit = mem_bytes;
         let placeholder = VcpuContext::default();
         let vcpu = match self.backend.create_vcpu(&mut self.frames, &placeholder, p2m.root(), id) {
             Ok(v) => v,
@@ -442,8 +449,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             return Err(HvError::OutOfMemory);
         }
         let id = self.domains.free_id().ok_or(HvError::TooManyDomains)?;
-        let (ctx, t_mem, t_mapped) = match (&t.frozen_context, &t.p2m) {
-            (Some(c), Some(_)) => (**c, t.mem_bytes, t.mapped_ram),
+        let (ctx, t_mem, t_mapped, t_limit) = match (&t.frozen_context, &t.p2m) {
+            (Some(c), Some(_)) => (**c, t.mem_bytes, t.mapped_ram, t.gpa_limit),
             _ => return Err(HvError::WrongState),
         };
         let generation = self.next_generation();
@@ -476,6 +483,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         d.quota_pages = if args.quota_pages == domctl::QUOTA_DEFAULT { t_mem / PAGE_SIZE } else { args.quota_pages };
         d.mapped_ram = t_mapped;
         d.owned_ram = 0;
+        d.gpa_limit = t_limit;
         d.paused = None;
         d.events.pending = event::CLONED;
         self.domains.insert(d);
@@ -540,11 +548,15 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         Ok(())
     }
 
-    /// Checks that `[gpa, gpa + len)` is mapped in a domain (for pointer arguments).
+    /// Checks that `[gpa, gpa + len)` is mapped in a domain (for pointer arguments). Ranges
+    /// reaching beyond the domain's highest mapped address fail at once, whatever their length.
     pub fn check_range(&self, id: DomId, gpa: u64, len: u64) -> Result<(), HvError> {
         let d = self.dom(id)?;
         let p2m = d.p2m.as_ref().ok_or(HvError::WrongState)?;
         let end = gpa.checked_add(len).ok_or(HvError::BadAddress)?;
+        if end > d.gpa_limit {
+            return Err(HvError::BadAddress);
+        }
         if len == 0 {
             return Ok(());
         }
@@ -707,9 +719,14 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
 
     /// Runs one step: the next runnable domain until its next exit, or an idle wait.
     pub fn run_once(&mut self) -> Step {
-        let now = self.platform.now_ns();
-        self.wake_expired(now);
+        if let Some(deadline) = self.queue.next_deadline() {
+            let now = self.platform.now_ns();
+            if deadline <= now {
+                self.wake_expired(now);
+            }
+        }
         let Some(id) = self.pick() else {
+            let now = self.platform.now_ns();
             if self.live_domains() == 0 {
                 return Step::NothingLeft;
             }
@@ -721,18 +738,25 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         };
         self.prepare_entry(id);
         if self.timer_owner != Some(id) {
-            self.platform.arm_timer(self.settings.timeslice_ns);
+            let (slice, khz) = (self.settings.timeslice_ns, self.platform.tsc_khz());
+            let own = match self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut()) {
+                Some(v) => self.backend.arm_preemption(v, slice, khz),
+                None => false,
+            };
+            if !own {
+                self.platform.arm_timer(slice);
+            }
             self.timer_owner = Some(id);
         }
-        let start = self.platform.now_ns();
+        let start = self.platform.cycles();
         let exit = match self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut()) {
             Some(v) => self.backend.run(v),
             None => return Step::Ran(id),
         };
-        let elapsed = self.platform.now_ns().saturating_sub(start);
+        let elapsed = self.platform.cycles().wrapping_sub(start);
         if let Some(d) = self.domains.get_mut(id) {
             d.counters.exits += 1;
-            d.counters.cpu_ns += elapsed;
+            d.counters.cpu_cycles += elapsed;
         }
         match self.handle_exit(id, exit) {
             Next::Continue => {
@@ -814,7 +838,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             private_pages: d.private_pages(),
             shared_pages: d.shared_pages(),
             exit_code: if let Life::Dead(c) = d.life { c } else { 0 },
-            cpu_ns: d.counters.cpu_ns,
+            cpu_ns: (d.counters.cpu_cycles as u128 * 1_000_000 / self.platform.tsc_khz().max(1) as u128) as u64,
             name: d.name.bytes(),
             reason: d.reason.bytes(),
         })

@@ -120,6 +120,9 @@ impl Platform for MockPlatform {
         self.now.set(self.now.get() + 1000);
         self.now.get()
     }
+    fn cycles(&self) -> u64 {
+        self.now.get()
+    }
     fn tsc_khz(&self) -> u64 {
         1_000_000
     }
@@ -224,7 +227,7 @@ fn create_and_destroy_return_every_frame() {
     let baseline = h.info();
     let a = h.create_domain("a", 8 * MIB, false).unwrap();
     let b = h.create_domain("", 2 * MIB, false).unwrap();
-    assert_eq!(h.domains.get(b).unwrap().name.as_str(), "dom1");
+    assert_eq!(h.domains.get(b).unwrap().name.as_str(), "dom2");
     assert!(h.info().free_kib < baseline.free_kib - 10 * 1024);
     h.check_invariants().unwrap();
     assert_eq!(h.create_domain("a", 2 * MIB, false), Err(HvError::NameTaken));
@@ -260,14 +263,15 @@ fn bad_hypercalls_get_error_codes_and_change_nothing() {
     assert_eq!(call(&mut h, u, u64::MAX, &[]), Err(HvError::NoSuchHypercall));
     assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[2 * MIB - 8, 64]), Err(HvError::BadAddress), "crosses the end");
     assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[u64::MAX - 3, 8]), Err(HvError::BadAddress), "wraps");
-    assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[0x2000, 1 << 40]), Err(HvError::InvalidArgument));
+    assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[0x2000, 1 << 40]), Err(HvError::BadAddress), "beyond RAM");
+    assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[0x10000, 128 * 1024]), Err(HvError::InvalidArgument), "too long");
     assert_eq!(call(&mut h, u, nr::SET_UPCALL, &[3]), Err(HvError::InvalidArgument));
     assert_eq!(call(&mut h, u, nr::MEM_PROTECT, &[0x2001, 1]), Err(HvError::InvalidArgument));
     assert_eq!(call(&mut h, u, nr::MEM_PROTECT, &[2 * MIB - 4096, 2]), Err(HvError::BadAddress));
     assert_eq!(call(&mut h, u, nr::MEM_PROTECT, &[0x1000, 1]), Err(HvError::ReadOnly), "the start-of-day page");
     assert_eq!(call(&mut h, u, nr::NULL, &[]), Ok(0));
     assert_eq!(h.info().free_kib, before.free_kib);
-    assert_eq!(vcpu(&mut h, u).skips, 10, "every hypercall returns past the instruction");
+    assert_eq!(vcpu(&mut h, u).skips, 11, "every hypercall returns past the instruction");
     h.check_invariants().unwrap();
 }
 

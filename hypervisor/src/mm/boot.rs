@@ -22,6 +22,9 @@ pub const HEAP_MAX_BYTES: u64 = 256 << 20;
 pub const HEAP_RAM_DIVISOR: u64 = 16;
 /// Lowest physical address used for boot-time carving (keeps real-mode memory alone).
 const CARVE_FLOOR: u64 = 1 << 20;
+/// Physically contiguous frames set aside for the virtualization backend (SVM's I/O and MSR
+/// permission maps are 12 and 8 KiB; host save areas, VMXON region).
+pub const BOOT_POOL_FRAMES: u64 = 16;
 
 /// What boot-time memory setup found and reserved.
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +43,8 @@ pub struct MemoryReport {
     pub free_kib: u64,
     /// Boot bundle frames tagged in the table.
     pub bundle_frames: u64,
+    /// First frame of the contiguous boot pool ([`BOOT_POOL_FRAMES`] frames, zeroed).
+    pub boot_pool: Pfn,
 }
 
 /// Why memory setup failed.
@@ -101,6 +106,9 @@ pub fn init(regions: &[MemoryRegion], bundle: Option<(u64, u64)>) -> Result<Memo
     let table = carve(regions, table_bytes, &[bundle_range]).ok_or(BootMemError::NoRoomFor("frame table", table_bytes))?;
     let heap_bytes = (usable_bytes / HEAP_RAM_DIVISOR).clamp(HEAP_MIN_BYTES, HEAP_MAX_BYTES) / PAGE_SIZE * PAGE_SIZE;
     let heap = carve(regions, heap_bytes, &[table, bundle_range]).ok_or(BootMemError::NoRoomFor("heap", heap_bytes))?;
+    let pool_bytes = BOOT_POOL_FRAMES * PAGE_SIZE;
+    let pool =
+        carve(regions, pool_bytes, &[table, heap, bundle_range]).ok_or(BootMemError::NoRoomFor("boot pool", pool_bytes))?;
 
     // SAFETY: `table` is usable RAM that nothing else uses (carved above), inside the linear
     // map, and large enough for `table_frames` records.
@@ -111,7 +119,7 @@ pub fn init(regions: &[MemoryRegion], bundle: Option<(u64, u64)>) -> Result<Memo
         )
     };
     let mut ft = FrameTable::new(storage);
-    let carved = [table, heap];
+    let carved = [table, heap, pool];
     for c in carved {
         for n in c.start / PAGE_SIZE..c.end / PAGE_SIZE {
             // Cannot fail: the carved ranges are usable frames inside the table, claimed once.
@@ -126,7 +134,7 @@ pub fn init(regions: &[MemoryRegion], bundle: Option<(u64, u64)>) -> Result<Memo
             }
         }
     }
-    let mut cuts = [table, heap, bundle_range];
+    let mut cuts = [table, heap, pool, bundle_range];
     cuts.sort_by_key(|c| c.start);
     for r in usable(regions) {
         // Add the parts of the region outside the cut ranges.
@@ -146,6 +154,8 @@ pub fn init(regions: &[MemoryRegion], bundle: Option<(u64, u64)>) -> Result<Memo
     }
     let free_kib = ft.free_frames() * PAGE_SIZE / 1024;
     *FRAMES.lock() = Some(ft);
+    // SAFETY: the pool was carved from usable RAM above and belongs to nobody else.
+    unsafe { core::ptr::write_bytes(phys::virt(pool.start) as *mut u8, 0, pool_bytes as usize) };
 
     // SAFETY: the heap range was carved from usable RAM above and is used for nothing else.
     unsafe { HEAP.lock().init(phys::virt(heap.start) as *mut u8, heap_bytes as usize) };
@@ -158,6 +168,7 @@ pub fn init(regions: &[MemoryRegion], bundle: Option<(u64, u64)>) -> Result<Memo
         heap_kib: heap_bytes / 1024,
         free_kib,
         bundle_frames,
+        boot_pool: Pfn(pool.start / PAGE_SIZE),
     })
 }
 
@@ -166,11 +177,7 @@ pub fn heap_free_bytes() -> usize {
     HEAP.lock().free()
 }
 
-/// Runs `f` with the frame table.
-pub fn with_frames<R>(f: impl FnOnce(&mut FrameTable<'static>) -> R) -> R {
-    let mut guard = FRAMES.lock();
-    match guard.as_mut() {
-        Some(ft) => f(ft),
-        None => panic!("frame table used before memory setup"),
-    }
+/// Hands the frame table over to its single owner (the hypervisor core).
+pub fn take_frames() -> Option<FrameTable<'static>> {
+    FRAMES.lock().take()
 }

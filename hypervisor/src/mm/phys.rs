@@ -1,6 +1,8 @@
 //! Access to machine memory through the bootloader's linear mapping of all physical memory.
 
 use super::frame::{PAGE_SIZE, Pfn};
+#[allow(unused_imports)]
+use super::physmem::PhysMem as _;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
@@ -29,10 +31,25 @@ pub unsafe fn frame_as_table<'a>(pfn: Pfn) -> &'a mut [u64; 512] {
     unsafe { &mut *(frame_ptr(pfn) as *mut [u64; 512]) }
 }
 
-/// Zeroes a frame.
+/// Zeroes a frame with `rep stosq` (512 stores; fast on hardware, and one "instruction" per
+/// quadword under instruction counting).
 pub fn zero_frame(pfn: Pfn) {
-    // SAFETY: the linear map covers every frame the frame table hands out.
-    unsafe { core::ptr::write_bytes(frame_ptr(pfn), 0, PAGE_SIZE as usize) }
+    // SAFETY: the linear map covers every frame the frame table hands out; the string store
+    // writes exactly PAGE_SIZE bytes from its start (DF is clear in the hypervisor).
+    unsafe {
+        core::arch::asm!("rep stosq", inout("rdi") frame_ptr(pfn) => _, inout("rcx") PAGE_SIZE / 8 => _,
+                         in("rax") 0u64, options(nostack, preserves_flags))
+    }
+}
+
+/// Copies a frame with `rep movsq`.
+pub fn copy_frame(dst: Pfn, src: Pfn) {
+    // SAFETY: both frames are inside the linear map and distinct frames never overlap; the
+    // string move copies exactly PAGE_SIZE bytes (DF is clear in the hypervisor).
+    unsafe {
+        core::arch::asm!("rep movsq", inout("rdi") frame_ptr(dst) => _, inout("rsi") frame_ptr(src) => _,
+                         inout("rcx") PAGE_SIZE / 8 => _, options(nostack, preserves_flags))
+    }
 }
 
 /// Translates a virtual address of the hypervisor's own address space to physical, by walking
@@ -54,4 +71,28 @@ pub fn translate(vaddr: u64) -> Option<u64> {
         table = frame;
     }
     Some(table | (vaddr & 0xFFF))
+}
+
+/// Machine memory through the linear map.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Physmap;
+
+// SAFETY: the bootloader's linear map covers all physical memory (at least the first 4 GiB
+// and everything up to the highest usable frame), so every managed frame is mapped,
+// page-aligned, and distinct frames never overlap.
+unsafe impl super::physmem::PhysMem for Physmap {
+    #[inline]
+    fn frame_ptr(&self, pfn: Pfn) -> *mut u8 {
+        frame_ptr(pfn)
+    }
+
+    fn zero_frame(&self, pfn: Pfn) {
+        zero_frame(pfn)
+    }
+
+    fn copy_frame(&self, dst: Pfn, src: Pfn) {
+        if dst != src {
+            copy_frame(dst, src)
+        }
+    }
 }

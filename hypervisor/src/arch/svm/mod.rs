@@ -1,0 +1,483 @@
+//! AMD SVM + NPT backend: VMCB setup from a vendor-neutral context, the world switch
+//! (VMLOAD/VMRUN/VMSAVE with CLGI/STGI around it, general registers saved by hand), ASIDs
+//! recycled by generation with a TLB flush on reuse, and exit decoding into [`Exit`].
+//! No NRIPS is assumed (QEMU TCG has none): RIP is advanced by known instruction lengths.
+
+mod vmcb;
+
+use crate::arch::x86::{msr, rdmsr, wrmsr};
+use crate::mm::frame::{FrameKind, FrameTable, OWNER_HYPERVISOR, Pfn};
+use crate::mm::phys;
+use crate::p2m::Npt;
+use crate::vcpu::{Backend, Exit, GuestMsr, GuestRegs, Vcpu, VcpuContext, VcpuError};
+use core::arch::global_asm;
+use guest_abi::hypercall::CallInsn;
+use guest_abi::vcpu::{efer, rflags};
+use vmcb::{Vmcb, ctl, exit, misc1, misc2, save};
+
+/// Frames of the I/O permission map (12 KiB).
+pub const IOPM_FRAMES: u64 = 3;
+/// Frames of the MSR permission map (8 KiB).
+pub const MSRPM_FRAMES: u64 = 2;
+/// Boot-pool frames the backend takes: IOPM, MSRPM, host save area, host VMCB.
+pub const POOL_FRAMES_NEEDED: u64 = IOPM_FRAMES + MSRPM_FRAMES + 2;
+
+const TLB_CONTROL_NONE: u8 = 0;
+const TLB_CONTROL_FLUSH_ALL: u8 = 1;
+const TLB_CONTROL_FLUSH_ASID: u8 = 3;
+const EVENT_VALID: u64 = 1 << 31;
+const EVENT_TYPE_INTR: u64 = 0 << 8;
+const EVENT_TYPE_EXCEPTION: u64 = 3 << 8;
+const EVENT_ERROR_VALID: u64 = 1 << 11;
+const VINTR_V_IRQ: u64 = 1 << 8;
+const VINTR_PRIO_MAX: u64 = 0xF << 16;
+const VINTR_IGN_TPR: u64 = 1 << 20;
+const VINTR_MASKING: u64 = 1 << 24;
+const DR6_INIT: u64 = 0xFFFF_0FF0;
+
+global_asm!(
+    r#"
+    .global cowvisor_svm_run
+// rdi = guest VMCB physical address, rsi = &mut GuestRegs, rdx = host VMCB physical address.
+// Host FS/GS/TR/LDTR/syscall MSRs were VMSAVEd to the host VMCB once at init.
+cowvisor_svm_run:
+    push rbp
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    push rdx
+    push rsi
+    push rdi
+    clgi
+    sti
+    mov rax, rsi
+    mov rbx, [rax + 8]
+    mov rcx, [rax + 16]
+    mov rdx, [rax + 24]
+    mov rsi, [rax + 32]
+    mov rdi, [rax + 40]
+    mov rbp, [rax + 48]
+    mov r8,  [rax + 56]
+    mov r9,  [rax + 64]
+    mov r10, [rax + 72]
+    mov r11, [rax + 80]
+    mov r12, [rax + 88]
+    mov r13, [rax + 96]
+    mov r14, [rax + 104]
+    mov r15, [rax + 112]
+    mov rax, [rsp]
+    vmload rax
+    vmrun rax
+    vmsave rax
+    mov rax, [rsp + 8]
+    mov [rax + 8], rbx
+    mov [rax + 16], rcx
+    mov [rax + 24], rdx
+    mov [rax + 32], rsi
+    mov [rax + 40], rdi
+    mov [rax + 48], rbp
+    mov [rax + 56], r8
+    mov [rax + 64], r9
+    mov [rax + 72], r10
+    mov [rax + 80], r11
+    mov [rax + 88], r12
+    mov [rax + 96], r13
+    mov [rax + 104], r14
+    mov [rax + 112], r15
+    mov rax, [rsp + 16]
+    vmload rax
+    cli
+    stgi
+    add rsp, 24
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn cowvisor_svm_run(guest_vmcb_pa: u64, regs: *mut GuestRegs, host_vmcb_pa: u64);
+}
+
+/// The SVM backend (one per machine; the boot CPU only).
+pub struct Svm {
+    iopm: Pfn,
+    msrpm: Pfn,
+    host_vmcb: Vmcb,
+    max_asid: u32,
+    next_asid: u32,
+    asid_generation: u64,
+    flush_by_asid: bool,
+}
+
+/// One SVM vCPU.
+pub struct SvmVcpu {
+    vmcb: Vmcb,
+    regs: GuestRegs,
+    asid: u32,
+    asid_generation: u64,
+    /// Flush this vCPU's translations at the next VMRUN.
+    flush: bool,
+    /// RIP after the instruction that caused the last exit, if known.
+    next_rip: Option<u64>,
+    /// An event whose delivery was interrupted by the last exit, to inject again.
+    reinject: u64,
+}
+
+impl Svm {
+    /// Turns SVM on and sets up the shared permission maps from `pool` (contiguous, zeroed
+    /// boot-pool frames, at least [`POOL_FRAMES_NEEDED`]).
+    pub fn init(pool: Pfn, asids: u32, flush_by_asid: bool) -> Self {
+        let iopm = pool;
+        let msrpm = Pfn(pool.0 + IOPM_FRAMES);
+        let hsave = Pfn(msrpm.0 + MSRPM_FRAMES);
+        let host_vmcb = Vmcb(Pfn(hsave.0 + 1));
+        // Intercept every port and every MSR: the hypervisor emulates what guests may use.
+        // SAFETY: the pool frames are ours and lie in the linear map.
+        unsafe {
+            core::ptr::write_bytes(phys::frame_ptr(iopm), 0xFF, (IOPM_FRAMES * 4096) as usize);
+            core::ptr::write_bytes(phys::frame_ptr(msrpm), 0xFF, (MSRPM_FRAMES * 4096) as usize);
+        }
+        // SAFETY: CPUID reported SVM (checked by the caller); enabling EFER.SVME and pointing
+        // VM_HSAVE_PA at a zeroed page we own is the architected way to start it.
+        unsafe {
+            wrmsr(msr::IA32_EFER, rdmsr(msr::IA32_EFER) | efer::SVME);
+            wrmsr(msr::AMD_VM_HSAVE_PA, hsave.addr());
+            core::arch::asm!("vmsave rax", in("rax") host_vmcb.pa(), options(nostack));
+        }
+        Self { iopm, msrpm, host_vmcb, max_asid: asids.max(2), next_asid: 1, asid_generation: 1, flush_by_asid }
+    }
+
+    fn assign_asid(&mut self, v: &mut SvmVcpu) {
+        if v.asid_generation == self.asid_generation {
+            return;
+        }
+        if self.next_asid >= self.max_asid {
+            // Out of ASIDs: start a new generation; every vCPU gets a fresh ASID and a flush.
+            self.asid_generation += 1;
+            self.next_asid = 1;
+        }
+        v.asid = self.next_asid;
+        v.asid_generation = self.asid_generation;
+        self.next_asid += 1;
+        v.flush = true;
+    }
+}
+
+impl Backend for Svm {
+    type Vcpu = SvmVcpu;
+    type Format = Npt;
+    const NAME: &'static str = "svm-npt";
+    const CALL_INSN: CallInsn = CallInsn::Vmmcall;
+
+    fn create_vcpu(&mut self, ft: &mut FrameTable<'_>, ctx: &VcpuContext, root: Pfn, _domid: u32) -> Result<SvmVcpu, VcpuError> {
+        let frame = ft.alloc(FrameKind::Hypervisor, OWNER_HYPERVISOR).map_err(|_| VcpuError::OutOfMemory)?;
+        phys::zero_frame(frame);
+        let vmcb = Vmcb(frame);
+        vmcb.write::<u32>(ctl::INTERCEPT_CR, 0);
+        vmcb.write::<u32>(ctl::INTERCEPT_EXCEPTIONS, 0);
+        vmcb.write::<u32>(
+            ctl::INTERCEPT_MISC1,
+            misc1::INTR
+                | misc1::NMI
+                | misc1::SMI
+                | misc1::INIT
+                | misc1::CPUID
+                | misc1::HLT
+                | misc1::INVLPGA
+                | misc1::IOIO_PROT
+                | misc1::MSR_PROT
+                | misc1::SHUTDOWN,
+        );
+        vmcb.write::<u32>(
+            ctl::INTERCEPT_MISC2,
+            misc2::VMRUN
+                | misc2::VMMCALL
+                | misc2::VMLOAD
+                | misc2::VMSAVE
+                | misc2::STGI
+                | misc2::CLGI
+                | misc2::SKINIT
+                | misc2::MONITOR
+                | misc2::MWAIT
+                | misc2::XSETBV,
+        );
+        vmcb.write::<u64>(ctl::IOPM_BASE_PA, self.iopm.addr());
+        vmcb.write::<u64>(ctl::MSRPM_BASE_PA, self.msrpm.addr());
+        vmcb.write::<u64>(ctl::TSC_OFFSET, 0);
+        vmcb.write::<u64>(ctl::VINTR, VINTR_MASKING);
+        vmcb.write::<u64>(ctl::NP_ENABLE, 1);
+        vmcb.write::<u64>(ctl::N_CR3, root.addr());
+        vmcb.write::<u32>(ctl::VMCB_CLEAN, 0);
+        let mut v = SvmVcpu { vmcb, regs: GuestRegs::default(), asid: 0, asid_generation: 0, flush: true, next_rip: None, reinject: 0 };
+        v.set_context(ctx);
+        Ok(v)
+    }
+
+    fn destroy_vcpu(&mut self, ft: &mut FrameTable<'_>, v: SvmVcpu) {
+        if let Err(e) = ft.free(v.vmcb.0) {
+            log::error!("freeing a VMCB failed: {e:?}");
+        }
+    }
+
+    fn run(&mut self, v: &mut SvmVcpu) -> Exit {
+        self.assign_asid(v);
+        let vmcb = v.vmcb;
+        vmcb.write::<u32>(ctl::GUEST_ASID, v.asid);
+        let tlb = if !v.flush {
+            TLB_CONTROL_NONE
+        } else if self.flush_by_asid {
+            TLB_CONTROL_FLUSH_ASID
+        } else {
+            TLB_CONTROL_FLUSH_ALL
+        };
+        vmcb.write::<u8>(ctl::TLB_CONTROL, tlb);
+        v.flush = false;
+        if v.reinject & EVENT_VALID != 0 && vmcb.read::<u64>(ctl::EVENT_INJ) & EVENT_VALID == 0 {
+            vmcb.write::<u64>(ctl::EVENT_INJ, v.reinject);
+        }
+        v.reinject = 0;
+        vmcb.write::<u64>(save::RAX, v.regs.rax);
+        // SAFETY: the VMCB is fully initialized for this vCPU, the host VMCB holds the host's
+        // hidden state, and the stub saves/restores every register it touches.
+        unsafe { cowvisor_svm_run(vmcb.pa(), &mut v.regs, self.host_vmcb.pa()) };
+        v.regs.rax = vmcb.read::<u64>(save::RAX);
+        vmcb.write::<u8>(ctl::TLB_CONTROL, TLB_CONTROL_NONE);
+        let int_info: u64 = vmcb.read(ctl::EXIT_INT_INFO);
+        if int_info & EVENT_VALID != 0 {
+            v.reinject = int_info;
+        }
+        let code: u64 = vmcb.read(ctl::EXIT_CODE);
+        let info1: u64 = vmcb.read(ctl::EXIT_INFO1);
+        let info2: u64 = vmcb.read(ctl::EXIT_INFO2);
+        let rip: u64 = vmcb.read(save::RIP);
+        v.next_rip = None;
+        let len = |v: &mut SvmVcpu, n: u64| v.next_rip = Some(rip + n);
+        match code {
+            exit::VMMCALL => {
+                len(v, 3);
+                Exit::Hypercall
+            }
+            exit::NPF => Exit::NestedPageFault { gpa: info2, write: info1 & 0x2 != 0, fetch: info1 & 0x10 != 0 },
+            exit::INTR | exit::NMI | exit::SMI | exit::INIT => Exit::ExternalInterrupt,
+            exit::VINTR => Exit::InterruptWindow,
+            exit::CPUID => {
+                len(v, 2);
+                Exit::Cpuid
+            }
+            exit::HLT => {
+                len(v, 1);
+                Exit::Hlt
+            }
+            exit::IOIO => {
+                v.next_rip = Some(info2);
+                let size = if info1 & (1 << 4) != 0 {
+                    1
+                } else if info1 & (1 << 5) != 0 {
+                    2
+                } else {
+                    4
+                };
+                Exit::Io { port: (info1 >> 16) as u16, size, write: info1 & 1 == 0, string: info1 & (1 << 2) != 0 }
+            }
+            exit::MSR => {
+                len(v, 2);
+                if info1 & 1 == 0 { Exit::Rdmsr } else { Exit::Wrmsr }
+            }
+            exit::SHUTDOWN => Exit::TripleFault,
+            exit::VMRUN
+            | exit::VMLOAD
+            | exit::VMSAVE
+            | exit::STGI
+            | exit::CLGI
+            | exit::SKINIT
+            | exit::INVLPGA
+            | exit::MONITOR
+            | exit::MWAIT
+            | exit::XSETBV => Exit::InvalidInstruction,
+            c if c & 0xFFFF_FFFF == exit::INVALID_LOW32 => Exit::InvalidState(c as u32),
+            c => Exit::Unhandled(c),
+        }
+    }
+}
+
+impl Vcpu for SvmVcpu {
+    fn regs(&mut self) -> &mut GuestRegs {
+        &mut self.regs
+    }
+
+    fn rip(&self) -> u64 {
+        self.vmcb.read(save::RIP)
+    }
+
+    fn skip_instruction(&mut self) {
+        if let Some(next) = self.next_rip.take() {
+            self.vmcb.write::<u64>(save::RIP, next);
+            // Skipping an instruction ends an STI/MOV SS interrupt shadow.
+            self.vmcb.write::<u64>(ctl::INTERRUPT_SHADOW, 0);
+        }
+    }
+
+    fn interruptible(&self) -> bool {
+        let rf: u64 = self.vmcb.read(save::RFLAGS);
+        let shadow: u64 = self.vmcb.read(ctl::INTERRUPT_SHADOW);
+        rf & rflags::IF != 0 && shadow & 1 == 0 && self.vmcb.read::<u64>(ctl::EVENT_INJ) & EVENT_VALID == 0
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        self.vmcb.write::<u64>(ctl::EVENT_INJ, vector as u64 | EVENT_TYPE_INTR | EVENT_VALID);
+    }
+
+    fn inject_exception(&mut self, vector: u8, error: Option<u32>) {
+        let mut e = vector as u64 | EVENT_TYPE_EXCEPTION | EVENT_VALID;
+        if let Some(code) = error {
+            e |= EVENT_ERROR_VALID | ((code as u64) << 32);
+        }
+        self.vmcb.write::<u64>(ctl::EVENT_INJ, e);
+    }
+
+    fn set_interrupt_window(&mut self, on: bool) {
+        let mut vintr: u64 = self.vmcb.read(ctl::VINTR);
+        let mut m1: u32 = self.vmcb.read(ctl::INTERCEPT_MISC1);
+        if on {
+            vintr |= VINTR_V_IRQ | VINTR_PRIO_MAX | VINTR_IGN_TPR;
+            m1 |= misc1::VINTR;
+        } else {
+            vintr &= !(VINTR_V_IRQ | VINTR_PRIO_MAX | VINTR_IGN_TPR);
+            m1 &= !misc1::VINTR;
+        }
+        self.vmcb.write(ctl::VINTR, vintr);
+        self.vmcb.write(ctl::INTERCEPT_MISC1, m1);
+    }
+
+    fn msr(&mut self, m: GuestMsr) -> u64 {
+        let vm = self.vmcb;
+        match m {
+            GuestMsr::Efer => vm.read(save::EFER),
+            GuestMsr::Pat => vm.read(save::G_PAT),
+            GuestMsr::FsBase => vm.read(save::FS + 8),
+            GuestMsr::GsBase => vm.read(save::GS + 8),
+            GuestMsr::KernelGsBase => vm.read(save::KERNEL_GS_BASE),
+            GuestMsr::Star => vm.read(save::STAR),
+            GuestMsr::Lstar => vm.read(save::LSTAR),
+            GuestMsr::Cstar => vm.read(save::CSTAR),
+            GuestMsr::Sfmask => vm.read(save::SFMASK),
+            GuestMsr::SysenterCs => vm.read(save::SYSENTER_CS),
+            GuestMsr::SysenterEsp => vm.read(save::SYSENTER_ESP),
+            GuestMsr::SysenterEip => vm.read(save::SYSENTER_EIP),
+        }
+    }
+
+    fn set_msr(&mut self, m: GuestMsr, v: u64) {
+        let vm = self.vmcb;
+        match m {
+            // SVME must stay set in the guest's EFER or VMRUN fails.
+            GuestMsr::Efer => vm.write(save::EFER, v | efer::SVME),
+            GuestMsr::Pat => vm.write(save::G_PAT, v),
+            GuestMsr::FsBase => vm.write(save::FS + 8, v),
+            GuestMsr::GsBase => vm.write(save::GS + 8, v),
+            GuestMsr::KernelGsBase => vm.write(save::KERNEL_GS_BASE, v),
+            GuestMsr::Star => vm.write(save::STAR, v),
+            GuestMsr::Lstar => vm.write(save::LSTAR, v),
+            GuestMsr::Cstar => vm.write(save::CSTAR, v),
+            GuestMsr::Sfmask => vm.write(save::SFMASK, v),
+            GuestMsr::SysenterCs => vm.write(save::SYSENTER_CS, v),
+            GuestMsr::SysenterEsp => vm.write(save::SYSENTER_ESP, v),
+            GuestMsr::SysenterEip => vm.write(save::SYSENTER_EIP, v),
+        }
+    }
+
+    fn set_control_register(&mut self, cr: u8, v: u64) {
+        match cr {
+            0 => self.vmcb.write(save::CR0, v),
+            4 => self.vmcb.write(save::CR4, v),
+            _ => {}
+        }
+    }
+
+    fn context(&mut self) -> VcpuContext {
+        let vm = self.vmcb;
+        let mut c = VcpuContext::default();
+        self.regs.store(&mut c);
+        c.rsp = vm.read(save::RSP);
+        c.rip = vm.read(save::RIP);
+        c.rflags = vm.read(save::RFLAGS);
+        c.cr0 = vm.read(save::CR0);
+        c.cr2 = vm.read(save::CR2);
+        c.cr3 = vm.read(save::CR3);
+        c.cr4 = vm.read(save::CR4);
+        c.efer = vm.read::<u64>(save::EFER) & !efer::SVME;
+        c.pat = vm.read(save::G_PAT);
+        c.dr7 = vm.read(save::DR7);
+        c.cs = vm.segment(save::CS);
+        c.ds = vm.segment(save::DS);
+        c.es = vm.segment(save::ES);
+        c.fs = vm.segment(save::FS);
+        c.gs = vm.segment(save::GS);
+        c.ss = vm.segment(save::SS);
+        c.tr = vm.segment(save::TR);
+        c.ldtr = vm.segment(save::LDTR);
+        let gdtr = vm.segment(save::GDTR);
+        let idtr = vm.segment(save::IDTR);
+        (c.gdtr_base, c.gdtr_limit, c.idtr_base, c.idtr_limit) = (gdtr.base, gdtr.limit, idtr.base, idtr.limit);
+        c.star = vm.read(save::STAR);
+        c.lstar = vm.read(save::LSTAR);
+        c.cstar = vm.read(save::CSTAR);
+        c.sfmask = vm.read(save::SFMASK);
+        c.kernel_gs_base = vm.read(save::KERNEL_GS_BASE);
+        c.sysenter_cs = vm.read(save::SYSENTER_CS);
+        c.sysenter_esp = vm.read(save::SYSENTER_ESP);
+        c.sysenter_eip = vm.read(save::SYSENTER_EIP);
+        c
+    }
+
+    fn set_context(&mut self, c: &VcpuContext) {
+        let vm = self.vmcb;
+        self.regs = GuestRegs::from_context(c);
+        vm.write(save::RSP, c.rsp);
+        vm.write(save::RIP, c.rip);
+        vm.write(save::RFLAGS, c.rflags | rflags::RESERVED_1);
+        vm.write(save::CR0, c.cr0);
+        vm.write(save::CR2, c.cr2);
+        vm.write(save::CR3, c.cr3);
+        vm.write(save::CR4, c.cr4);
+        vm.write(save::EFER, c.efer | efer::SVME);
+        vm.write(save::G_PAT, c.pat);
+        vm.write(save::DR7, c.dr7);
+        vm.write(save::DR6, DR6_INIT);
+        vm.set_segment(save::CS, &c.cs);
+        vm.set_segment(save::DS, &c.ds);
+        vm.set_segment(save::ES, &c.es);
+        vm.set_segment(save::FS, &c.fs);
+        vm.set_segment(save::GS, &c.gs);
+        vm.set_segment(save::SS, &c.ss);
+        vm.set_segment(save::TR, &c.tr);
+        vm.set_segment(save::LDTR, &c.ldtr);
+        vm.set_segment(save::GDTR, &guest_abi::vcpu::Segment { selector: 0, attrs: 0, limit: c.gdtr_limit, base: c.gdtr_base });
+        vm.set_segment(save::IDTR, &guest_abi::vcpu::Segment { selector: 0, attrs: 0, limit: c.idtr_limit, base: c.idtr_base });
+        vm.write::<u8>(save::CPL, ((c.ss.attrs >> 5) & 3) as u8);
+        vm.write(save::STAR, c.star);
+        vm.write(save::LSTAR, c.lstar);
+        vm.write(save::CSTAR, c.cstar);
+        vm.write(save::SFMASK, c.sfmask);
+        vm.write(save::KERNEL_GS_BASE, c.kernel_gs_base);
+        vm.write(save::SYSENTER_CS, c.sysenter_cs);
+        vm.write(save::SYSENTER_ESP, c.sysenter_esp);
+        vm.write(save::SYSENTER_EIP, c.sysenter_eip);
+        vm.write::<u64>(ctl::EVENT_INJ, 0);
+        vm.write::<u64>(ctl::INTERRUPT_SHADOW, 0);
+        self.reinject = 0;
+        self.next_rip = None;
+        self.set_interrupt_window(false);
+    }
+
+    fn flush_translations(&mut self) {
+        self.flush = true;
+    }
+}

@@ -1,0 +1,781 @@
+//! Intel VMX + EPT backend: VMXON, controls derived from the capability MSRs, one VMCS per
+//! vCPU filled from a vendor-neutral context, the world switch, VPIDs and INVEPT on P2M
+//! changes, and exit decoding into [`Exit`]. The syscall MSRs the VMCS does not switch are
+//! kept per vCPU and loaded into the CPU when a different vCPU runs (the host never uses them).
+
+mod fields;
+mod instr;
+
+use crate::arch::gdt::{KERNEL_CS, KERNEL_DS, TSS_SELECTOR, gdt_base, tss_base};
+use crate::arch::idt::idt_base;
+use crate::arch::x86::{self, msr, rdmsr, wrmsr};
+use crate::arch::cpu::VmxCaps;
+use crate::mm::frame::{FrameKind, FrameTable, OWNER_HYPERVISOR, Pfn};
+use crate::mm::phys;
+use crate::p2m::Ept;
+use crate::vcpu::{Backend, Exit, GuestMsr, GuestRegs, Segment, Vcpu, VcpuContext, VcpuError, attrs_from_vmx, vmx_access_rights};
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+use fields::*;
+use guest_abi::hypercall::CallInsn;
+use guest_abi::vcpu::{cr0, cr4, efer, rflags};
+pub use instr::VmxFail;
+use instr::{invept, vmclear, vmptrld, vmread, vmwrite, vmxon};
+
+/// Why VMX could not be started.
+#[derive(Clone, Copy, Debug)]
+pub enum VmxError {
+    /// Firmware locked VMX off in IA32_FEATURE_CONTROL.
+    DisabledByFirmware,
+    /// VMXON failed.
+    Vmxon(VmxFail),
+    /// A control the backend needs is not allowed by this CPU.
+    MissingControl(&'static str),
+}
+
+global_asm!(
+    r#"
+    .global cowvisor_vmx_run
+    .global cowvisor_vmx_exit
+// rdi = &mut GuestRegs, rsi = 1 if the VMCS was launched before.
+// Returns 0 after a VM exit, 1 on VMfailInvalid, 2 on VMfailValid.
+cowvisor_vmx_run:
+    push rbp
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    push rdi
+    mov rax, 0x6C14
+    vmwrite rax, rsp
+    mov rax, rdi
+    test rsi, rsi
+    mov rbx, [rax + 8]
+    mov rcx, [rax + 16]
+    mov rdx, [rax + 24]
+    mov rsi, [rax + 32]
+    mov rdi, [rax + 40]
+    mov rbp, [rax + 48]
+    mov r8,  [rax + 56]
+    mov r9,  [rax + 64]
+    mov r10, [rax + 72]
+    mov r11, [rax + 80]
+    mov r12, [rax + 88]
+    mov r13, [rax + 96]
+    mov r14, [rax + 104]
+    mov r15, [rax + 112]
+    mov rax, [rax]
+    jnz 2f
+    vmlaunch
+    jmp 3f
+2:
+    vmresume
+3:
+    // The entry failed; CF or ZF says how.
+    mov eax, 1
+    jc 4f
+    mov eax, 2
+4:
+    add rsp, 8
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+
+// VM exit: RSP is the HOST_RSP written above, so [rsp] is the GuestRegs pointer.
+cowvisor_vmx_exit:
+    push rax
+    mov rax, [rsp + 8]
+    mov [rax + 8], rbx
+    mov [rax + 16], rcx
+    mov [rax + 24], rdx
+    mov [rax + 32], rsi
+    mov [rax + 40], rdi
+    mov [rax + 48], rbp
+    mov [rax + 56], r8
+    mov [rax + 64], r9
+    mov [rax + 72], r10
+    mov [rax + 80], r11
+    mov [rax + 88], r12
+    mov [rax + 96], r13
+    mov [rax + 104], r14
+    mov [rax + 112], r15
+    pop rbx
+    mov [rax], rbx
+    add rsp, 8
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    xor eax, eax
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn cowvisor_vmx_run(regs: *mut GuestRegs, launched: u64) -> u64;
+    fn cowvisor_vmx_exit();
+}
+
+/// Physical address of the VMCS that is current on this CPU.
+static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
+/// VMCS whose syscall MSRs are loaded in the CPU.
+static MSR_OWNER: AtomicU64 = AtomicU64::new(0);
+/// CR0/CR4 fixed bits (set in `init`).
+static FIXED: spin::Once<Fixed> = spin::Once::new();
+
+#[derive(Clone, Copy, Debug)]
+struct Fixed {
+    cr0_0: u64,
+    cr0_1: u64,
+    cr4_0: u64,
+    cr4_1: u64,
+}
+
+fn fixed() -> Fixed {
+    *FIXED.get().unwrap_or(&Fixed { cr0_0: 0, cr0_1: !0, cr4_0: cr4::VMXE, cr4_1: !0 })
+}
+
+/// CR0 bits the guest may not change without the hypervisor seeing it.
+const CR0_MASK: u64 = cr0::PE | cr0::NE | cr0::PG | (1 << 29) | (1 << 30);
+/// CR4 bits likewise.
+const CR4_MASK: u64 = cr4::VMXE;
+const EVENT_VALID: u32 = 1 << 31;
+const EVENT_ERROR_VALID: u32 = 1 << 11;
+const EVENT_TYPE_EXTERNAL: u32 = 0 << 8;
+const EVENT_TYPE_NMI: u32 = 2 << 8;
+const EVENT_TYPE_HW_EXCEPTION: u32 = 3 << 8;
+const EPTP_WB_4LEVEL: u64 = 6 | (3 << 3);
+const INVEPT_SINGLE: u64 = 1;
+const INVEPT_ALL: u64 = 2;
+const INTERRUPTIBILITY_BLOCKING: u64 = 0b11;
+
+fn make_current(vmcs: Pfn) {
+    let pa = vmcs.addr();
+    if CURRENT_VMCS.load(Ordering::Relaxed) != pa {
+        // SAFETY: the VMCS was VMCLEARed and initialized with our revision in create_vcpu and
+        // is owned by a live vCPU.
+        if let Err(e) = unsafe { vmptrld(pa) } {
+            log::error!("vmptrld {pa:#x} failed: {e:?}");
+        }
+        CURRENT_VMCS.store(pa, Ordering::Relaxed);
+    }
+}
+
+fn write(field: u64, value: u64) {
+    if let Err(e) = vmwrite(field, value) {
+        log::error!("vmwrite {field:#x} failed: {e:?} (error {})", vmread(VM_INSTRUCTION_ERROR));
+    }
+}
+
+fn adjust(wanted: u32, cap: u64) -> u32 {
+    (wanted | cap as u32) & (cap >> 32) as u32
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Controls {
+    pin: u32,
+    proc: u32,
+    proc2: u32,
+    exit: u32,
+    entry: u32,
+}
+
+/// The VMX backend (boot CPU only).
+pub struct Vmx {
+    revision: u32,
+    controls: Controls,
+    vpid: bool,
+    invept_kind: u64,
+    /// log2 of TSC ticks per preemption-timer tick, if the timer is used.
+    preemption_rate: Option<u32>,
+}
+
+/// One VMX vCPU.
+pub struct VmxVcpu {
+    vmcs: Pfn,
+    regs: GuestRegs,
+    launched: bool,
+    eptp: u64,
+    flush: bool,
+    exit_length: u64,
+    reinject: Option<(u32, u32, u64)>,
+    kernel_gs_base: u64,
+    star: u64,
+    lstar: u64,
+    cstar: u64,
+    sfmask: u64,
+    /// Entry controls (IA-32e mode follows EFER.LMA).
+    entry_controls: u32,
+}
+
+impl Vmx {
+    /// Enables VMX on the boot CPU. `pool` is a zeroed boot-pool frame for the VMXON region.
+    pub fn init(pool: Pfn, caps: &VmxCaps) -> Result<Self, VmxError> {
+        // SAFETY: CPUID reported VMX, so these MSRs exist; CR0/CR4 updates follow the fixed
+        // bits the CPU reports, which is what VMXON requires.
+        unsafe {
+            let fc = rdmsr(msr::IA32_FEATURE_CONTROL);
+            if fc & 1 == 0 {
+                wrmsr(msr::IA32_FEATURE_CONTROL, fc | 1 | (1 << 2));
+            } else if fc & (1 << 2) == 0 {
+                return Err(VmxError::DisabledByFirmware);
+            }
+            let f = Fixed {
+                cr0_0: rdmsr(msr::IA32_VMX_CR0_FIXED0),
+                cr0_1: rdmsr(msr::IA32_VMX_CR0_FIXED1),
+                cr4_0: rdmsr(msr::IA32_VMX_CR4_FIXED0),
+                cr4_1: rdmsr(msr::IA32_VMX_CR4_FIXED1),
+            };
+            FIXED.call_once(|| f);
+            // Caches on (the bootloader leaves CD/NW set), NE and the fixed bits.
+            let c0 = ((x86::read_cr0() & !((1 << 29) | (1 << 30))) | f.cr0_0) & f.cr0_1;
+            x86::write_cr0(c0);
+            x86::write_cr4((x86::read_cr4() | cr4::VMXE | f.cr4_0) & f.cr4_1);
+            core::ptr::write_volatile(phys::frame_ptr(pool) as *mut u32, caps.revision);
+            vmxon(pool.addr()).map_err(VmxError::Vmxon)?;
+        }
+        // SAFETY: as above.
+        let (basic, pin_cap, proc_cap, proc2_cap, exit_cap, entry_cap) = unsafe {
+            let basic = rdmsr(msr::IA32_VMX_BASIC);
+            let t = basic & (1 << 55) != 0;
+            (
+                basic,
+                rdmsr(if t { msr::IA32_VMX_TRUE_PINBASED_CTLS } else { msr::IA32_VMX_PINBASED_CTLS }),
+                rdmsr(if t { msr::IA32_VMX_TRUE_PROCBASED_CTLS } else { msr::IA32_VMX_PROCBASED_CTLS }),
+                rdmsr(msr::IA32_VMX_PROCBASED_CTLS2),
+                rdmsr(if t { msr::IA32_VMX_TRUE_EXIT_CTLS } else { msr::IA32_VMX_EXIT_CTLS }),
+                rdmsr(if t { msr::IA32_VMX_TRUE_ENTRY_CTLS } else { msr::IA32_VMX_ENTRY_CTLS }),
+            )
+        };
+        let _ = basic;
+        let controls = Controls {
+            pin: adjust(
+                pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | if caps.preemption_timer { pin::PREEMPTION_TIMER } else { 0 },
+                pin_cap,
+            ),
+            proc: adjust(
+                proc::HLT_EXITING
+                    | proc::MWAIT_EXITING
+                    | proc::MONITOR_EXITING
+                    | proc::UNCONDITIONAL_IO_EXITING
+                    | proc::SECONDARY_CONTROLS,
+                proc_cap,
+            ),
+            proc2: adjust(
+                proc2::ENABLE_EPT
+                    | proc2::ENABLE_RDTSCP
+                    | proc2::ENABLE_INVPCID
+                    | if caps.vpid { proc2::ENABLE_VPID } else { 0 },
+                proc2_cap,
+            ),
+            exit: adjust(
+                exit_ctl::HOST_ADDRESS_SPACE_64
+                    | exit_ctl::SAVE_PREEMPTION_TIMER
+                    | exit_ctl::SAVE_PAT
+                    | exit_ctl::LOAD_PAT
+                    | exit_ctl::SAVE_EFER
+                    | exit_ctl::LOAD_EFER,
+                exit_cap,
+            ),
+            entry: adjust(entry_ctl::IA32E_MODE_GUEST | entry_ctl::LOAD_PAT | entry_ctl::LOAD_EFER, entry_cap),
+        };
+        let need = |ok: bool, what| if ok { Ok(()) } else { Err(VmxError::MissingControl(what)) };
+        need(controls.pin & pin::EXTERNAL_INTERRUPT_EXITING != 0, "external-interrupt exiting")?;
+        need(controls.proc & proc::HLT_EXITING != 0, "HLT exiting")?;
+        need(controls.proc & proc::UNCONDITIONAL_IO_EXITING != 0, "unconditional I/O exiting")?;
+        need(controls.proc & proc::USE_MSR_BITMAPS == 0, "MSR exiting")?;
+        need(controls.proc & proc::SECONDARY_CONTROLS != 0, "secondary controls")?;
+        need(controls.proc2 & proc2::ENABLE_EPT != 0, "EPT")?;
+        need(controls.exit & exit_ctl::HOST_ADDRESS_SPACE_64 != 0, "64-bit host")?;
+        need(controls.exit & exit_ctl::LOAD_EFER != 0 && controls.entry & entry_ctl::LOAD_EFER != 0, "EFER switching")?;
+        need(controls.entry & entry_ctl::IA32E_MODE_GUEST != 0, "IA-32e guests")?;
+        need(controls.proc & (proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING) == 0, "CR3 pass-through")?;
+        let invept_kind = if caps.invept_single { INVEPT_SINGLE } else { INVEPT_ALL };
+        // The VMX-preemption timer counts TSC >> rate; with "save" on exit a slice keeps
+        // counting across exits. Without both, preemption falls back to the APIC timer.
+        // SAFETY: CPUID reported VMX, so IA32_VMX_MISC exists.
+        let rate = unsafe { rdmsr(msr::IA32_VMX_MISC) } & 0x1F;
+        let preemption_rate = (controls.pin & pin::PREEMPTION_TIMER != 0
+            && controls.exit & exit_ctl::SAVE_PREEMPTION_TIMER != 0)
+            .then_some(rate as u32);
+        log::info!(
+            "vmx: pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
+            controls.pin,
+            controls.proc,
+            controls.proc2,
+            controls.exit,
+            controls.entry
+        );
+        Ok(Self {
+            revision: caps.revision,
+            controls,
+            vpid: controls.proc2 & proc2::ENABLE_VPID != 0,
+            invept_kind,
+            preemption_rate,
+        })
+    }
+
+    fn write_host_state(&self) {
+        // SAFETY: reading the host's own registers and MSRs.
+        let (efer_v, pat, fs, gs) = unsafe {
+            (rdmsr(msr::IA32_EFER), rdmsr(msr::IA32_PAT), rdmsr(msr::IA32_FS_BASE), rdmsr(msr::IA32_GS_BASE))
+        };
+        write(HOST_CR0, x86::read_cr0());
+        write(HOST_CR3, x86::read_cr3());
+        write(HOST_CR4, x86::read_cr4());
+        write(HOST_CS_SELECTOR, KERNEL_CS as u64);
+        for f in [HOST_SS_SELECTOR, HOST_DS_SELECTOR, HOST_ES_SELECTOR] {
+            write(f, KERNEL_DS as u64);
+        }
+        write(HOST_FS_SELECTOR, 0);
+        write(HOST_GS_SELECTOR, 0);
+        write(HOST_TR_SELECTOR, TSS_SELECTOR as u64);
+        write(HOST_FS_BASE, fs);
+        write(HOST_GS_BASE, gs);
+        write(HOST_TR_BASE, tss_base());
+        write(HOST_GDTR_BASE, gdt_base());
+        write(HOST_IDTR_BASE, idt_base());
+        write(HOST_SYSENTER_CS, 0);
+        write(HOST_SYSENTER_ESP, 0);
+        write(HOST_SYSENTER_EIP, 0);
+        write(HOST_IA32_EFER, efer_v);
+        write(HOST_IA32_PAT, pat);
+        write(HOST_RIP, cowvisor_vmx_exit as *const () as u64);
+    }
+}
+
+impl Backend for Vmx {
+    type Vcpu = VmxVcpu;
+    type Format = Ept;
+    const NAME: &'static str = "vmx-ept";
+    const CALL_INSN: CallInsn = CallInsn::Vmcall;
+
+    fn create_vcpu(&mut self, ft: &mut FrameTable<'_>, ctx: &VcpuContext, root: Pfn, domid: u32) -> Result<VmxVcpu, VcpuError> {
+        let frame = ft.alloc(FrameKind::Hypervisor, OWNER_HYPERVISOR).map_err(|_| VcpuError::OutOfMemory)?;
+        phys::zero_frame(frame);
+        // SAFETY: the frame is ours; the first word of a VMCS region is the revision.
+        unsafe {
+            core::ptr::write_volatile(phys::frame_ptr(frame) as *mut u32, self.revision);
+            if let Err(e) = vmclear(frame.addr()) {
+                log::error!("vmclear failed: {e:?}");
+            }
+        }
+        CURRENT_VMCS.store(0, Ordering::Relaxed);
+        make_current(frame);
+        let c = self.controls;
+        write(PIN_BASED_CONTROLS, c.pin as u64);
+        write(PROC_BASED_CONTROLS, c.proc as u64);
+        write(SECONDARY_CONTROLS, c.proc2 as u64);
+        write(EXIT_CONTROLS, c.exit as u64);
+        write(ENTRY_CONTROLS, c.entry as u64);
+        write(EXCEPTION_BITMAP, 0);
+        write(PAGE_FAULT_ERROR_MASK, 0);
+        write(PAGE_FAULT_ERROR_MATCH, 0);
+        write(CR3_TARGET_COUNT, 0);
+        write(EXIT_MSR_STORE_COUNT, 0);
+        write(EXIT_MSR_LOAD_COUNT, 0);
+        write(ENTRY_MSR_LOAD_COUNT, 0);
+        write(TSC_OFFSET, 0);
+        if self.vpid {
+            write(VPID, (domid % 0xFFFF) as u64 + 1);
+        }
+        let eptp = root.addr() | EPTP_WB_4LEVEL;
+        write(EPT_POINTER, eptp);
+        write(CR0_GUEST_HOST_MASK, CR0_MASK);
+        write(CR4_GUEST_HOST_MASK, CR4_MASK);
+        write(VMCS_LINK_POINTER, u64::MAX);
+        self.write_host_state();
+        let mut v = VmxVcpu {
+            vmcs: frame,
+            regs: GuestRegs::default(),
+            launched: false,
+            eptp,
+            flush: true,
+            exit_length: 0,
+            reinject: None,
+            kernel_gs_base: 0,
+            star: 0,
+            lstar: 0,
+            cstar: 0,
+            sfmask: 0,
+            entry_controls: c.entry,
+        };
+        v.set_context(ctx);
+        Ok(v)
+    }
+
+    fn arm_preemption(&mut self, v: &mut VmxVcpu, ns: u64, tsc_khz: u64) -> bool {
+        let Some(rate) = self.preemption_rate else { return false };
+        let ticks = (ns as u128 * tsc_khz as u128 / 1_000_000) >> rate;
+        make_current(v.vmcs);
+        write(GUEST_PREEMPTION_TIMER, ticks.clamp(1, u32::MAX as u128) as u64);
+        true
+    }
+
+    fn destroy_vcpu(&mut self, ft: &mut FrameTable<'_>, v: VmxVcpu) {
+        let pa = v.vmcs.addr();
+        // SAFETY: the VMCS is ours; VMCLEAR flushes the CPU's cached copy before the frame
+        // is reused.
+        if let Err(e) = unsafe { vmclear(pa) } {
+            log::error!("vmclear on destroy failed: {e:?}");
+        }
+        if CURRENT_VMCS.load(Ordering::Relaxed) == pa {
+            CURRENT_VMCS.store(0, Ordering::Relaxed);
+        }
+        if MSR_OWNER.load(Ordering::Relaxed) == pa {
+            MSR_OWNER.store(0, Ordering::Relaxed);
+        }
+        if let Err(e) = ft.free(v.vmcs) {
+            log::error!("freeing a VMCS failed: {e:?}");
+        }
+    }
+
+    fn run(&mut self, v: &mut VmxVcpu) -> Exit {
+        make_current(v.vmcs);
+        if v.flush {
+            // SAFETY: VMX is on; the INVEPT kind was checked against the capabilities.
+            if let Err(e) = unsafe { invept(self.invept_kind, v.eptp) } {
+                log::error!("invept failed: {e:?}");
+            }
+            v.flush = false;
+        }
+        let pa = v.vmcs.addr();
+        if MSR_OWNER.load(Ordering::Relaxed) != pa {
+            // SAFETY: these MSRs only affect SYSCALL/SWAPGS, which the hypervisor never uses,
+            // so they can hold the guest's values.
+            unsafe {
+                wrmsr(msr::IA32_KERNEL_GS_BASE, v.kernel_gs_base);
+                wrmsr(msr::IA32_STAR, v.star);
+                wrmsr(msr::IA32_LSTAR, v.lstar);
+                wrmsr(msr::IA32_CSTAR, v.cstar);
+                wrmsr(msr::IA32_FMASK, v.sfmask);
+            }
+            MSR_OWNER.store(pa, Ordering::Relaxed);
+        }
+        if let Some((info, err, len)) = v.reinject.take() {
+            if vmread(ENTRY_INTERRUPTION_INFO) as u32 & EVENT_VALID == 0 {
+                write(ENTRY_INTERRUPTION_INFO, info as u64);
+                write(ENTRY_EXCEPTION_ERROR, err as u64);
+                write(ENTRY_INSTRUCTION_LENGTH, len);
+            }
+        }
+        // SAFETY: the current VMCS is this vCPU's, fully initialized; the stub saves and
+        // restores every register and returns here on exit or failure.
+        let failed = unsafe { cowvisor_vmx_run(&mut v.regs, v.launched as u64) };
+        if failed != 0 {
+            let error = vmread(VM_INSTRUCTION_ERROR) as u32;
+            log::error!("vm entry failed ({}), instruction error {error}", if failed == 1 { "invalid" } else { "valid" });
+            return Exit::InvalidState(0x1000 | error);
+        }
+        v.launched = true;
+        write(ENTRY_INTERRUPTION_INFO, 0);
+        let reason = vmread(EXIT_REASON) as u32;
+        if reason & (1 << 31) != 0 {
+            v.launched = false;
+            return Exit::InvalidState(reason & 0xFFFF);
+        }
+        v.exit_length = vmread(EXIT_INSTRUCTION_LENGTH);
+        let idt = vmread(IDT_VECTORING_INFO) as u32;
+        if idt & EVENT_VALID != 0 {
+            let err = if idt & EVENT_ERROR_VALID != 0 { vmread(IDT_VECTORING_ERROR) as u32 } else { 0 };
+            v.reinject = Some((idt, err, v.exit_length));
+        }
+        let q = vmread(EXIT_QUALIFICATION);
+        match reason & 0xFFFF {
+            reason::VMCALL => Exit::Hypercall,
+            reason::EPT_VIOLATION => {
+                Exit::NestedPageFault { gpa: vmread(GUEST_PHYSICAL_ADDRESS), write: q & 2 != 0, fetch: q & 4 != 0 }
+            }
+            reason::EXTERNAL_INTERRUPT => Exit::ExternalInterrupt,
+            reason::EXCEPTION_OR_NMI if vmread(EXIT_INTERRUPTION_INFO) as u32 & (7 << 8) == EVENT_TYPE_NMI => {
+                Exit::ExternalInterrupt
+            }
+            reason::INTERRUPT_WINDOW => Exit::InterruptWindow,
+            reason::CPUID => Exit::Cpuid,
+            reason::HLT => Exit::Hlt,
+            reason::IO => Exit::Io {
+                port: (q >> 16) as u16,
+                size: (q & 7) as u8 + 1,
+                write: q & 8 == 0,
+                string: q & 16 != 0,
+            },
+            reason::PREEMPTION_TIMER => Exit::ExternalInterrupt,
+            reason::RDMSR => Exit::Rdmsr,
+            reason::WRMSR => Exit::Wrmsr,
+            reason::TRIPLE_FAULT => Exit::TripleFault,
+            reason::CR_ACCESS => {
+                let (cr, access, reg) = ((q & 0xF) as u8, (q >> 4) & 3, (q >> 8) & 0xF);
+                if access == 0 && (cr == 0 || cr == 4) {
+                    Exit::ControlRegisterWrite { cr, value: v.gpr(reg) }
+                } else {
+                    Exit::Unhandled(0x1C_0000 | q)
+                }
+            }
+            reason::VMCLEAR..=reason::VMXON
+            | reason::INVEPT
+            | reason::INVVPID
+            | reason::GETSEC
+            | reason::INVD
+            | reason::MWAIT
+            | reason::MONITOR
+            | reason::XSETBV
+            | reason::INVPCID
+            | reason::VMFUNC => Exit::InvalidInstruction,
+            reason::EPT_MISCONFIG => {
+                log::error!("EPT misconfiguration at gpa {:#x}", vmread(GUEST_PHYSICAL_ADDRESS));
+                Exit::Unhandled(reason as u64)
+            }
+            other => Exit::Unhandled(other as u64),
+        }
+    }
+}
+
+impl VmxVcpu {
+    fn gpr(&mut self, reg: u64) -> u64 {
+        let r = &self.regs;
+        match reg {
+            0 => r.rax,
+            1 => r.rcx,
+            2 => r.rdx,
+            3 => r.rbx,
+            4 => vmread(GUEST_RSP),
+            5 => r.rbp,
+            6 => r.rsi,
+            7 => r.rdi,
+            8 => r.r8,
+            9 => r.r9,
+            10 => r.r10,
+            11 => r.r11,
+            12 => r.r12,
+            13 => r.r13,
+            14 => r.r14,
+            _ => r.r15,
+        }
+    }
+
+    fn segment(sel: u64, base: u64, limit: u64, ar: u64) -> Segment {
+        Segment {
+            selector: vmread(sel) as u16,
+            attrs: attrs_from_vmx(vmread(ar) as u32),
+            limit: vmread(limit) as u32,
+            base: vmread(base),
+        }
+    }
+
+    fn set_segment(s: &Segment, sel: u64, base: u64, limit: u64, ar: u64) {
+        write(sel, s.selector as u64);
+        write(base, s.base);
+        write(limit, s.limit as u64);
+        write(ar, vmx_access_rights(s) as u64);
+    }
+
+    fn set_cr0(&mut self, value: u64) {
+        let f = fixed();
+        write(GUEST_CR0, (value | f.cr0_0) & f.cr0_1);
+        write(CR0_READ_SHADOW, value);
+    }
+
+    fn set_cr4(&mut self, value: u64) {
+        let f = fixed();
+        write(GUEST_CR4, (value | f.cr4_0) & f.cr4_1);
+        write(CR4_READ_SHADOW, value & !cr4::VMXE);
+    }
+}
+
+impl Vcpu for VmxVcpu {
+    fn regs(&mut self) -> &mut GuestRegs {
+        &mut self.regs
+    }
+
+    fn rip(&self) -> u64 {
+        make_current(self.vmcs);
+        vmread(GUEST_RIP)
+    }
+
+    fn skip_instruction(&mut self) {
+        make_current(self.vmcs);
+        write(GUEST_RIP, vmread(GUEST_RIP) + self.exit_length);
+        let i = vmread(GUEST_INTERRUPTIBILITY);
+        if i & INTERRUPTIBILITY_BLOCKING != 0 {
+            write(GUEST_INTERRUPTIBILITY, i & !INTERRUPTIBILITY_BLOCKING);
+        }
+    }
+
+    fn interruptible(&self) -> bool {
+        make_current(self.vmcs);
+        vmread(GUEST_RFLAGS) & rflags::IF != 0
+            && vmread(GUEST_INTERRUPTIBILITY) & INTERRUPTIBILITY_BLOCKING == 0
+            && vmread(ENTRY_INTERRUPTION_INFO) as u32 & EVENT_VALID == 0
+            && self.reinject.is_none()
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        make_current(self.vmcs);
+        write(ENTRY_INTERRUPTION_INFO, (vector as u32 | EVENT_TYPE_EXTERNAL | EVENT_VALID) as u64);
+    }
+
+    fn inject_exception(&mut self, vector: u8, error: Option<u32>) {
+        make_current(self.vmcs);
+        let mut info = vector as u32 | EVENT_TYPE_HW_EXCEPTION | EVENT_VALID;
+        if let Some(e) = error {
+            info |= EVENT_ERROR_VALID;
+            write(ENTRY_EXCEPTION_ERROR, e as u64);
+        }
+        write(ENTRY_INTERRUPTION_INFO, info as u64);
+    }
+
+    fn set_interrupt_window(&mut self, on: bool) {
+        make_current(self.vmcs);
+        let p = vmread(PROC_BASED_CONTROLS);
+        let bit = proc::INTERRUPT_WINDOW_EXITING as u64;
+        write(PROC_BASED_CONTROLS, if on { p | bit } else { p & !bit });
+    }
+
+    fn msr(&mut self, m: GuestMsr) -> u64 {
+        make_current(self.vmcs);
+        match m {
+            GuestMsr::Efer => vmread(GUEST_IA32_EFER),
+            GuestMsr::Pat => vmread(GUEST_IA32_PAT),
+            GuestMsr::FsBase => vmread(GUEST_FS_BASE),
+            GuestMsr::GsBase => vmread(GUEST_GS_BASE),
+            GuestMsr::KernelGsBase => self.kernel_gs_base,
+            GuestMsr::Star => self.star,
+            GuestMsr::Lstar => self.lstar,
+            GuestMsr::Cstar => self.cstar,
+            GuestMsr::Sfmask => self.sfmask,
+            GuestMsr::SysenterCs => vmread(GUEST_SYSENTER_CS),
+            GuestMsr::SysenterEsp => vmread(GUEST_SYSENTER_ESP),
+            GuestMsr::SysenterEip => vmread(GUEST_SYSENTER_EIP),
+        }
+    }
+
+    fn set_msr(&mut self, m: GuestMsr, v: u64) {
+        make_current(self.vmcs);
+        match m {
+            GuestMsr::Efer => write(GUEST_IA32_EFER, v),
+            GuestMsr::Pat => write(GUEST_IA32_PAT, v),
+            GuestMsr::FsBase => write(GUEST_FS_BASE, v),
+            GuestMsr::GsBase => write(GUEST_GS_BASE, v),
+            GuestMsr::KernelGsBase => self.kernel_gs_base = v,
+            GuestMsr::Star => self.star = v,
+            GuestMsr::Lstar => self.lstar = v,
+            GuestMsr::Cstar => self.cstar = v,
+            GuestMsr::Sfmask => self.sfmask = v,
+            GuestMsr::SysenterCs => write(GUEST_SYSENTER_CS, v),
+            GuestMsr::SysenterEsp => write(GUEST_SYSENTER_ESP, v),
+            GuestMsr::SysenterEip => write(GUEST_SYSENTER_EIP, v),
+        }
+        if matches!(m, GuestMsr::KernelGsBase | GuestMsr::Star | GuestMsr::Lstar | GuestMsr::Cstar | GuestMsr::Sfmask) {
+            // Reload the hardware copies before this vCPU next runs.
+            MSR_OWNER.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn set_control_register(&mut self, cr: u8, value: u64) {
+        make_current(self.vmcs);
+        match cr {
+            0 => self.set_cr0(value),
+            4 => self.set_cr4(value),
+            _ => {}
+        }
+    }
+
+    fn context(&mut self) -> VcpuContext {
+        make_current(self.vmcs);
+        let mut c = VcpuContext::default();
+        self.regs.store(&mut c);
+        c.rsp = vmread(GUEST_RSP);
+        c.rip = vmread(GUEST_RIP);
+        c.rflags = vmread(GUEST_RFLAGS);
+        c.cr0 = (vmread(GUEST_CR0) & !CR0_MASK) | (vmread(CR0_READ_SHADOW) & CR0_MASK);
+        c.cr3 = vmread(GUEST_CR3);
+        c.cr4 = (vmread(GUEST_CR4) & !CR4_MASK) | (vmread(CR4_READ_SHADOW) & CR4_MASK);
+        // CR2 is not in the VMCS; the CPU keeps the guest's while in VMX operation and the
+        // host never takes page faults, so the live register is the guest's.
+        c.cr2 = x86::read_cr2();
+        c.efer = vmread(GUEST_IA32_EFER);
+        c.pat = vmread(GUEST_IA32_PAT);
+        c.dr7 = vmread(GUEST_DR7);
+        c.cs = Self::segment(GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_ACCESS_RIGHTS);
+        c.ds = Self::segment(GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_ACCESS_RIGHTS);
+        c.es = Self::segment(GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_ACCESS_RIGHTS);
+        c.fs = Self::segment(GUEST_FS_SELECTOR, GUEST_FS_BASE, GUEST_FS_LIMIT, GUEST_FS_ACCESS_RIGHTS);
+        c.gs = Self::segment(GUEST_GS_SELECTOR, GUEST_GS_BASE, GUEST_GS_LIMIT, GUEST_GS_ACCESS_RIGHTS);
+        c.ss = Self::segment(GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_ACCESS_RIGHTS);
+        c.tr = Self::segment(GUEST_TR_SELECTOR, GUEST_TR_BASE, GUEST_TR_LIMIT, GUEST_TR_ACCESS_RIGHTS);
+        c.ldtr = Self::segment(GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_ACCESS_RIGHTS);
+        c.gdtr_base = vmread(GUEST_GDTR_BASE);
+        c.gdtr_limit = vmread(GUEST_GDTR_LIMIT) as u32;
+        c.idtr_base = vmread(GUEST_IDTR_BASE);
+        c.idtr_limit = vmread(GUEST_IDTR_LIMIT) as u32;
+        c.sysenter_cs = vmread(GUEST_SYSENTER_CS);
+        c.sysenter_esp = vmread(GUEST_SYSENTER_ESP);
+        c.sysenter_eip = vmread(GUEST_SYSENTER_EIP);
+        c.kernel_gs_base = self.kernel_gs_base;
+        c.star = self.star;
+        c.lstar = self.lstar;
+        c.cstar = self.cstar;
+        c.sfmask = self.sfmask;
+        c
+    }
+
+    fn set_context(&mut self, c: &VcpuContext) {
+        make_current(self.vmcs);
+        self.regs = GuestRegs::from_context(c);
+        write(GUEST_RSP, c.rsp);
+        write(GUEST_RIP, c.rip);
+        write(GUEST_RFLAGS, c.rflags | rflags::RESERVED_1);
+        self.set_cr0(c.cr0);
+        self.set_cr4(c.cr4);
+        write(GUEST_CR3, c.cr3);
+        write(GUEST_DR7, c.dr7);
+        write(GUEST_IA32_EFER, c.efer);
+        write(GUEST_IA32_PAT, c.pat);
+        write(GUEST_IA32_DEBUGCTL, 0);
+        let entry = if c.efer & efer::LMA != 0 {
+            self.entry_controls | entry_ctl::IA32E_MODE_GUEST
+        } else {
+            self.entry_controls & !entry_ctl::IA32E_MODE_GUEST
+        };
+        write(ENTRY_CONTROLS, entry as u64);
+        Self::set_segment(&c.cs, GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_ACCESS_RIGHTS);
+        Self::set_segment(&c.ds, GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_ACCESS_RIGHTS);
+        Self::set_segment(&c.es, GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_ACCESS_RIGHTS);
+        Self::set_segment(&c.fs, GUEST_FS_SELECTOR, GUEST_FS_BASE, GUEST_FS_LIMIT, GUEST_FS_ACCESS_RIGHTS);
+        Self::set_segment(&c.gs, GUEST_GS_SELECTOR, GUEST_GS_BASE, GUEST_GS_LIMIT, GUEST_GS_ACCESS_RIGHTS);
+        Self::set_segment(&c.ss, GUEST_SS_SELECTOR, GUEST_SS_BASE, GUEST_SS_LIMIT, GUEST_SS_ACCESS_RIGHTS);
+        Self::set_segment(&c.tr, GUEST_TR_SELECTOR, GUEST_TR_BASE, GUEST_TR_LIMIT, GUEST_TR_ACCESS_RIGHTS);
+        Self::set_segment(&c.ldtr, GUEST_LDTR_SELECTOR, GUEST_LDTR_BASE, GUEST_LDTR_LIMIT, GUEST_LDTR_ACCESS_RIGHTS);
+        write(GUEST_GDTR_BASE, c.gdtr_base);
+        write(GUEST_GDTR_LIMIT, c.gdtr_limit as u64);
+        write(GUEST_IDTR_BASE, c.idtr_base);
+        write(GUEST_IDTR_LIMIT, c.idtr_limit as u64);
+        write(GUEST_SYSENTER_CS, c.sysenter_cs);
+        write(GUEST_SYSENTER_ESP, c.sysenter_esp);
+        write(GUEST_SYSENTER_EIP, c.sysenter_eip);
+        write(GUEST_ACTIVITY_STATE, 0);
+        write(GUEST_INTERRUPTIBILITY, 0);
+        write(GUEST_PENDING_DEBUG, 0);
+        write(ENTRY_INTERRUPTION_INFO, 0);
+        self.kernel_gs_base = c.kernel_gs_base;
+        self.star = c.star;
+        self.lstar = c.lstar;
+        self.cstar = c.cstar;
+        self.sfmask = c.sfmask;
+        self.reinject = None;
+        MSR_OWNER.store(0, Ordering::Relaxed);
+        let p = vmread(PROC_BASED_CONTROLS);
+        write(PROC_BASED_CONTROLS, p & !(proc::INTERRUPT_WINDOW_EXITING as u64));
+    }
+
+    fn flush_translations(&mut self) {
+        self.flush = true;
+    }
+}

@@ -1,0 +1,140 @@
+//! XTF-style test guests run by the hypervisor itself (bare mode) on both vendors: each guest
+//! exercises one thing and prints one result line; the hypervisor must survive every guest.
+
+use boot::run::RunResult;
+use tests::*;
+
+#[test]
+fn hello_prints_through_the_console_hypercall() {
+    for opts in both(60) {
+        let o = run_ok(&bare(opts, &[("hello", "hello")], &[]));
+        assert_guest_success(&o, "hello");
+        assert!(console_of(&o, "hello")[0].starts_with("hello from domain 1 (hello)"));
+        assert!(fate_of(&o, "hello").unwrap().starts_with("exited with code 0 ("));
+        assert_memory_returned(&o);
+    }
+}
+
+#[test]
+fn memory_guest_writes_and_reads_all_of_its_ram() {
+    for opts in both(120) {
+        let o = run_ok(&bare(opts, &[("memory", "memory")], &["guest.memory.mem_mib=24"]));
+        assert_guest_success(&o, "memory");
+        let pages: u64 = console_of(&o, "memory")
+            .iter()
+            .find_map(|l| l.strip_prefix("memory: ")?.split(' ').next()?.parse().ok())
+            .expect("page count");
+        assert!(pages > 24 * 256 - 300, "checked {pages} pages of 24 MiB");
+        assert_memory_returned(&o);
+    }
+}
+
+#[test]
+fn touching_memory_outside_ram_crashes_only_that_domain() {
+    for opts in both(120) {
+        let o = run_ok(&bare(
+            opts,
+            &[("oob", "memory"), ("bystander", "spinner")],
+            &["guest.oob.cmdline=oob=1", "guest.bystander.cmdline=ms=200"],
+        ));
+        let fate = fate_of(&o, "oob").expect("oob fate");
+        assert!(fate.starts_with("crashed: access to unmapped gpa 0x1200000"), "{fate}");
+        assert!(!console_of(&o, "oob").iter().any(|l| l.starts_with("Test result")), "the access must not return");
+        assert_guest_success(&o, "bystander");
+        assert_memory_returned(&o);
+    }
+}
+
+#[test]
+fn hypercall_fuzzing_gets_error_codes_and_the_hypervisor_stays_up() {
+    for opts in both(180) {
+        let o = run_ok(&bare(
+            opts,
+            &[("hcfuzz", "hcfuzz"), ("bystander", "spinner")],
+            &["guest.hcfuzz.cmdline=count=4000", "guest.bystander.cmdline=ms=200 mib=2"],
+        ));
+        assert_guest_success(&o, "hcfuzz");
+        let summary = console_of(&o, "hcfuzz").into_iter().find(|l| l.starts_with("hcfuzz: calls=")).expect("summary");
+        assert!(summary.contains("violations=0"), "{summary}");
+        assert!(summary.contains("NotPermitted=") && summary.contains("BadAddress="), "{summary}");
+        assert_guest_success(&o, "bystander");
+        assert_memory_returned(&o);
+    }
+}
+
+#[test]
+fn triple_fault_kills_only_that_domain() {
+    for opts in both(120) {
+        let o = run_ok(&bare(
+            opts,
+            &[("tf", "triple-fault"), ("survivor", "spinner")],
+            &["guest.survivor.cmdline=ms=200 mib=2"],
+        ));
+        assert!(fate_of(&o, "tf").unwrap().starts_with("crashed: triple fault"));
+        assert!(!console_of(&o, "tf").iter().any(|l| l.starts_with("Test result")));
+        assert_guest_success(&o, "survivor");
+        assert_memory_returned(&o);
+    }
+}
+
+fn spinner_stats(o: &boot::run::RunOutcome, name: &str) -> (u64, u64) {
+    let line = console_of(o, name).into_iter().find(|l| l.contains("iterations")).expect("spinner line");
+    let field = |key: &str| -> u64 {
+        let at = line.find(key).unwrap() + key.len();
+        line[at..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    assert!(line.ends_with("pattern ok"), "{line}");
+    (field("iterations "), field("preemptions "))
+}
+
+#[test]
+fn two_domains_are_preempted_fairly_and_cannot_see_each_other() {
+    for opts in both(180) {
+        let o = run_ok(&bare(
+            opts,
+            &[("spin-a", "spinner"), ("spin-b", "spinner")],
+            &["guest.spin-a.cmdline=ms=400 mib=4", "guest.spin-b.cmdline=ms=400 mib=4"],
+        ));
+        assert_guest_success(&o, "spin-a");
+        assert_guest_success(&o, "spin-b");
+        let (ia, pa) = spinner_stats(&o, "spin-a");
+        let (ib, pb) = spinner_stats(&o, "spin-b");
+        assert!(pa >= 5 && pb >= 5, "both must be preempted: {pa} {pb}");
+        let ratio = ia as f64 / ib as f64;
+        assert!((0.6..1.67).contains(&ratio), "unfair split: {ia} vs {ib}");
+        assert_memory_returned(&o);
+    }
+}
+
+#[test]
+fn benchmark_prints_hypercall_and_second_level_fault_round_trips() {
+    let runs = [
+        boot::run::RunOptions { icount: true, ..qemu(180) },
+        bochs(180),
+    ];
+    for opts in runs {
+        let emulator = opts.emulator;
+        let o = run_ok(&bare(opts, &[("bench", "bench")], &[]));
+        assert_guest_success(&o, "bench");
+        let console = console_of(&o, "bench");
+        for key in ["bench: null-hypercall cycles=", "bench: npf-roundtrip cycles=", "bench: plain-write cycles="] {
+            let line = console.iter().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} missing"));
+            let cycles: u64 = line[key.len()..].split_whitespace().next().unwrap().parse().unwrap();
+            eprintln!("[{emulator:?}] {line}");
+            assert!(cycles > 0);
+        }
+    }
+}
+
+#[test]
+fn a_guest_image_that_is_not_elf_is_refused_and_the_others_run() {
+    let garbage = std::env::temp_dir().join(format!("not-elf-{}", std::process::id()));
+    std::fs::write(&garbage, b"\x7fELF but not really an ELF file at all, just truncated junk").unwrap();
+    let mut opts = bare(qemu(60), &[("hello", "hello")], &[]);
+    opts.guests.push(("junk".into(), garbage.clone()));
+    let o = run(&opts);
+    std::fs::remove_file(&garbage).unwrap();
+    assert_eq!(o.result, RunResult::Success, "{}", o.serial);
+    assert_has(&o, "(hv) error: junk: bad image");
+    assert_guest_success(&o, "hello");
+}
