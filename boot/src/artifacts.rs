@@ -22,12 +22,15 @@ pub struct GuestSpec {
 
 /// Guest images built and bundled by default.
 pub const DEFAULT_GUESTS: &[GuestSpec] = &[
+    GuestSpec { image: "dom0", package: "dom0", bin: "dom0" },
     GuestSpec { image: "hello", package: "guests", bin: "hello" },
     GuestSpec { image: "memory", package: "guests", bin: "memory" },
     GuestSpec { image: "hcfuzz", package: "guests", bin: "hcfuzz" },
     GuestSpec { image: "triple-fault", package: "guests", bin: "triple-fault" },
     GuestSpec { image: "spinner", package: "guests", bin: "spinner" },
     GuestSpec { image: "bench", package: "guests", bin: "bench" },
+    GuestSpec { image: "unpriv", package: "guests", bin: "unpriv" },
+    GuestSpec { image: "ticker", package: "guests", bin: "ticker" },
 ];
 
 /// The path of a built image by its bundle name.

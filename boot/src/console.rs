@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 
 /// Byte that makes the runner quit an interactive session (Ctrl-]).
 pub const QUIT_BYTE: u8 = 0x1D;
+/// Script lines are typed in chunks of at most this many bytes, each sent once the shell has
+/// echoed the previous one. An emulated 16550 has a 16-byte receive FIFO, and Bochs drops
+/// input the guest has not drained instead of holding it back.
+pub const TYPE_CHUNK_BYTES: usize = 8;
+/// How long to wait for a chunk's echo before typing on regardless.
+const ECHO_WAIT: Duration = Duration::from_secs(10);
 
 /// A pseudo-terminal pair; the emulator opens the slave by path.
 pub struct Pty {
@@ -131,6 +137,17 @@ pub struct Session {
     pub lines_sent: usize,
 }
 
+/// A script line being typed chunk by chunk.
+struct Typing {
+    line: Vec<u8>,
+    /// The bytes of `line` sent last, whose echo is awaited.
+    chunk: core::ops::Range<usize>,
+    /// Output offset from which that echo is looked for.
+    echo_from: usize,
+    /// When the chunk was sent.
+    since: Instant,
+}
+
 /// Restores the terminal mode on drop.
 struct RawTerminal {
     fd: RawFd,
@@ -192,6 +209,7 @@ pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::R
         Input::Script(lines) => lines,
         _ => &[],
     };
+    let mut typing: Option<Typing> = None;
     loop {
         let mut fds = [
             libc::pollfd { fd: pty.master.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -234,11 +252,28 @@ pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::R
             }
         }
 
-        // Script: one line per prompt.
-        if sent < script.len() && prompts > sent {
-            let line = format!("{}\r", script[sent]);
-            pty.write_all(line.as_bytes(), Instant::now() + Duration::from_secs(5))?;
+        // Script: one line per prompt, typed in echoed chunks.
+        if typing.is_none() && sent < script.len() && prompts > sent {
+            typing = Some(Typing { line: script[sent].as_bytes().to_vec(), chunk: 0..0, echo_from: 0, since: Instant::now() });
             sent += 1;
+        }
+        if let Some(t) = typing.as_mut() {
+            let chunk = &t.line[t.chunk.clone()];
+            let echoed = chunk.is_empty()
+                || output[t.echo_from..].windows(chunk.len()).any(|w| w == chunk)
+                || t.since.elapsed() > ECHO_WAIT;
+            if echoed {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                if t.chunk.end < t.line.len() {
+                    t.chunk = t.chunk.end..(t.chunk.end + TYPE_CHUNK_BYTES).min(t.line.len());
+                    t.echo_from = output.len();
+                    t.since = Instant::now();
+                    pty.write_all(&t.line[t.chunk.clone()], deadline)?;
+                } else {
+                    pty.write_all(b"\r", deadline)?;
+                    typing = None;
+                }
+            }
         }
 
         if let Some(status) = child.try_wait()? {

@@ -143,7 +143,7 @@ fn main() {
         RunResult::EmulatorError(e) => format!("EMULATOR ERROR: {e}"),
     };
     eprintln!("(boot) {verdict} after {:.1}s", outcome.elapsed.as_secs_f64());
-    if outcome.result != RunResult::Success {
+    if !matches!(outcome.result, RunResult::Success | RunResult::Quit) {
         eprintln!("(boot) run directory kept: {}", outcome.run_dir.display());
     }
     std::process::exit(outcome.exit_code());

@@ -235,7 +235,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, BootError> {
     let elapsed = started.elapsed();
     let serial = String::from_utf8_lossy(&session.output).replace('\r', "");
     let result = decide(opts.emulator, &session, &serial, &run_dir);
-    if result == RunResult::Success && !opts.keep {
+    if matches!(result, RunResult::Success | RunResult::Quit) && !opts.keep {
         let _ = std::fs::remove_dir_all(&run_dir);
     }
     Ok(RunOutcome { result, serial, command_line, run_dir, elapsed, lines_sent: session.lines_sent })

@@ -8,7 +8,7 @@ fn boot() -> Command {
 
 #[test]
 fn normal_boot_exits_zero_and_prints_the_command_line() {
-    let out = boot().args(["run", "--accel", "tcg", "--timeout", "60", "--quiet"]).output().unwrap();
+    let out = boot().args(["run", "--accel", "tcg", "--no-default-guests", "--timeout", "60", "--quiet"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{err}");
     assert!(err.contains("(boot) ran: qemu-system-x86_64"), "{err}");
@@ -38,8 +38,22 @@ fn bad_arguments_exit_64_with_a_message() {
 
 #[test]
 fn icount_adds_repeatable_clock_flags() {
-    let out = boot().args(["--accel", "tcg", "--icount", "--timeout", "60", "--quiet"]).output().unwrap();
+    let out = boot().args(["--accel", "tcg", "--no-default-guests", "--icount", "--timeout", "60", "--quiet"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("-icount shift=0,sleep=off"), "{err}");
+}
+
+#[test]
+fn a_script_runs_in_the_dom0_shell_and_poweroff_ends_the_run() {
+    let dir = std::env::temp_dir().join(format!("cli-script-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("script");
+    std::fs::write(&script, "# comment lines and blank lines are skipped\n\ncreate hello\nwait hello dead 20\nconsole hello\npoweroff\n").unwrap();
+    let out = boot().args(["--accel", "tcg", "--timeout", "120", "--script"]).arg(&script).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("created domain 1 hello"), "{stdout}");
+    assert!(stdout.contains("Test result: SUCCESS"), "{stdout}");
 }

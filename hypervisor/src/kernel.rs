@@ -28,7 +28,7 @@ pub fn start(boot: &'static mut BootInfo) -> ! {
     idt::init();
     log::info!("{} {} starting", crate::NAME, crate::VERSION);
     if !serial_ok {
-        log::warn!("COM1 loopback test failed; console may be unreliable");
+        log::warn!("COM1 did not answer; console may be unreliable");
     }
     let Some(offset) = boot.physical_memory_offset.into_option() else {
         log::error!("the bootloader did not map physical memory");

@@ -123,3 +123,43 @@ pub fn assert_guest_success(o: &RunOutcome, name: &str) {
 pub fn assert_memory_returned(o: &RunOutcome) {
     assert_has(o, "(hv) all domains ended; all memory returned");
 }
+
+/// Boots into dom0 (the default bundle) and types `script` into its shell, one line per prompt.
+pub fn dom0(opts: RunOptions, script: &[&str]) -> RunOutcome {
+    let opts = RunOptions { input: Input::Script(script.iter().map(|s| s.to_string()).collect()), ..opts };
+    run(&opts)
+}
+
+/// Every shell command typed and the lines it printed (hypervisor log lines left out).
+pub fn shell_transcript(o: &RunOutcome) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for line in o.lines() {
+        if let Some(cmd) = line.strip_prefix("dom0> ") {
+            out.push((cmd.to_string(), Vec::new()));
+        } else if let Some((_, lines)) = out.last_mut() {
+            if !line.starts_with("(hv)") {
+                lines.push(line.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// What the `n`th (0-based) occurrence of `command` printed.
+pub fn output_of(o: &RunOutcome, command: &str, n: usize) -> Vec<String> {
+    shell_transcript(o)
+        .into_iter()
+        .filter(|(c, _)| c == command)
+        .nth(n)
+        .map(|(_, lines)| lines)
+        .unwrap_or_else(|| panic!("command {command:?} #{n} not in the transcript:\n{}", o.serial))
+}
+
+/// The value of `key: value` in a command's output.
+pub fn field(lines: &[String], key: &str) -> String {
+    let prefix = format!("{key}: ");
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix).map(String::from))
+        .unwrap_or_else(|| panic!("{key} not in {lines:?}"))
+}

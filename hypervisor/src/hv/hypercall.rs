@@ -182,12 +182,13 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         }
     }
 
-    /// A target domain for a control operation: it must exist and not be the caller.
+    /// A target domain for a control operation: it must exist and not be the caller (dom0
+    /// may not destroy, pause, freeze or rewrite itself).
     fn other(&self, caller: DomId, target: u64) -> Result<DomId, HvError> {
         let target = u32::try_from(target).map_err(|_| HvError::NoSuchDomain)?;
         self.dom(target)?;
         if target == caller {
-            return Err(HvError::InvalidArgument);
+            return Err(HvError::NotPermitted);
         }
         Ok(target)
     }

@@ -602,7 +602,7 @@ fn dom0_copies_into_and_out_of_other_domains() {
     assert_eq!(&b, b"payload!");
     assert_eq!(call(&mut h, d0, nr::MEM_WRITE, &[u as u64, 2 * MIB - 4, 0x8000, 8]), Err(HvError::BadAddress));
     assert_eq!(call(&mut h, d0, nr::MEM_WRITE, &[999, 0, 0x8000, 8]), Err(HvError::NoSuchDomain));
-    assert_eq!(call(&mut h, d0, nr::DOM_DESTROY, &[d0 as u64]), Err(HvError::InvalidArgument));
+    assert_eq!(call(&mut h, d0, nr::DOM_DESTROY, &[d0 as u64]), Err(HvError::NotPermitted));
     // Create through the hypercall interface.
     let args = CreateArgs { mem_bytes: 2 * MIB, vcpus: 1, flags: 0, name: name_field("made") };
     // SAFETY: plain data.

@@ -7,6 +7,10 @@ extern crate alloc;
 extern crate std;
 
 pub mod boot_tables;
+pub mod control;
+pub mod launch;
+pub mod line;
+pub mod shell;
 pub mod builder;
 pub mod elf;
 pub mod error;

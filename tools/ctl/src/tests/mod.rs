@@ -4,4 +4,4 @@
 mod build;
 mod hostile;
 mod real_guest;
-mod synth;
+pub(crate) mod synth;

@@ -1,0 +1,692 @@
+//! The dom0 shell: an `xl`-style command language parsed into [`Command`]s and executed with
+//! the control library. Output goes to any `fmt::Write`; errors are one line starting with
+//! `error:`; nothing typed can end the shell except `poweroff`.
+
+use crate::control::{Control, Hypercalls};
+use crate::launch::{LaunchSpec, launch};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt::Write;
+use guest_abi::domctl::{DomainInfo, NO_DOMAIN, QUOTA_DEFAULT, name_str, pause, state};
+use guest_abi::hypercall::CallInsn;
+use guest_abi::{HvError, HvResult};
+
+/// Default memory of `create`.
+pub const CREATE_MEM_MIB: u64 = 16;
+/// Default timeout of `wait`.
+pub const WAIT_SECS: u64 = 30;
+/// Most clones one `clone` command makes.
+pub const CLONE_COUNT_MAX: u32 = 100_000;
+
+/// A domain named by id or by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Id(u32),
+    Name(String),
+}
+
+impl Target {
+    fn parse(s: &str) -> Self {
+        match s.parse::<u32>() {
+            Ok(id) => Self::Id(id),
+            Err(_) => Self::Name(s.to_string()),
+        }
+    }
+}
+
+/// A state `wait` can wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitState {
+    /// Live and not paused (running or blocked).
+    Running,
+    /// Blocked waiting for an event.
+    Blocked,
+    /// Paused for any reason.
+    Paused,
+    /// A template.
+    Frozen,
+    /// Ended: shut down, crashed or destroyed.
+    Dead,
+    /// Crashed.
+    Crashed,
+}
+
+impl WaitState {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => Self::Running,
+            "blocked" => Self::Blocked,
+            "paused" => Self::Paused,
+            "frozen" => Self::Frozen,
+            "dead" => Self::Dead,
+            "crashed" => Self::Crashed,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Blocked => "blocked",
+            Self::Paused => "paused",
+            Self::Frozen => "frozen",
+            Self::Dead => "dead",
+            Self::Crashed => "crashed",
+        }
+    }
+
+    /// Whether a domain in `info` (None: it no longer exists) is in this state.
+    fn matches(self, info: Option<&DomainInfo>) -> bool {
+        let Some(i) = info else { return self == Self::Dead };
+        match self {
+            Self::Running => matches!(i.state, state::RUNNING | state::BLOCKED),
+            Self::Blocked => i.state == state::BLOCKED,
+            Self::Paused => i.state == state::PAUSED,
+            Self::Frozen => i.state == state::FROZEN,
+            Self::Dead => matches!(i.state, state::DEAD | state::CRASHED),
+            Self::Crashed => i.state == state::CRASHED,
+        }
+    }
+}
+
+/// A parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Nothing typed.
+    Empty,
+    Help,
+    Images,
+    Create { image: String, name: Option<String>, mem_mib: u64, cmdline: String, paused: bool },
+    List,
+    Console(Target),
+    Pause(Target),
+    Unpause(Target),
+    Destroy(Target),
+    Info,
+    Poweroff,
+    Freeze { target: Target, name: Option<String> },
+    Clone { template: Target, count: u32, prefix: Option<String>, quota_mib: Option<u64> },
+    Stat(Target),
+    Wait { target: Target, state: WaitState, secs: u64 },
+    Check,
+    /// Sleep (for scripts).
+    Sleep { ms: u64 },
+}
+
+/// Why a line could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// A `"` without its partner.
+    UnterminatedQuote,
+    /// Not a command.
+    UnknownCommand(String),
+    /// The command needs an argument.
+    Missing(&'static str),
+    /// An argument the command does not take, or a malformed one.
+    Bad(String),
+}
+
+impl core::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::UnterminatedQuote => write!(f, "bad argument: unterminated quote"),
+            Self::UnknownCommand(c) => write!(f, "unknown command {c:?} (try help)"),
+            Self::Missing(what) => write!(f, "bad argument: missing {what}"),
+            Self::Bad(what) => write!(f, "bad argument: {what}"),
+        }
+    }
+}
+
+/// Splits a line into words; `"..."` groups spaces (also inside `key="a b"`).
+pub fn tokenize(line: &str) -> Result<Vec<String>, ParseError> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_quotes = false;
+    let mut have = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                have = true;
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if have {
+                    words.push(core::mem::take(&mut cur));
+                    have = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                have = true;
+            }
+        }
+    }
+    if in_quotes {
+        return Err(ParseError::UnterminatedQuote);
+    }
+    if have {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+fn number<T: core::str::FromStr>(key: &str, v: &str) -> Result<T, ParseError> {
+    v.parse().map_err(|_| ParseError::Bad(format!("{key}={v} is not a number")))
+}
+
+/// Longest `sleep`.
+pub const SLEEP_MAX_MS: u64 = 600_000;
+
+/// `250ms`, `2s` or `2` (seconds).
+fn parse_duration_ms(s: &str) -> Result<u64, ParseError> {
+    let (digits, scale) = match s.strip_suffix("ms") {
+        Some(d) => (d, 1),
+        None => (s.strip_suffix('s').unwrap_or(s), 1000),
+    };
+    let v: u64 = digits.parse().map_err(|_| ParseError::Bad(format!("bad duration {s:?} (e.g. 250ms or 2s)")))?;
+    let ms = v.saturating_mul(scale);
+    if ms > SLEEP_MAX_MS {
+        return Err(ParseError::Bad(format!("sleep is limited to {} s", SLEEP_MAX_MS / 1000)));
+    }
+    Ok(ms)
+}
+
+/// Parses one line.
+pub fn parse(line: &str) -> Result<Command, ParseError> {
+    let line = line.split('#').next().unwrap_or("");
+    let words = tokenize(line)?;
+    let Some((cmd, args)) = words.split_first() else { return Ok(Command::Empty) };
+    let mut positional = Vec::new();
+    let mut options: Vec<(&str, &str)> = Vec::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) => options.push((k, v)),
+            None => positional.push(a.as_str()),
+        }
+    }
+    let take_target = |what: &'static str| -> Result<Target, ParseError> {
+        positional.first().map(|s| Target::parse(s)).ok_or(ParseError::Missing(what))
+    };
+    let no_extra = |allowed: &[&str], max_positional: usize| -> Result<(), ParseError> {
+        if let Some(p) = positional.get(max_positional) {
+            return Err(ParseError::Bad(format!("unexpected {p:?}")));
+        }
+        if let Some((k, _)) = options.iter().find(|(k, _)| !allowed.contains(k)) {
+            return Err(ParseError::Bad(format!("unknown option {k:?}")));
+        }
+        Ok(())
+    };
+    let opt = |key: &str| options.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let cmd = match cmd.as_str() {
+        "help" | "?" => Command::Help,
+        "images" => {
+            no_extra(&[], 0)?;
+            Command::Images
+        }
+        "create" => {
+            no_extra(&["name", "mem", "cmdline", "paused"], 1)?;
+            let image = positional.first().ok_or(ParseError::Missing("image"))?.to_string();
+            let mem_mib = match opt("mem") {
+                Some(v) => number("mem", v)?,
+                None => CREATE_MEM_MIB,
+            };
+            let paused = matches!(opt("paused"), Some("1" | "yes" | "true"));
+            Command::Create { image, name: opt("name").map(String::from), mem_mib, cmdline: opt("cmdline").unwrap_or("").to_string(), paused }
+        }
+        "list" | "ls" => {
+            no_extra(&[], 0)?;
+            Command::List
+        }
+        "console" => {
+            no_extra(&[], 1)?;
+            Command::Console(take_target("domain")?)
+        }
+        "pause" => {
+            no_extra(&[], 1)?;
+            Command::Pause(take_target("domain")?)
+        }
+        "unpause" => {
+            no_extra(&[], 1)?;
+            Command::Unpause(take_target("domain")?)
+        }
+        "destroy" => {
+            no_extra(&[], 1)?;
+            Command::Destroy(take_target("domain")?)
+        }
+        "info" => {
+            no_extra(&[], 0)?;
+            Command::Info
+        }
+        "poweroff" => {
+            no_extra(&[], 0)?;
+            Command::Poweroff
+        }
+        "freeze" => {
+            no_extra(&["name"], 1)?;
+            Command::Freeze { target: take_target("domain")?, name: opt("name").map(String::from) }
+        }
+        "clone" => {
+            no_extra(&["count", "name", "quota"], 1)?;
+            let count: u32 = match opt("count") {
+                Some(v) => number("count", v)?,
+                None => 1,
+            };
+            if count == 0 || count > CLONE_COUNT_MAX {
+                return Err(ParseError::Bad(format!("count must be 1..={CLONE_COUNT_MAX}")));
+            }
+            let quota_mib = opt("quota").map(|v| number("quota", v)).transpose()?;
+            Command::Clone { template: take_target("template")?, count, prefix: opt("name").map(String::from), quota_mib }
+        }
+        "stat" => {
+            no_extra(&[], 1)?;
+            Command::Stat(take_target("domain")?)
+        }
+        "wait" => {
+            no_extra(&[], 3)?;
+            let target = take_target("domain")?;
+            let st = positional.get(1).ok_or(ParseError::Missing("state"))?;
+            let state = WaitState::parse(st).ok_or_else(|| {
+                ParseError::Bad(format!("unknown state {st:?} (running blocked paused frozen dead crashed)"))
+            })?;
+            let secs = match positional.get(2) {
+                Some(v) => number("seconds", v)?,
+                None => WAIT_SECS,
+            };
+            Command::Wait { target, state, secs }
+        }
+        "check" => {
+            no_extra(&[], 0)?;
+            Command::Check
+        }
+        "sleep" => {
+            no_extra(&[], 1)?;
+            let d = positional.first().ok_or(ParseError::Missing("duration"))?;
+            Command::Sleep { ms: parse_duration_ms(d)? }
+        }
+        other => return Err(ParseError::UnknownCommand(other.to_string())),
+    };
+    Ok(cmd)
+}
+
+/// A guest image dom0 can start.
+#[derive(Clone, Copy, Debug)]
+pub struct Image {
+    pub name: &'static str,
+    pub data: &'static [u8],
+}
+
+/// What the shell should do after a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    PowerOff,
+}
+
+/// The shell's state.
+pub struct Shell<H: Hypercalls> {
+    pub ctl: Control<H>,
+    pub images: Vec<Image>,
+    pub call_insn: CallInsn,
+    pub tsc_khz: u64,
+}
+
+const HELP: &str = "\
+commands (a domain is an ID or a NAME):
+  images                          guest images available
+  create IMAGE [name=NAME] [mem=MIB] [cmdline=\"...\"] [paused=1]
+  list                            domains and their memory
+  console DOMAIN                  the domain's console output
+  pause DOMAIN | unpause DOMAIN | destroy DOMAIN
+  freeze DOMAIN [name=NAME]       turn a domain into a template
+  clone TEMPLATE [count=N] [name=PREFIX] [quota=MIB]
+  stat DOMAIN                     copy-on-write and exit statistics
+  wait DOMAIN STATE [SECS]        STATE: running blocked paused frozen dead crashed
+  info                            machine figures
+  check                           verify the hypervisor's frame accounting
+  sleep DURATION                  wait, e.g. 250ms or 2s (for scripts)
+  poweroff                        end the machine
+";
+
+fn state_text(i: &DomainInfo) -> String {
+    let s = state::name(i.state);
+    match (i.state, i.pause_reason) {
+        (state::PAUSED, pause::QUOTA | pause::NOMEM) => format!("{s}({})", pause::name(i.pause_reason)),
+        _ => s.to_string(),
+    }
+}
+
+impl<H: Hypercalls> Shell<H> {
+    /// Finds a domain by id or name.
+    pub fn resolve(&mut self, t: &Target) -> HvResult<u32> {
+        match t {
+            Target::Id(id) => Ok(*id),
+            Target::Name(name) => {
+                for id in self.ctl.list()? {
+                    if self.ctl.info(id).is_ok_and(|i| name_str(&i.name) == name) {
+                        return Ok(id);
+                    }
+                }
+                Err(HvError::NoSuchDomain)
+            }
+        }
+    }
+
+    /// `base`, or `base-N` for the smallest N >= 2 not in use.
+    fn free_name(&mut self, base: &str) -> HvResult<String> {
+        let mut taken = Vec::new();
+        for id in self.ctl.list()? {
+            if let Ok(i) = self.ctl.info(id) {
+                taken.push(String::from(name_str(&i.name)));
+            }
+        }
+        let base: String = base.chars().take(guest_abi::domctl::NAME_MAX_BYTES - 6).collect();
+        if !taken.contains(&base) {
+            return Ok(base);
+        }
+        (2u32..).map(|n| format!("{base}-{n}")).find(|c| !taken.contains(c)).ok_or(HvError::NameTaken)
+    }
+
+    fn describe(&mut self, t: &Target) -> String {
+        match t {
+            Target::Id(id) => format!("{id}"),
+            Target::Name(n) => n.clone(),
+        }
+    }
+
+    /// Runs one line; never panics on bad input.
+    pub fn execute(&mut self, line: &str, out: &mut dyn Write) -> Flow {
+        let cmd = match parse(line) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writeln!(out, "error: {e}");
+                return Flow::Continue;
+            }
+        };
+        let target = match &cmd {
+            Command::Console(t) | Command::Pause(t) | Command::Unpause(t) | Command::Destroy(t) | Command::Stat(t) => Some(t.clone()),
+            Command::Freeze { target, .. } | Command::Wait { target, .. } => Some(target.clone()),
+            Command::Clone { template, .. } => Some(template.clone()),
+            _ => None,
+        };
+        match self.run(cmd, out) {
+            Ok(flow) => flow,
+            Err(e) => {
+                match (e, target) {
+                    (HvError::NoSuchDomain, Some(t)) => {
+                        let d = self.describe(&t);
+                        let _ = writeln!(out, "error: unknown domain {d}");
+                    }
+                    (e, _) => {
+                        let _ = writeln!(out, "error: {e}");
+                    }
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    fn run(&mut self, cmd: Command, out: &mut dyn Write) -> HvResult<Flow> {
+        match cmd {
+            Command::Empty => {}
+            Command::Help => {
+                let _ = out.write_str(HELP);
+            }
+            Command::Images => {
+                let _ = writeln!(out, "{:<24} {:>10}", "Name", "Size(KiB)");
+                for i in &self.images {
+                    let _ = writeln!(out, "{:<24} {:>10}", i.name, i.data.len().div_ceil(1024));
+                }
+            }
+            Command::Create { image, name, mem_mib, cmdline, paused } => {
+                let Some(img) = self.images.iter().find(|i| i.name == image).copied() else {
+                    let _ = writeln!(out, "error: bad argument: no image {image:?} (see images)");
+                    return Ok(Flow::Continue);
+                };
+                let mem_bytes = mem_mib.checked_mul(1 << 20).ok_or(HvError::InvalidArgument)?;
+                // Unnamed domains are named after their image: hello, hello-2, hello-3, ...
+                let name = match name {
+                    Some(n) => n,
+                    None => self.free_name(img.name)?,
+                };
+                let spec = LaunchSpec { image: img.data, name: &name, mem_bytes, cmdline: &cmdline, paused };
+                match launch(&mut self.ctl, &spec, self.call_insn, self.tsc_khz) {
+                    Ok(id) => {
+                        let info = self.ctl.info(id)?;
+                        let _ = writeln!(out, "created domain {id} {}", name_str(&info.name));
+                    }
+                    Err(e) => {
+                        let _ = writeln!(out, "error: {e}");
+                    }
+                }
+            }
+            Command::List => self.list(out)?,
+            Command::Console(t) => {
+                let id = self.resolve(&t)?;
+                self.ctl.info(id)?;
+                let mut buf = [0u8; 1024];
+                let mut offset = 0u64;
+                let mut last = b'\n';
+                loop {
+                    let (n, skipped) = self.ctl.console(id, offset, &mut buf)?;
+                    if skipped > 0 && offset == 0 {
+                        let _ = writeln!(out, "[{skipped} earlier bytes dropped]");
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                    for chunk in buf[..n].utf8_chunks() {
+                        let _ = out.write_str(chunk.valid());
+                        if !chunk.invalid().is_empty() {
+                            let _ = out.write_char(char::REPLACEMENT_CHARACTER);
+                        }
+                    }
+                    last = buf[n - 1];
+                    offset += skipped + n as u64;
+                }
+                if last != b'\n' {
+                    let _ = out.write_char('\n');
+                }
+            }
+            Command::Pause(t) => {
+                let id = self.resolve(&t)?;
+                self.ctl.pause(id)?;
+                let _ = writeln!(out, "paused domain {id}");
+            }
+            Command::Unpause(t) => {
+                let id = self.resolve(&t)?;
+                self.ctl.unpause(id)?;
+                let _ = writeln!(out, "unpaused domain {id}");
+            }
+            Command::Destroy(t) => {
+                let id = self.resolve(&t)?;
+                let info = self.ctl.info(id)?;
+                match self.ctl.destroy(id) {
+                    Ok(()) => {
+                        let _ = writeln!(out, "destroyed domain {id} {}", name_str(&info.name));
+                    }
+                    Err(HvError::Busy) => {
+                        let _ = writeln!(out, "error: domain {id} is a template with {} live clones", info.clones);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Command::Info => self.info(out)?,
+            Command::Poweroff => {
+                let _ = writeln!(out, "powering off");
+                return Ok(Flow::PowerOff);
+            }
+            Command::Freeze { target, name } => {
+                let id = self.resolve(&target)?;
+                self.ctl.freeze(id)?;
+                if let Some(n) = name {
+                    self.ctl.set_name(id, &n)?;
+                }
+                let info = self.ctl.info(id)?;
+                let _ = writeln!(out, "froze domain {id} {} into a template", name_str(&info.name));
+            }
+            Command::Clone { template, count, prefix, quota_mib } => {
+                let tid = self.resolve(&template)?;
+                let tinfo = self.ctl.info(tid)?;
+                let tname = String::from(name_str(&tinfo.name));
+                let prefix = prefix.unwrap_or_else(|| format!("{tname}-"));
+                let quota = quota_mib.map(|m| m.saturating_mul(256)).unwrap_or(QUOTA_DEFAULT);
+                for index in 0..count {
+                    let name = format!("{prefix}{index}");
+                    match self.ctl.clone_domain(tid, &name, index, quota) {
+                        Ok(id) => {
+                            let _ = writeln!(out, "cloned domain {id} {name} from {tname}");
+                        }
+                        Err(e) => {
+                            let _ = writeln!(out, "error: {e} (after {index} clones)");
+                            return Ok(Flow::Continue);
+                        }
+                    }
+                }
+            }
+            Command::Stat(t) => {
+                let id = self.resolve(&t)?;
+                let info = self.ctl.info(id)?;
+                let s = self.ctl.stat(id)?;
+                let kib = |pages: u64| pages * 4;
+                let _ = writeln!(out, "domain: {id} {}", name_str(&info.name));
+                let _ = writeln!(out, "state: {}", state_text(&info));
+                let reason = name_str(&info.reason);
+                if !reason.is_empty() {
+                    let _ = writeln!(out, "reason: {reason}");
+                }
+                let _ = writeln!(out, "cow_faults: {}", s.cow_faults);
+                let _ = writeln!(out, "wp_faults: {}", s.wp_faults);
+                let _ = writeln!(out, "private_pages: {}", s.private_pages);
+                let _ = writeln!(out, "private_kib: {}", kib(s.private_pages));
+                if s.quota_pages == QUOTA_DEFAULT {
+                    let _ = writeln!(out, "quota: unlimited");
+                } else {
+                    let _ = writeln!(out, "quota_pages: {}", s.quota_pages);
+                    let _ = writeln!(out, "quota_kib: {}", kib(s.quota_pages));
+                }
+                let _ = writeln!(out, "shared_kib: {}", kib(s.shared_pages));
+                let _ = writeln!(out, "pagetable_kib: {}", kib(s.pagetable_pages));
+                let _ = writeln!(out, "overhead_bytes: {}", s.overhead_bytes);
+                let _ = writeln!(out, "exits: {}", s.exits);
+                let _ = writeln!(out, "hypercalls: {}", s.hypercalls);
+                let _ = writeln!(out, "generation: {}", s.generation);
+                if info.parent != NO_DOMAIN {
+                    let _ = writeln!(out, "parent: {}", info.parent);
+                }
+                if info.clones > 0 {
+                    let _ = writeln!(out, "clones: {}", info.clones);
+                }
+            }
+            Command::Wait { target, state: want, secs } => {
+                let id = self.resolve(&target);
+                let id = match (id, want) {
+                    (Ok(id), _) => id,
+                    (Err(HvError::NoSuchDomain), WaitState::Dead) => {
+                        let _ = writeln!(out, "domain {} is dead", self.describe(&target));
+                        return Ok(Flow::Continue);
+                    }
+                    (Err(e), _) => return Err(e),
+                };
+                let deadline = self.ctl.time_ns()?.saturating_add(secs.saturating_mul(1_000_000_000));
+                loop {
+                    let info = match self.ctl.info(id) {
+                        Ok(i) => Some(i),
+                        Err(HvError::NoSuchDomain) => None,
+                        Err(e) => return Err(e),
+                    };
+                    if want.matches(info.as_ref()) {
+                        let _ = writeln!(out, "domain {id} is {}", want.name());
+                        break;
+                    }
+                    let now = self.ctl.time_ns()?;
+                    if now >= deadline {
+                        let _ = writeln!(out, "error: timeout");
+                        break;
+                    }
+                    // Woken early by domain state changes (the DOMAIN_STATE event).
+                    self.ctl.block((deadline - now).min(100_000_000))?;
+                    self.ctl.event_ack()?;
+                }
+            }
+            Command::Check => {
+                self.ctl.frame_check()?;
+                let _ = writeln!(out, "frame table consistent");
+            }
+            Command::Sleep { ms } => {
+                let deadline = self.ctl.time_ns()?.saturating_add(ms * 1_000_000);
+                loop {
+                    let now = self.ctl.time_ns()?;
+                    if now >= deadline {
+                        break;
+                    }
+                    self.ctl.block(deadline - now)?;
+                    self.ctl.event_ack()?;
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn list(&mut self, out: &mut dyn Write) -> HvResult<()> {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>5} {:>8} {:<14} {:>12} {:>11} {}",
+            "Name", "ID", "Mem(MiB)", "State", "Private(KiB)", "Shared(KiB)", "Parent"
+        );
+        for id in self.ctl.list()? {
+            let Ok(i) = self.ctl.info(id) else { continue };
+            let parent = if i.parent == NO_DOMAIN { String::from("-") } else { format!("{}", i.parent) };
+            let _ = writeln!(
+                out,
+                "{:<20} {:>5} {:>8} {:<14} {:>12} {:>11} {}",
+                name_str(&i.name),
+                id,
+                i.mem_bytes >> 20,
+                state_text(&i),
+                i.private_pages * 4,
+                i.shared_pages * 4,
+                parent
+            );
+        }
+        Ok(())
+    }
+
+    fn info(&mut self, out: &mut dyn Write) -> HvResult<()> {
+        let i = self.ctl.hv_info()?;
+        let vendor = match i.vendor {
+            1 => "intel",
+            2 => "amd",
+            _ => "unknown",
+        };
+        let backend = match i.backend {
+            1 => "vmx-ept",
+            2 => "svm-npt",
+            _ => "unknown",
+        };
+        let firmware = if i.firmware == 2 { "uefi" } else { "bios" };
+        let lines: [(&str, String); 14] = [
+            ("vendor", vendor.to_string()),
+            ("backend", backend.to_string()),
+            ("firmware", firmware.to_string()),
+            ("total_kib", format!("{}", i.total_kib)),
+            ("free_kib", format!("{}", i.free_kib)),
+            ("shared_kib", format!("{}", i.shared_kib)),
+            ("saved_kib", format!("{}", i.saved_kib)),
+            ("pagetable_kib", format!("{}", i.pagetable_kib)),
+            ("hypervisor_kib", format!("{}", i.hypervisor_kib)),
+            ("heap_free_kib", format!("{}", i.heap_free_kib)),
+            ("domains", format!("{}", i.domains)),
+            ("templates", format!("{}", i.templates)),
+            ("tsc_khz", format!("{}", i.tsc_khz)),
+            ("abi", format!("{}", guest_abi::hypercall::ABI_VERSION)),
+        ];
+        for (k, v) in lines {
+            let _ = writeln!(out, "{k}: {v}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
