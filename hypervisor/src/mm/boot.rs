@@ -2,6 +2,7 @@
 //! the rest to the frame table's free list, and tag the boot bundle's frames.
 
 use super::frame::{FRAME_INFO_BYTES, FrameInfo, FrameKind, FrameTable, OWNER_HYPERVISOR, PAGE_SIZE, Pfn};
+use super::layout::{self, Range};
 use super::phys;
 use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
 use core::mem::MaybeUninit;
@@ -20,8 +21,6 @@ pub const HEAP_MIN_BYTES: u64 = 8 << 20;
 pub const HEAP_MAX_BYTES: u64 = 256 << 20;
 /// The heap gets 1/HEAP_RAM_DIVISOR of usable RAM (within the bounds above).
 pub const HEAP_RAM_DIVISOR: u64 = 16;
-/// Lowest physical address used for boot-time carving (keeps real-mode memory alone).
-const CARVE_FLOOR: u64 = 1 << 20;
 /// Physically contiguous frames set aside for the virtualization backend (SVM's I/O and MSR
 /// permission maps are 12 and 8 KiB; host save areas, VMXON region).
 pub const BOOT_POOL_FRAMES: u64 = 16;
@@ -56,38 +55,12 @@ pub enum BootMemError {
     NoRoomFor(&'static str, u64),
 }
 
-#[derive(Clone, Copy)]
-struct Range {
-    start: u64,
-    end: u64,
-}
-
 fn usable(regions: &[MemoryRegion]) -> impl Iterator<Item = Range> + '_ {
-    regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable).filter_map(|r| {
-        let start = r.start.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let end = r.end / PAGE_SIZE * PAGE_SIZE;
-        (end > start).then_some(Range { start, end })
-    })
+    layout::usable(regions.iter().filter(|r| r.kind == MemoryRegionKind::Usable).map(|r| (r.start, r.end)))
 }
 
-/// Finds `bytes` of contiguous usable RAM above [`CARVE_FLOOR`] not overlapping `taken`.
 fn carve(regions: &[MemoryRegion], bytes: u64, taken: &[Range]) -> Option<Range> {
-    let bytes = bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    for r in usable(regions) {
-        let mut start = r.start.max(CARVE_FLOOR);
-        // Step past any taken range overlapping the candidate (at most a few).
-        loop {
-            let end = start + bytes;
-            if end > r.end {
-                break;
-            }
-            match taken.iter().find(|t| t.start < end && start < t.end) {
-                Some(t) => start = t.end,
-                None => return Some(Range { start, end }),
-            }
-        }
-    }
-    None
+    layout::carve(usable(regions), bytes, taken)
 }
 
 /// Sets up the frame table and heap. `bundle` is the physical range of the boot bundle.
@@ -102,7 +75,7 @@ pub fn init(regions: &[MemoryRegion], bundle: Option<(u64, u64)>) -> Result<Memo
         start: start / PAGE_SIZE * PAGE_SIZE,
         end: (start + len).div_ceil(PAGE_SIZE) * PAGE_SIZE,
     });
-    let bundle_range = bundle.unwrap_or(Range { start: 0, end: 0 });
+    let bundle_range = bundle.unwrap_or(Range::EMPTY);
     let table = carve(regions, table_bytes, &[bundle_range]).ok_or(BootMemError::NoRoomFor("frame table", table_bytes))?;
     let heap_bytes = (usable_bytes / HEAP_RAM_DIVISOR).clamp(HEAP_MIN_BYTES, HEAP_MAX_BYTES) / PAGE_SIZE * PAGE_SIZE;
     let heap = carve(regions, heap_bytes, &[table, bundle_range]).ok_or(BootMemError::NoRoomFor("heap", heap_bytes))?;
@@ -135,23 +108,9 @@ pub fn init(regions: &[MemoryRegion], bundle: Option<(u64, u64)>) -> Result<Memo
         }
     }
     let mut cuts = [table, heap, pool, bundle_range];
-    cuts.sort_by_key(|c| c.start);
-    for r in usable(regions) {
-        // Add the parts of the region outside the cut ranges.
-        let mut cursor = r.start;
-        for c in cuts {
-            if c.end <= cursor || c.start >= r.end {
-                continue;
-            }
-            if c.start > cursor {
-                let _ = ft.add_free_range(Pfn(cursor / PAGE_SIZE), Pfn(c.start / PAGE_SIZE));
-            }
-            cursor = cursor.max(c.end);
-        }
-        if cursor < r.end {
-            let _ = ft.add_free_range(Pfn(cursor / PAGE_SIZE), Pfn(r.end / PAGE_SIZE));
-        }
-    }
+    layout::free_parts(usable(regions), &mut cuts, |r| {
+        let _ = ft.add_free_range(Pfn(r.start / PAGE_SIZE), Pfn(r.end / PAGE_SIZE));
+    });
     let free_kib = ft.free_frames() * PAGE_SIZE / 1024;
     *FRAMES.lock() = Some(ft);
     // SAFETY: the pool was carved from usable RAM above and belongs to nobody else.

@@ -2,6 +2,7 @@
 //! metal the boot-time setup of the frame table, the kernel heap and the linear map.
 
 pub mod frame;
+pub mod layout;
 pub mod physmem;
 
 #[cfg(target_os = "none")]

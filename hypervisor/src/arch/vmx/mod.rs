@@ -123,10 +123,13 @@ unsafe extern "C" {
     fn cowvisor_vmx_exit();
 }
 
+/// Stands for "no VMCS" in [`CURRENT_VMCS`] and [`MSR_OWNER`]; not a valid VMCS address
+/// (those are page aligned), unlike 0.
+const NO_VMCS: u64 = u64::MAX;
 /// Physical address of the VMCS that is current on this CPU.
-static CURRENT_VMCS: AtomicU64 = AtomicU64::new(0);
+static CURRENT_VMCS: AtomicU64 = AtomicU64::new(NO_VMCS);
 /// VMCS whose syscall MSRs are loaded in the CPU.
-static MSR_OWNER: AtomicU64 = AtomicU64::new(0);
+static MSR_OWNER: AtomicU64 = AtomicU64::new(NO_VMCS);
 /// CR0/CR4 fixed bits (set in `init`).
 static FIXED: spin::Once<Fixed> = spin::Once::new();
 
@@ -367,7 +370,7 @@ impl Backend for Vmx {
                 log::error!("vmclear failed: {e:?}");
             }
         }
-        CURRENT_VMCS.store(0, Ordering::Relaxed);
+        CURRENT_VMCS.store(NO_VMCS, Ordering::Relaxed);
         make_current(frame);
         let c = self.controls;
         write(PIN_BASED_CONTROLS, c.pin as u64);
@@ -427,10 +430,10 @@ impl Backend for Vmx {
             log::error!("vmclear on destroy failed: {e:?}");
         }
         if CURRENT_VMCS.load(Ordering::Relaxed) == pa {
-            CURRENT_VMCS.store(0, Ordering::Relaxed);
+            CURRENT_VMCS.store(NO_VMCS, Ordering::Relaxed);
         }
         if MSR_OWNER.load(Ordering::Relaxed) == pa {
-            MSR_OWNER.store(0, Ordering::Relaxed);
+            MSR_OWNER.store(NO_VMCS, Ordering::Relaxed);
         }
         if let Err(e) = ft.free(v.vmcs) {
             log::error!("freeing a VMCS failed: {e:?}");
@@ -471,7 +474,24 @@ impl Backend for Vmx {
         let failed = unsafe { cowvisor_vmx_run(&mut v.regs, v.launched as u64) };
         if failed != 0 {
             let error = vmread(VM_INSTRUCTION_ERROR) as u32;
-            log::error!("vm entry failed ({}), instruction error {error}", if failed == 1 { "invalid" } else { "valid" });
+            log::error!(
+                "vm entry failed ({}), instruction error {error}: launched {} entry-info {:#x} entry-err {:#x} entry-len {} \
+                 pin {:#x} proc {:#x} proc2 {:#x} entry {:#x} exit {:#x} vpid {} eptp {:#x} timer {} vmcs {:#x}",
+                if failed == 1 { "invalid" } else { "valid" },
+                v.launched,
+                vmread(ENTRY_INTERRUPTION_INFO),
+                vmread(ENTRY_EXCEPTION_ERROR),
+                vmread(ENTRY_INSTRUCTION_LENGTH),
+                vmread(PIN_BASED_CONTROLS),
+                vmread(PROC_BASED_CONTROLS),
+                vmread(SECONDARY_CONTROLS),
+                vmread(ENTRY_CONTROLS),
+                vmread(EXIT_CONTROLS),
+                vmread(VPID),
+                vmread(EPT_POINTER),
+                vmread(GUEST_PREEMPTION_TIMER),
+                v.vmcs.addr()
+            );
             return Exit::InvalidState(0x1000 | error);
         }
         v.launched = true;
@@ -674,7 +694,7 @@ impl Vcpu for VmxVcpu {
         }
         if matches!(m, GuestMsr::KernelGsBase | GuestMsr::Star | GuestMsr::Lstar | GuestMsr::Cstar | GuestMsr::Sfmask) {
             // Reload the hardware copies before this vCPU next runs.
-            MSR_OWNER.store(0, Ordering::Relaxed);
+            MSR_OWNER.store(NO_VMCS, Ordering::Relaxed);
         }
     }
 
@@ -770,7 +790,7 @@ impl Vcpu for VmxVcpu {
         self.cstar = c.cstar;
         self.sfmask = c.sfmask;
         self.reinject = None;
-        MSR_OWNER.store(0, Ordering::Relaxed);
+        MSR_OWNER.store(NO_VMCS, Ordering::Relaxed);
         let p = vmread(PROC_BASED_CONTROLS);
         write(PROC_BASED_CONTROLS, p & !(proc::INTERRUPT_WINDOW_EXITING as u64));
     }
