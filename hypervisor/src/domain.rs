@@ -5,6 +5,7 @@ use crate::console::ConsoleRing;
 use crate::p2m::{EntryFormat, P2m};
 use crate::sched::DomId;
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use guest_abi::domctl::{NAME_MAX_BYTES, REASON_MAX_BYTES, pause, state};
 use guest_abi::vcpu::VcpuContext;
@@ -48,7 +49,7 @@ impl PauseReason {
 }
 
 /// A short text kept inline (names, crash reasons).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct InlineStr<const N: usize> {
     bytes: [u8; N],
 }
@@ -239,16 +240,17 @@ impl<V, F: EntryFormat> Domain<V, F> {
     }
 }
 
-/// All domains, indexed by id.
+/// All domains, indexed by id, with an index by name (names are unique).
 pub struct DomainTable<V, F: EntryFormat> {
     slots: Vec<Option<Box<Domain<V, F>>>>,
+    names: BTreeMap<Name, DomId>,
     count: usize,
     next: DomId,
 }
 
 impl<V, F: EntryFormat> Default for DomainTable<V, F> {
     fn default() -> Self {
-        Self { slots: Vec::new(), count: 0, next: 0 }
+        Self { slots: Vec::new(), names: BTreeMap::new(), count: 0, next: 0 }
     }
 }
 
@@ -280,6 +282,7 @@ impl<V, F: EntryFormat> DomainTable<V, F> {
             self.slots.resize_with(id + 1, || None);
         }
         debug_assert!(self.slots[id].is_none());
+        self.names.insert(d.name, d.id);
         self.slots[id] = Some(d);
         self.count += 1;
         if id != 0 {
@@ -290,8 +293,18 @@ impl<V, F: EntryFormat> DomainTable<V, F> {
     /// Removes a domain.
     pub fn remove(&mut self, id: DomId) -> Option<Box<Domain<V, F>>> {
         let d = self.slots.get_mut(id as usize)?.take()?;
+        self.names.remove(&d.name);
         self.count -= 1;
         Some(d)
+    }
+
+    /// Renames a domain (the caller checked that the name is free).
+    pub fn rename(&mut self, id: DomId, name: Name) {
+        if let Some(d) = self.slots.get_mut(id as usize).and_then(|s| s.as_deref_mut()) {
+            self.names.remove(&d.name);
+            d.name = name;
+            self.names.insert(name, id);
+        }
     }
 
     /// Number of domains.
@@ -319,8 +332,8 @@ impl<V, F: EntryFormat> DomainTable<V, F> {
         self.iter().map(|d| d.id).filter(move |&id| id >= first)
     }
 
-    /// The domain named `name`.
+    /// The domain named `name` (O(log n)).
     pub fn by_name(&self, name: &str) -> Option<&Domain<V, F>> {
-        self.iter().find(|d| d.name.as_str() == name)
+        self.names.get(&Name::new(name)).and_then(|&id| self.get(id))
     }
 }

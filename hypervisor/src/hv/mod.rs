@@ -393,7 +393,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         if self.domains.by_name(name).is_some_and(|d| d.id != id) {
             return Err(HvError::NameTaken);
         }
-        self.dom_mut(id)?.name = Name::new(name);
+        self.dom(id)?;
+        self.domains.rename(id, Name::new(name));
         Ok(())
     }
 
@@ -458,7 +459,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         if name.is_empty() {
             let _ = write!(name_buf, "dom{id}");
         }
-        let t_p2m = match self.domains.get(template).and_then(|t| t.p2m.as_ref()) {
+        let t_p2m = match self.domains.get_mut(template).and_then(|t| t.p2m.as_mut()) {
             Some(p) => p,
             None => return Err(HvError::WrongState),
         };
@@ -506,18 +507,18 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let old = p2m.lookup(&self.mem, START_INFO_GFN).ok_or(HvError::WrongState)?;
         let page = self.frames.alloc(FrameKind::DomainInfo, id).map_err(|_| HvError::OutOfMemory)?;
         self.mem.copy_frame(page, old.pfn);
-        let mut info = StartInfo::empty();
-        // SAFETY: StartInfo is plain data; every byte pattern is a valid value.
-        let bytes = unsafe { guest_abi::bytes_of_mut(&mut info) };
-        self.mem.read_bytes(page, 0, bytes);
-        info.flags |= sflags::CLONE;
-        info.flags &= !sflags::PRIVILEGED;
-        info.domid = id;
-        info.parent = template;
-        info.clone_index = index;
-        info.generation = generation;
-        info.name = name.bytes();
-        self.mem.write_bytes(page, 0, info.as_bytes());
+        // Patch the identity fields in place; the rest (command line, memory size, modules)
+        // is the template's.
+        let mut flags = [0u8; 4];
+        self.mem.read_bytes(page, core::mem::offset_of!(StartInfo, flags), &mut flags);
+        let flags = (u32::from_le_bytes(flags) | sflags::CLONE) & !sflags::PRIVILEGED;
+        let field = |off: usize, bytes: &[u8]| self.mem.write_bytes(page, off, bytes);
+        field(core::mem::offset_of!(StartInfo, flags), &flags.to_le_bytes());
+        field(core::mem::offset_of!(StartInfo, domid), &id.to_le_bytes());
+        field(core::mem::offset_of!(StartInfo, parent), &template.to_le_bytes());
+        field(core::mem::offset_of!(StartInfo, clone_index), &index.to_le_bytes());
+        field(core::mem::offset_of!(StartInfo, generation), &generation.to_le_bytes());
+        field(core::mem::offset_of!(StartInfo, name), &name.bytes());
         match p2m.replace(&mut self.frames, &self.mem, START_INFO_GFN, page, false, P2mType::Info, id) {
             Ok(_) => Ok(()),
             Err(e) => {

@@ -269,6 +269,35 @@ impl<'a> FrameTable<'a> {
         Ok(())
     }
 
+    /// Adds a reference to frame number `n` if it is reference counted; false for reserved or
+    /// boot-bundle (ROM) frames and numbers beyond the table. The hot path of copying tables.
+    /// A count cannot realistically wrap: every reference is a table entry, and 2^32 of them
+    /// would fill 32 GiB of tables.
+    #[inline(always)]
+    pub fn bump_ref(&mut self, n: u64) -> bool {
+        match self.frames.get_mut(n as usize) {
+            Some(f) if f.kind.is_allocatable() => {
+                f.refs = f.refs.wrapping_add(1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Adds a reference to page-table page number `n` (the only thing a non-leaf entry points
+    /// at, so no kind check); false if `n` is beyond the table.
+    #[inline(always)]
+    pub fn bump_table_ref(&mut self, n: u64) -> bool {
+        match self.frames.get_mut(n as usize) {
+            Some(f) => {
+                debug_assert_eq!(f.kind, FrameKind::PageTable);
+                f.refs = f.refs.wrapping_add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drops a reference; frees the frame when the last one goes. Returns whether it was freed.
     pub fn put_ref(&mut self, pfn: Pfn) -> Result<bool, FrameError> {
         let f = self.slot_mut(pfn)?;

@@ -109,6 +109,9 @@ fn index(gfn: Gfn, level: usize) -> usize {
 /// One domain's P2M, identified by its root table.
 pub struct P2m<F: EntryFormat> {
     root: Pfn,
+    /// The root's entries are all read-only (it has been cloned and has not written since),
+    /// so cloning it again needs no revocation pass.
+    root_revoked: bool,
     _format: PhantomData<F>,
 }
 
@@ -123,7 +126,7 @@ impl<F: EntryFormat> P2m<F> {
     pub fn new<M: PhysMem>(ft: &mut FrameTable<'_>, mem: &M, owner: Owner) -> Result<Self, P2mError> {
         let root = ft.alloc(FrameKind::PageTable, owner)?;
         mem.zero_frame(root);
-        Ok(Self { root, _format: PhantomData })
+        Ok(Self { root, root_revoked: false, _format: PhantomData })
     }
 
     /// A P2M sharing everything `template` maps, read-only: one new page, whatever the size.
@@ -133,12 +136,15 @@ impl<F: EntryFormat> P2m<F> {
     pub fn clone_of<M: PhysMem>(
         ft: &mut FrameTable<'_>,
         mem: &M,
-        template: &Self,
+        template: &mut Self,
         owner: Owner,
     ) -> Result<Self, P2mError> {
-        let root = duplicate_table::<F, M>(ft, mem, template.root, owner)?;
-        revoke_writes::<F, M>(mem, template.root);
-        Ok(Self { root, _format: PhantomData })
+        let root = duplicate_table::<F, M>(ft, mem, template.root, LEVELS - 1, owner)?;
+        if !template.root_revoked {
+            revoke_writes::<F, M>(mem, template.root);
+            template.root_revoked = true;
+        }
+        Ok(Self { root, root_revoked: false, _format: PhantomData })
     }
 
     /// The root table (EPTP / nCR3 base).
@@ -183,6 +189,10 @@ impl<F: EntryFormat> P2m<F> {
         for level in (1..LEVELS).rev() {
             let i = index(gfn, level);
             let e = mem.read_entry(table, i);
+            if level == LEVELS - 1 && !(F::is_present(e) && F::is_writable(e)) {
+                // The root gains a writable entry below.
+                self.root_revoked = false;
+            }
             let child = if !F::is_present(e) {
                 if !create {
                     return Err(P2mError::Unmapped(gfn));
@@ -196,7 +206,7 @@ impl<F: EntryFormat> P2m<F> {
             } else {
                 let shared = F::pfn(e);
                 if ft.refs(shared) > 1 {
-                    let copy = duplicate_table::<F, M>(ft, mem, shared, owner)?;
+                    let copy = duplicate_table::<F, M>(ft, mem, shared, level - 1, owner)?;
                     ft.put_ref(shared)?;
                     mem.write_entry(table, i, F::table(copy));
                     *tables_copied += 1;
@@ -376,25 +386,44 @@ fn visit_table<F: EntryFormat, M: PhysMem>(
     }
 }
 
-/// Copies a table into a new frame, removing write access from every entry and adding a
-/// reference to everything it points at.
+/// Entries scanned together when copying tables (most entries of sparse tables are empty).
+const SCAN_GROUP: usize = 8;
+
+/// Copies a table (at `level`) into a new frame, removing write access from every entry and
+/// adding a reference to everything it points at. Empty groups of entries are skipped with
+/// one test, since the upper levels of a guest's tables are nearly empty.
 fn duplicate_table<F: EntryFormat, M: PhysMem>(
     ft: &mut FrameTable<'_>,
     mem: &M,
     src: Pfn,
+    level: usize,
     owner: Owner,
 ) -> Result<Pfn, P2mError> {
     let new = ft.alloc(FrameKind::PageTable, owner)?;
-    for i in 0..ENTRIES_PER_TABLE {
-        let e = mem.read_entry(src, i);
-        if F::is_present(e) {
-            let child = F::pfn(e);
-            if ft.kind(child).is_allocatable() {
-                ft.get_ref(child)?;
+    // SAFETY: `src` is a live table page and `new` was just allocated; both are 4 KiB,
+    // 8-byte aligned frames (PhysMem contract) and distinct, and no other reference to them
+    // exists while the hypervisor runs this code.
+    let (from, to) = unsafe {
+        (&*(mem.frame_ptr(src) as *const [u64; ENTRIES_PER_TABLE]), &mut *(mem.frame_ptr(new) as *mut [u64; ENTRIES_PER_TABLE]))
+    };
+    for (f, t) in from.chunks_exact(SCAN_GROUP).zip(to.chunks_exact_mut(SCAN_GROUP)) {
+        if f.iter().fold(0, |acc, &e| acc | e) == 0 {
+            t.fill(0);
+            continue;
+        }
+        for (&e, out) in f.iter().zip(t.iter_mut()) {
+            if !F::is_present(e) {
+                *out = 0;
+                continue;
             }
-            mem.write_entry(new, i, F::with_writable(e, false));
-        } else {
-            mem.write_entry(new, i, 0);
+            // Tables and guest pages are reference counted; boot-bundle (ROM) pages are not,
+            // and only leaves may point at them.
+            let counted = if level > 0 { ft.bump_table_ref(F::pfn(e).0) } else { ft.bump_ref(F::pfn(e).0) };
+            if !counted && level > 0 {
+                let _ = ft.free(new);
+                return Err(P2mError::Frame(crate::mm::frame::FrameError::NotAllocated(F::pfn(e))));
+            }
+            *out = F::with_writable(e, false);
         }
     }
     Ok(new)

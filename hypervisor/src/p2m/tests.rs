@@ -127,9 +127,9 @@ fn clone_costs_one_frame_whatever_the_template_size() {
     fn t<F: EntryFormat>() {
         for pages in [16u64, 4096] {
             let mut w = world(FRAMES);
-            let tpl = populate::<F>(&mut w, 1, pages, 0xA000);
+            let mut tpl = populate::<F>(&mut w, 1, pages, 0xA000);
             let before = w.ft.free_frames();
-            let c = P2m::<F>::clone_of(&mut w.ft, &w.mem, &tpl, 2).unwrap();
+            let c = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut tpl, 2).unwrap();
             assert_eq!(before - w.ft.free_frames(), 1, "{pages}-page template");
             for g in [0, pages / 2, pages - 1] {
                 let leaf = c.lookup(&w.mem, g).unwrap();
@@ -146,9 +146,9 @@ fn clone_costs_one_frame_whatever_the_template_size() {
 fn clone_write_does_not_leak_into_sibling_or_template() {
     fn t<F: EntryFormat>() {
         let mut w = world(FRAMES);
-        let tpl = populate::<F>(&mut w, 1, 1024, 0x5000);
-        let mut c1 = P2m::<F>::clone_of(&mut w.ft, &w.mem, &tpl, 2).unwrap();
-        let mut c2 = P2m::<F>::clone_of(&mut w.ft, &w.mem, &tpl, 3).unwrap();
+        let mut tpl = populate::<F>(&mut w, 1, 1024, 0x5000);
+        let mut c1 = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut tpl, 2).unwrap();
+        let mut c2 = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut tpl, 3).unwrap();
         guest_write(&mut w, &mut c1, 2, 700, 111);
         guest_write(&mut w, &mut c2, 3, 700, 222);
         assert_eq!(guest_read(&w, &c1, 700), 111);
@@ -164,8 +164,8 @@ fn clone_write_does_not_leak_into_sibling_or_template() {
 fn first_write_copies_the_shared_path_then_only_pages() {
     fn t<F: EntryFormat>() {
         let mut w = world(FRAMES);
-        let tpl = populate::<F>(&mut w, 1, 2048, 0);
-        let mut c = P2m::<F>::clone_of(&mut w.ft, &w.mem, &tpl, 2).unwrap();
+        let mut tpl = populate::<F>(&mut w, 1, 2048, 0);
+        let mut c = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut tpl, 2).unwrap();
         let before = w.ft.free_frames();
         assert_eq!(guest_write(&mut w, &mut c, 2, 5, 1), WriteFault::Copied { tables_copied: 3 });
         assert_eq!(before - w.ft.free_frames(), 4, "PDPT, PD, PT and the page");
@@ -183,8 +183,8 @@ fn first_write_copies_the_shared_path_then_only_pages() {
 fn quota_and_memory_exhaustion_fail_cleanly() {
     fn t<F: EntryFormat>() {
         let mut w = world(700);
-        let tpl = populate::<F>(&mut w, 1, 512, 0x77);
-        let mut c = P2m::<F>::clone_of(&mut w.ft, &w.mem, &tpl, 2).unwrap();
+        let mut tpl = populate::<F>(&mut w, 1, 512, 0x77);
+        let mut c = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut tpl, 2).unwrap();
         let no_quota = WritePolicy { owner: 2, quota_left: 0, privileged: false };
         assert_eq!(c.write_fault(&mut w.ft, &w.mem, 3, no_quota), Err(P2mError::QuotaExceeded));
         assert_eq!(guest_read(&w, &c, 3), 0x77 ^ 3);
@@ -213,8 +213,8 @@ fn destroying_everything_returns_every_frame_in_any_order() {
     fn t<F: EntryFormat>() {
         let mut w = world(FRAMES);
         let baseline = w.ft.free_frames();
-        let tpl = populate::<F>(&mut w, 1, 1024, 9);
-        let mut clones: Vec<P2m<F>> = (0..4).map(|i| P2m::<F>::clone_of(&mut w.ft, &w.mem, &tpl, 10 + i).unwrap()).collect();
+        let mut tpl = populate::<F>(&mut w, 1, 1024, 9);
+        let mut clones: Vec<P2m<F>> = (0..4).map(|i| P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut tpl, 10 + i).unwrap()).collect();
         for (i, c) in clones.iter_mut().enumerate() {
             for g in (i as u64 * 100)..(i as u64 * 100 + 50) {
                 guest_write(&mut w, c, 10 + i as u32, g, g * 7);
@@ -240,12 +240,12 @@ fn clone_chains_share_through_every_level() {
     fn t<F: EntryFormat>() {
         let mut w = world(FRAMES);
         let baseline = w.ft.free_frames();
-        let t0 = populate::<F>(&mut w, 1, 600, 0x100);
-        let mut c1 = P2m::<F>::clone_of(&mut w.ft, &w.mem, &t0, 2).unwrap();
+        let mut t0 = populate::<F>(&mut w, 1, 600, 0x100);
+        let mut c1 = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut t0, 2).unwrap();
         guest_write(&mut w, &mut c1, 2, 10, 1010);
         // c1 is frozen into a template; c2 and c3 are its clones.
-        let mut c2 = P2m::<F>::clone_of(&mut w.ft, &w.mem, &c1, 3).unwrap();
-        let mut c3 = P2m::<F>::clone_of(&mut w.ft, &w.mem, &c1, 4).unwrap();
+        let mut c2 = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut c1, 3).unwrap();
+        let mut c3 = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut c1, 4).unwrap();
         assert_eq!(guest_read(&w, &c2, 10), 1010, "grandchild sees its parent's write");
         assert_eq!(guest_read(&w, &c2, 11), 0x100 ^ 11, "and the root template's data");
         guest_write(&mut w, &mut c2, 3, 10, 2020);
@@ -290,7 +290,7 @@ fn read_only_types_refuse_guest_writes_and_info_copies_for_the_hypervisor() {
         let info = w.ft.alloc(FrameKind::DomainInfo, 1).unwrap();
         write_u64(&w, info, 0, 42);
         tpl.map(&mut w.ft, &w.mem, 1, info, false, P2mType::Info, 1).unwrap();
-        let mut c = P2m::<F>::clone_of(&mut w.ft, &w.mem, &tpl, 2).unwrap();
+        let mut c = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut tpl, 2).unwrap();
         assert_eq!(c.write_fault(&mut w.ft, &w.mem, 1, policy(2)), Err(P2mError::ReadOnly(1, P2mType::Info)));
         let hv = WritePolicy { owner: 2, quota_left: 0, privileged: true };
         assert!(matches!(c.write_fault(&mut w.ft, &w.mem, 1, hv), Ok(WriteFault::Copied { .. })));
@@ -307,8 +307,8 @@ fn read_only_types_refuse_guest_writes_and_info_copies_for_the_hypervisor() {
 fn replace_installs_a_private_page_and_releases_the_shared_one() {
     fn t<F: EntryFormat>() {
         let mut w = world(FRAMES);
-        let tpl = populate::<F>(&mut w, 1, 64, 3);
-        let mut c = P2m::<F>::clone_of(&mut w.ft, &w.mem, &tpl, 2).unwrap();
+        let mut tpl = populate::<F>(&mut w, 1, 64, 3);
+        let mut c = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut tpl, 2).unwrap();
         let old = c.lookup(&w.mem, 1).unwrap().pfn;
         let new = w.ft.alloc(FrameKind::DomainInfo, 2).unwrap();
         assert_eq!(c.replace(&mut w.ft, &w.mem, 1, new, false, P2mType::Info, 2), Ok(3));
@@ -326,7 +326,7 @@ fn random_writes_by_many_clones_match_a_model() {
         let mut w = world(FRAMES);
         let baseline = w.ft.free_frames();
         let pages = 1500u64;
-        let tpl = populate::<F>(&mut w, 1, pages, 0xBEEF);
+        let mut tpl = populate::<F>(&mut w, 1, pages, 0xBEEF);
         let mut doms: Vec<(u32, P2m<F>, BTreeMap<u64, u64>)> = Vec::new();
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut next = || {
@@ -339,11 +339,11 @@ fn random_writes_by_many_clones_match_a_model() {
             // Sometimes clone the last clone (a chain), otherwise the root template.
             let owner = 100 + round;
             let p = if round % 3 == 2 {
-                let (_, parent, model) = doms.last().unwrap();
+                let (_, parent, model) = doms.last_mut().unwrap();
                 let m = model.clone();
                 (P2m::<F>::clone_of(&mut w.ft, &w.mem, parent, owner).unwrap(), m)
             } else {
-                (P2m::<F>::clone_of(&mut w.ft, &w.mem, &tpl, owner).unwrap(), BTreeMap::new())
+                (P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut tpl, owner).unwrap(), BTreeMap::new())
             };
             doms.push((owner, p.0, p.1));
             for _ in 0..300 {
@@ -380,7 +380,7 @@ fn source_that_keeps_running_after_cloning_does_not_leak_into_the_clone() {
         let mut w = world(FRAMES);
         let mut src = populate::<F>(&mut w, 1, 800, 0x42);
         guest_write(&mut w, &mut src, 1, 5, 1);
-        let snap = P2m::<F>::clone_of(&mut w.ft, &w.mem, &src, 2).unwrap();
+        let snap = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut src, 2).unwrap();
         assert!(!src.lookup(&w.mem, 5).unwrap().writable, "the source is write-protected by the clone");
         guest_write(&mut w, &mut src, 1, 5, 2);
         guest_write(&mut w, &mut src, 1, 700, 3);
