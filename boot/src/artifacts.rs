@@ -31,6 +31,8 @@ pub const DEFAULT_GUESTS: &[GuestSpec] = &[
     GuestSpec { image: "bench", package: "guests", bin: "bench" },
     GuestSpec { image: "unpriv", package: "guests", bin: "unpriv" },
     GuestSpec { image: "ticker", package: "guests", bin: "ticker" },
+    GuestSpec { image: "demo", package: "guests", bin: "demo" },
+    GuestSpec { image: "cowbench", package: "guests", bin: "cowbench" },
 ];
 
 /// The path of a built image by its bundle name.

@@ -84,6 +84,16 @@ pub fn start_info() -> &'static StartInfo {
     unsafe { &*ptr }
 }
 
+/// A fresh copy of the start-of-day page, read with volatile loads. The hypervisor rewrites a
+/// clone's page (its identity) under the guest, so code that runs after `freeze_self` or a
+/// `CLONED` event must not rely on values the compiler may have kept from before.
+pub fn start_info_now() -> StartInfo {
+    let src = start_info() as *const StartInfo;
+    // SAFETY: `src` points at a valid, 8-byte aligned StartInfo (checked in adopt_start_info);
+    // a volatile read copies whatever the page holds now.
+    unsafe { core::ptr::read_volatile(src) }
+}
+
 /// The value of `key=value` on the command line (last occurrence wins; a bare `key` gives "").
 pub fn cmdline_value(key: &str) -> Option<&'static str> {
     cmdline::value(start_info().cmdline(), key)
