@@ -200,6 +200,7 @@ pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::R
     let forwarding = matches!(opts.input, Input::Forward);
     let _raw = if forwarding { RawTerminal::enter(stdin_fd) } else { None };
     let mut stdin_open = forwarding;
+    let mut held: Vec<u8> = Vec::new();
     let mut output = Vec::new();
     let mut prompts = 0usize;
     let mut sent = 0usize;
@@ -246,10 +247,16 @@ pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::R
                         kill(child);
                         return Ok(Session { output, end: SessionEnd::Quit, lines_sent: sent });
                     }
-                    let deadline = Instant::now() + Duration::from_secs(5);
-                    pty.write_all(&buf[..n], deadline)?;
+                    held.extend_from_slice(&buf[..n]);
                 }
             }
+        }
+        // Typed-ahead input waits for the first prompt: bytes that reach the emulated UART
+        // before the hypervisor has set it up are lost (its FIFO is reset).
+        if !held.is_empty() && prompts > 0 {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            pty.write_all(&held, deadline)?;
+            held.clear();
         }
 
         // Script: one line per prompt, typed in echoed chunks.

@@ -21,7 +21,8 @@ const USAGE: &str = "\
 usage: boot [run] [options]
 
 Builds the hypervisor, dom0 and guest images, packs them into a bootable disk image and runs
-it. The serial console is your terminal (Ctrl-] quits).
+it. The serial console is your terminal (Ctrl-] quits); dom0 first shows the copy-on-write
+cloning demo, then gives you its shell.
 
 options:
   --emulator qemu|bochs   QEMU (AMD SVM+NPT under TCG, or KVM if nested virtualization
@@ -110,6 +111,10 @@ fn parse(args: &[String]) -> Result<RunOptions, BootError> {
             let interactive = std::io::stdin().is_terminal();
             opts.input = Input::Forward;
             opts.timeout = timeout.or((!interactive).then_some(Duration::from_secs(600)));
+            // Without a script, dom0 first plays the copy-on-write demo.
+            if !opts.config.iter().any(|c| c.starts_with("guest.dom0.cmdline=")) {
+                opts.config.push("guest.dom0.cmdline=demo".to_string());
+            }
         }
     }
     Ok(opts)

@@ -57,3 +57,28 @@ fn a_script_runs_in_the_dom0_shell_and_poweroff_ends_the_run() {
     assert!(stdout.contains("created domain 1 hello"), "{stdout}");
     assert!(stdout.contains("Test result: SUCCESS"), "{stdout}");
 }
+
+#[test]
+fn the_default_run_plays_the_cloning_demo_then_takes_typed_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = boot()
+        .args(["--accel", "tcg", "--timeout", "180"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Typed at once, before the machine has even booted: the runner holds it for the prompt.
+    child.stdin.take().unwrap().write_all(b"list\npoweroff\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for i in 0..3 {
+        assert!(stdout.contains(&format!("clone {i} own-writes ok")), "{stdout}");
+    }
+    assert_eq!(stdout.matches("shared-data ok").count(), 3, "{stdout}");
+    assert!(stdout.contains("demo done"), "{stdout}");
+    assert!(stdout.contains("powering off"), "{stdout}");
+    assert!(!stdout.contains("unknown command"), "typed input arrived intact: {stdout}");
+}

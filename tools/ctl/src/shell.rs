@@ -2,6 +2,7 @@
 //! the control library. Output goes to any `fmt::Write`; errors are one line starting with
 //! `error:`; nothing typed can end the shell except `poweroff`.
 
+use crate::bench::Bench;
 use crate::control::{Control, Hypercalls};
 use crate::launch::{LaunchSpec, launch};
 use alloc::format;
@@ -77,7 +78,7 @@ impl WaitState {
     }
 
     /// Whether a domain in `info` (None: it no longer exists) is in this state.
-    fn matches(self, info: Option<&DomainInfo>) -> bool {
+    pub fn matches(self, info: Option<&DomainInfo>) -> bool {
         let Some(i) = info else { return self == Self::Dead };
         match self {
             Self::Running => matches!(i.state, state::RUNNING | state::BLOCKED),
@@ -102,7 +103,7 @@ pub enum Command {
     Console(Target),
     Pause(Target),
     Unpause(Target),
-    Destroy(Target),
+    Destroy(Vec<Target>),
     Info,
     Poweroff,
     Freeze { target: Target, name: Option<String> },
@@ -112,6 +113,8 @@ pub enum Command {
     Check,
     /// Sleep (for scripts).
     Sleep { ms: u64 },
+    /// A benchmark.
+    Bench(Bench),
 }
 
 /// Why a line could not be parsed.
@@ -251,8 +254,11 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             Command::Unpause(take_target("domain")?)
         }
         "destroy" => {
-            no_extra(&[], 1)?;
-            Command::Destroy(take_target("domain")?)
+            no_extra(&[], usize::MAX)?;
+            if positional.is_empty() {
+                return Err(ParseError::Missing("domain"));
+            }
+            Command::Destroy(positional.iter().map(|s| Target::parse(s)).collect())
         }
         "info" => {
             no_extra(&[], 0)?;
@@ -299,6 +305,52 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             no_extra(&[], 0)?;
             Command::Check
         }
+        "bench" => {
+            let what = positional.first().ok_or(ParseError::Missing("benchmark (clone memory density cow)"))?;
+            let image = opt("image").unwrap_or(if *what == "cow" { "cowbench" } else { "demo" }).to_string();
+            let count = |default: u32| -> Result<u32, ParseError> {
+                match opt("count") {
+                    Some(v) => number::<u32>("count", v).and_then(|c| {
+                        if (1..=CLONE_COUNT_MAX).contains(&c) { Ok(c) } else { Err(ParseError::Bad(format!("count must be 1..={CLONE_COUNT_MAX}"))) }
+                    }),
+                    None => Ok(default),
+                }
+            };
+            let mib = |default: u64| -> Result<u64, ParseError> {
+                opt("mib").map(|v| number::<u64>("mib", v)).transpose().map(|m| m.unwrap_or(default))
+            };
+            let b = match *what {
+                "clone" => {
+                    no_extra(&["image", "sizes", "count"], 1)?;
+                    let sizes = match opt("sizes") {
+                        Some(list) => list.split(',').map(|v| number::<u64>("sizes", v)).collect::<Result<Vec<_>, _>>()?,
+                        None => alloc::vec![16, 256, 1024],
+                    };
+                    if sizes.is_empty() {
+                        return Err(ParseError::Missing("sizes"));
+                    }
+                    Bench::Clone { image, sizes, count: count(16)? }
+                }
+                "memory" => {
+                    no_extra(&["image", "count", "mib"], 1)?;
+                    Bench::Memory { image, count: count(64)?, mem_mib: mib(16)? }
+                }
+                "density" => {
+                    no_extra(&["image", "mib", "max"], 1)?;
+                    let max = match opt("max") {
+                        Some(v) => number("max", v)?,
+                        None => CLONE_COUNT_MAX,
+                    };
+                    Bench::Density { image, mem_mib: mib(16)?, max }
+                }
+                "cow" => {
+                    no_extra(&["image"], 1)?;
+                    Bench::Cow { image }
+                }
+                other => return Err(ParseError::Bad(format!("unknown benchmark {other:?} (clone memory density cow)"))),
+            };
+            Command::Bench(b)
+        }
         "sleep" => {
             no_extra(&[], 1)?;
             let d = positional.first().ok_or(ParseError::Missing("duration"))?;
@@ -329,6 +381,8 @@ pub struct Shell<H: Hypercalls> {
     pub images: Vec<Image>,
     pub call_insn: CallInsn,
     pub tsc_khz: u64,
+    /// A cycle counter for benchmarks (the TSC in dom0).
+    pub cycles: fn() -> u64,
 }
 
 const HELP: &str = "\
@@ -337,7 +391,7 @@ commands (a domain is an ID or a NAME):
   create IMAGE [name=NAME] [mem=MIB] [cmdline=\"...\"] [paused=1]
   list                            domains and their memory
   console DOMAIN                  the domain's console output
-  pause DOMAIN | unpause DOMAIN | destroy DOMAIN
+  pause DOMAIN | unpause DOMAIN | destroy DOMAIN...
   freeze DOMAIN [name=NAME]       turn a domain into a template
   clone TEMPLATE [count=N] [name=PREFIX] [quota=MIB]
   stat DOMAIN                     copy-on-write and exit statistics
@@ -345,6 +399,10 @@ commands (a domain is an ID or a NAME):
   info                            machine figures
   check                           verify the hypervisor's frame accounting
   sleep DURATION                  wait, e.g. 250ms or 2s (for scripts)
+  bench clone [sizes=16,256,1024] [count=N]   clone latency by template size, vs building
+  bench memory [count=N] [mib=M]  hypervisor memory per idle clone
+  bench density [mib=M] [max=N]   clone a template until memory runs out
+  bench cow                       copy-on-write fault vs a 4 KiB copy + null hypercall
   poweroff                        end the machine
 ";
 
@@ -404,7 +462,7 @@ impl<H: Hypercalls> Shell<H> {
             }
         };
         let target = match &cmd {
-            Command::Console(t) | Command::Pause(t) | Command::Unpause(t) | Command::Destroy(t) | Command::Stat(t) => Some(t.clone()),
+            Command::Console(t) | Command::Pause(t) | Command::Unpause(t) | Command::Stat(t) => Some(t.clone()),
             Command::Freeze { target, .. } | Command::Wait { target, .. } => Some(target.clone()),
             Command::Clone { template, .. } => Some(template.clone()),
             _ => None,
@@ -498,17 +556,32 @@ impl<H: Hypercalls> Shell<H> {
                 self.ctl.unpause(id)?;
                 let _ = writeln!(out, "unpaused domain {id}");
             }
-            Command::Destroy(t) => {
-                let id = self.resolve(&t)?;
-                let info = self.ctl.info(id)?;
-                match self.ctl.destroy(id) {
-                    Ok(()) => {
-                        let _ = writeln!(out, "destroyed domain {id} {}", name_str(&info.name));
+            Command::Destroy(targets) => {
+                for t in targets {
+                    let resolved = self.resolve(&t).and_then(|id| Ok((id, self.ctl.info(id)?)));
+                    let (id, info) = match resolved {
+                        Ok(x) => x,
+                        Err(HvError::NoSuchDomain) => {
+                            let d = self.describe(&t);
+                            let _ = writeln!(out, "error: unknown domain {d}");
+                            continue;
+                        }
+                        Err(e) => {
+                            let _ = writeln!(out, "error: {e}");
+                            continue;
+                        }
+                    };
+                    match self.ctl.destroy(id) {
+                        Ok(()) => {
+                            let _ = writeln!(out, "destroyed domain {id} {}", name_str(&info.name));
+                        }
+                        Err(HvError::Busy) => {
+                            let _ = writeln!(out, "error: domain {id} is a template with {} live clones", info.clones);
+                        }
+                        Err(e) => {
+                            let _ = writeln!(out, "error: {e}");
+                        }
                     }
-                    Err(HvError::Busy) => {
-                        let _ = writeln!(out, "error: domain {id} is a template with {} live clones", info.clones);
-                    }
-                    Err(e) => return Err(e),
                 }
             }
             Command::Info => self.info(out)?,
@@ -613,6 +686,7 @@ impl<H: Hypercalls> Shell<H> {
                 self.ctl.frame_check()?;
                 let _ = writeln!(out, "frame table consistent");
             }
+            Command::Bench(b) => self.bench(b, out)?,
             Command::Sleep { ms } => {
                 let deadline = self.ctl.time_ns()?.saturating_add(ms * 1_000_000);
                 loop {

@@ -21,6 +21,19 @@ guest_abi::guest_main!(dom0_main);
 const OUTPUT_CHUNK_BYTES: usize = 4096;
 /// The shell prompt (the runner's `--script` waits for it).
 const PROMPT: &str = "dom0> ";
+/// What `demo` on dom0's command line runs before the first prompt: the copy-on-write demo.
+const DEMO: &[&str] = &[
+    "create demo mem=40",
+    "wait demo frozen 120",
+    "clone demo count=3",
+    "wait demo-2 blocked 60",
+    "list",
+    "console demo-0",
+    "console demo-1",
+    "console demo-2",
+    "stat demo-2",
+    "info",
+];
 
 /// Shell output, written to the console in chunks.
 struct ConsoleOut(String);
@@ -96,9 +109,18 @@ fn dom0_main(info: &'static StartInfo) -> i32 {
     guest_abi::println!("cowvisor dom0: {} guest images; type help", images.len());
     // SAFETY: dom0 is a guest of this hypervisor with identity-mapped memory.
     let ctl = Control::new(unsafe { Native::new() });
-    let mut shell = Shell { ctl, images, call_insn, tsc_khz: info.tsc_khz };
+    let mut shell = Shell { ctl, images, call_insn, tsc_khz: info.tsc_khz, cycles: rt::rdtsc };
     let mut input = Input { editor: LineEditor::new(), pending: VecDeque::new() };
     let mut out = ConsoleOut(String::new());
+    if rt::cmdline_value("demo").is_some() {
+        guest_abi::println!("demo: a template that fills 32 MiB, freezes itself, and three copy-on-write clones");
+        for line in DEMO {
+            guest_abi::println!("{PROMPT}{line}");
+            shell.execute(line, &mut out);
+            out.flush();
+        }
+        guest_abi::println!("demo done; try: clone demo count=100, list, stat demo-5, info, help");
+    }
     loop {
         let _ = rt::hc::console_write(PROMPT.as_bytes());
         let line = input.read_line(&mut shell.ctl);

@@ -172,6 +172,7 @@ fn shell() -> Shell<FakeHv> {
         images: vec![Image { name: "hello", data: pie }, Image { name: "junk", data: b"\x7fELF junk" }],
         call_insn: CallInsn::Vmmcall,
         tsc_khz: 1_000_000,
+        cycles: || 0,
     }
 }
 
@@ -198,7 +199,8 @@ fn commands_parse_with_defaults_and_reject_junk() {
         Command::Create { image: "hello".into(), name: None, mem_mib: CREATE_MEM_MIB, cmdline: String::new(), paused: false }
     );
     assert_eq!(parse("console web").unwrap(), Command::Console(Target::Name("web".into())));
-    assert_eq!(parse("destroy 12").unwrap(), Command::Destroy(Target::Id(12)));
+    assert_eq!(parse("destroy 12").unwrap(), Command::Destroy(vec![Target::Id(12)]));
+    assert_eq!(parse("destroy 1 web").unwrap(), Command::Destroy(vec![Target::Id(1), Target::Name("web".into())]));
     assert_eq!(
         parse("clone demo count=3 name=c quota=2").unwrap(),
         Command::Clone { template: Target::Name("demo".into()), count: 3, prefix: Some("c".into()), quota_mib: Some(2) }
@@ -213,6 +215,13 @@ fn commands_parse_with_defaults_and_reject_junk() {
     assert!(matches!(parse("wait 1 sleeping"), Err(ParseError::Bad(_))));
     assert!(matches!(parse("pause"), Err(ParseError::Missing("domain"))));
     assert_eq!(parse("sleep 250ms").unwrap(), Command::Sleep { ms: 250 });
+    assert_eq!(
+        parse("bench clone sizes=16,64 count=4").unwrap(),
+        Command::Bench(Bench::Clone { image: "demo".into(), sizes: vec![16, 64], count: 4 })
+    );
+    assert_eq!(parse("bench cow").unwrap(), Command::Bench(Bench::Cow { image: "cowbench".into() }));
+    assert!(matches!(parse("bench fast"), Err(ParseError::Bad(_))));
+    assert!(matches!(parse("bench clone sizes=a"), Err(ParseError::Bad(_))));
     assert_eq!(parse("sleep 2").unwrap(), Command::Sleep { ms: 2000 });
     assert!(matches!(parse("sleep forever"), Err(ParseError::Bad(_))));
     assert!(matches!(parse("sleep 100000s"), Err(ParseError::Bad(_))));
@@ -258,6 +267,9 @@ fn names_work_wherever_ids_do_and_unknown_domains_are_errors() {
     assert_eq!(run(&mut s, "pause nosuch"), "error: unknown domain nosuch\n");
     assert_eq!(run(&mut s, "destroy 42"), "error: unknown domain 42\n");
     assert_eq!(run(&mut s, "destroy web"), "destroyed domain 1 web\n");
+    run(&mut s, "create hello name=a");
+    run(&mut s, "create hello name=b");
+    assert_eq!(run(&mut s, "destroy a nosuch b"), "destroyed domain 2 a\nerror: unknown domain nosuch\ndestroyed domain 3 b\n");
     assert!(!run(&mut s, "list").contains("web"));
 }
 
