@@ -163,3 +163,26 @@ pub fn field(lines: &[String], key: &str) -> String {
         .find_map(|l| l.strip_prefix(&prefix).map(String::from))
         .unwrap_or_else(|| panic!("{key} not in {lines:?}"))
 }
+
+/// Appends benchmark figures to `target/bench-figures.txt` (shown at the end of the test
+/// command) and to stderr.
+pub fn record_figures(title: &str, lines: &[String]) {
+    use std::io::Write;
+    let path = boot::workspace_root().join("target").join("bench-figures.txt");
+    let mut text = format!("== {title}\n");
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    eprint!("{text}");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+/// The number after `key` in `line` (e.g. `median 1234`).
+pub fn number_after(line: &str, key: &str) -> f64 {
+    let at = line.find(key).unwrap_or_else(|| panic!("{key:?} not in {line:?}")) + key.len();
+    let s: String = line[at..].trim_start().chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    s.parse().unwrap_or_else(|_| panic!("no number after {key:?} in {line:?}"))
+}
