@@ -59,6 +59,7 @@ impl<H: Hypercalls> Shell<H> {
     }
 
     /// Waits until domain `id` is in `want` or `secs` pass; returns whether it got there.
+    /// Domain state changes (the DOMAIN_STATE event) wake it early.
     pub fn wait_for(&mut self, id: u32, want: WaitState, secs: u64) -> HvResult<bool> {
         let deadline = self.ctl.time_ns()?.saturating_add(secs.saturating_mul(1_000_000_000));
         loop {

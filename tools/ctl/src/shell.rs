@@ -661,25 +661,10 @@ impl<H: Hypercalls> Shell<H> {
                     }
                     (Err(e), _) => return Err(e),
                 };
-                let deadline = self.ctl.time_ns()?.saturating_add(secs.saturating_mul(1_000_000_000));
-                loop {
-                    let info = match self.ctl.info(id) {
-                        Ok(i) => Some(i),
-                        Err(HvError::NoSuchDomain) => None,
-                        Err(e) => return Err(e),
-                    };
-                    if want.matches(info.as_ref()) {
-                        let _ = writeln!(out, "domain {id} is {}", want.name());
-                        break;
-                    }
-                    let now = self.ctl.time_ns()?;
-                    if now >= deadline {
-                        let _ = writeln!(out, "error: timeout");
-                        break;
-                    }
-                    // Woken early by domain state changes (the DOMAIN_STATE event).
-                    self.ctl.block((deadline - now).min(100_000_000))?;
-                    self.ctl.event_ack()?;
+                if self.wait_for(id, want, secs)? {
+                    let _ = writeln!(out, "domain {id} is {}", want.name());
+                } else {
+                    let _ = writeln!(out, "error: timeout");
                 }
             }
             Command::Check => {
