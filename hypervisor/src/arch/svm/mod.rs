@@ -35,7 +35,7 @@ const VINTR_IGN_TPR: u64 = 1 << 20;
 const VINTR_MASKING: u64 = 1 << 24;
 const DR6_INIT: u64 = 0xFFFF_0FF0;
 
-global_asm!(
+global_asm!(concat!(
     r#"
     .global cowvisor_svm_run
 // rdi = guest VMCB physical address, rsi = &mut GuestRegs, rdx = host VMCB physical address.
@@ -53,40 +53,16 @@ cowvisor_svm_run:
     clgi
     sti
     mov rax, rsi
-    mov rbx, [rax + 8]
-    mov rcx, [rax + 16]
-    mov rdx, [rax + 24]
-    mov rsi, [rax + 32]
-    mov rdi, [rax + 40]
-    mov rbp, [rax + 48]
-    mov r8,  [rax + 56]
-    mov r9,  [rax + 64]
-    mov r10, [rax + 72]
-    mov r11, [rax + 80]
-    mov r12, [rax + 88]
-    mov r13, [rax + 96]
-    mov r14, [rax + 104]
-    mov r15, [rax + 112]
-    mov rax, [rsp]
+"#,
+    guest_regs_load!(),
+    r#"    mov rax, [rsp]
     vmload rax
     vmrun rax
     vmsave rax
     mov rax, [rsp + 8]
-    mov [rax + 8], rbx
-    mov [rax + 16], rcx
-    mov [rax + 24], rdx
-    mov [rax + 32], rsi
-    mov [rax + 40], rdi
-    mov [rax + 48], rbp
-    mov [rax + 56], r8
-    mov [rax + 64], r9
-    mov [rax + 72], r10
-    mov [rax + 80], r11
-    mov [rax + 88], r12
-    mov [rax + 96], r13
-    mov [rax + 104], r14
-    mov [rax + 112], r15
-    mov rax, [rsp + 16]
+"#,
+    guest_regs_store!(),
+    r#"    mov rax, [rsp + 16]
     vmload rax
     cli
     stgi
@@ -99,7 +75,7 @@ cowvisor_svm_run:
     pop rbp
     ret
 "#
-);
+));
 
 unsafe extern "C" {
     fn cowvisor_svm_run(guest_vmcb_pa: u64, regs: *mut GuestRegs, host_vmcb_pa: u64);

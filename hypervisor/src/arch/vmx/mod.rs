@@ -33,7 +33,7 @@ pub enum VmxError {
     MissingControl(&'static str),
 }
 
-global_asm!(
+global_asm!(concat!(
     r#"
     .global cowvisor_vmx_run
     .global cowvisor_vmx_exit
@@ -51,21 +51,9 @@ cowvisor_vmx_run:
     vmwrite rax, rsp
     mov rax, rdi
     test rsi, rsi
-    mov rbx, [rax + 8]
-    mov rcx, [rax + 16]
-    mov rdx, [rax + 24]
-    mov rsi, [rax + 32]
-    mov rdi, [rax + 40]
-    mov rbp, [rax + 48]
-    mov r8,  [rax + 56]
-    mov r9,  [rax + 64]
-    mov r10, [rax + 72]
-    mov r11, [rax + 80]
-    mov r12, [rax + 88]
-    mov r13, [rax + 96]
-    mov r14, [rax + 104]
-    mov r15, [rax + 112]
-    mov rax, [rax]
+"#,
+    guest_regs_load!(),
+    r#"    mov rax, [rax]
     jnz 2f
     vmlaunch
     jmp 3f
@@ -90,21 +78,9 @@ cowvisor_vmx_run:
 cowvisor_vmx_exit:
     push rax
     mov rax, [rsp + 8]
-    mov [rax + 8], rbx
-    mov [rax + 16], rcx
-    mov [rax + 24], rdx
-    mov [rax + 32], rsi
-    mov [rax + 40], rdi
-    mov [rax + 48], rbp
-    mov [rax + 56], r8
-    mov [rax + 64], r9
-    mov [rax + 72], r10
-    mov [rax + 80], r11
-    mov [rax + 88], r12
-    mov [rax + 96], r13
-    mov [rax + 104], r14
-    mov [rax + 112], r15
-    pop rbx
+"#,
+    guest_regs_store!(),
+    r#"    pop rbx
     mov [rax], rbx
     add rsp, 8
     pop r15
@@ -116,7 +92,7 @@ cowvisor_vmx_exit:
     xor eax, eax
     ret
 "#
-);
+));
 
 unsafe extern "C" {
     fn cowvisor_vmx_run(regs: *mut GuestRegs, launched: u64) -> u64;
