@@ -45,6 +45,22 @@ impl ConsoleRing {
         (start, n)
     }
 
+    /// The next stretch to echo from offset `from` (clamped to the oldest kept): a whole line
+    /// ending in a newline, the first `max_bytes` of a longer one, or, when `flush`, whatever
+    /// is left. `None` while only part of a short line has been written.
+    pub fn next_echo(&self, from: u64, max_bytes: usize, flush: bool) -> Option<(u64, u64)> {
+        let start = from.clamp(self.first(), self.total);
+        let skip = (start - self.first()) as usize;
+        let window = self.buf.len() - skip;
+        if let Some(i) = self.buf.range(skip..skip + window.min(max_bytes)).position(|&b| b == b'\n') {
+            return Some((start, start + i as u64 + 1));
+        }
+        if window >= max_bytes {
+            return Some((start, start + max_bytes as u64));
+        }
+        (flush && window > 0).then_some((start, self.total))
+    }
+
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
         self.buf.capacity()
@@ -70,5 +86,22 @@ mod tests {
         let (start, n) = c.read(0, &mut out);
         assert_eq!((start, n), (11, 64));
         assert_eq!(c.read(c.total() + 5, &mut out).1, 0);
+    }
+
+    #[test]
+    fn echo_waits_for_whole_lines_breaks_long_ones_and_flushes_the_rest() {
+        let mut c = ConsoleRing::default();
+        c.push(b"par");
+        assert_eq!(c.next_echo(0, 8, false), None, "a partial line waits");
+        c.push(b"tial\nab");
+        assert_eq!(c.next_echo(0, 8, false), Some((0, 8)), "the line ends at its newline");
+        assert_eq!(c.next_echo(8, 8, false), None);
+        assert_eq!(c.next_echo(8, 8, true), Some((8, 10)), "flush takes the rest");
+        c.push(b"cdefghijkl");
+        assert_eq!(c.next_echo(8, 8, false), Some((8, 16)), "a long line is broken at the limit");
+        assert_eq!(c.next_echo(20, 8, true), None, "nothing is left");
+        let big = alloc::vec![b'x'; CONSOLE_RING_BYTES];
+        c.push(&big);
+        assert_eq!(c.next_echo(0, 8, false), Some((c.first(), c.first() + 8)), "lost bytes are skipped");
     }
 }

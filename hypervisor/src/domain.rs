@@ -167,8 +167,8 @@ pub struct Domain<V, F: EntryFormat> {
     /// Blocked in the `block` hypercall, which returns the pending events in RAX.
     pub wake_returns_events: bool,
     pub console: ConsoleRing,
-    /// Echo of the console to the serial line is at the start of a line.
-    pub echo_at_line_start: bool,
+    /// Console offset up to which output has been echoed to the serial line.
+    pub echoed: u64,
     pub counters: Counters,
     /// Why it crashed or was paused by the hypervisor.
     pub reason: Reason,
@@ -201,7 +201,7 @@ impl<V, F: EntryFormat> Domain<V, F> {
             deadline: None,
             wake_returns_events: false,
             console: ConsoleRing::default(),
-            echo_at_line_start: true,
+            echoed: 0,
             counters: Counters::default(),
             reason: Reason::default(),
         }

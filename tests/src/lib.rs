@@ -115,8 +115,29 @@ pub fn fate_of(o: &RunOutcome, name: &str) -> Option<String> {
 pub fn assert_guest_success(o: &RunOutcome, name: &str) {
     let console = console_of(o, name);
     let results: Vec<&String> = console.iter().filter(|l| l.starts_with("Test result:")).collect();
-    assert_eq!(results.len(), 1, "{name} must print one result line; console:\n{}", console.join("\n"));
+    assert_eq!(
+        results.len(),
+        1,
+        "{name} must print one result line; console:\n{}\nwhole serial output:\n{}",
+        console.join("\n"),
+        o.serial
+    );
     assert_eq!(results[0], "Test result: SUCCESS", "{name} console:\n{}", console.join("\n"));
+}
+
+/// Asserts that hypervisor and domain lines never run into each other: a `(hv) ` or `(dN) `
+/// prefix appears only at the start of a line.
+pub fn assert_lines_whole(o: &RunOutcome) {
+    for l in o.lines() {
+        let tail = l.get(1..).unwrap_or("");
+        let glued = tail.contains("(hv) ")
+            || tail.match_indices("(d").any(|(i, _)| {
+                let rest = &tail[i + 2..];
+                let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+                digits > 0 && rest[digits..].starts_with(") ")
+            });
+        assert!(!glued, "a line holds output of two sources: {l:?}");
+    }
 }
 
 /// Asserts the run ended with every domain gone and every frame back.

@@ -41,6 +41,7 @@ fn touching_memory_outside_ram_crashes_only_that_domain() {
         assert!(fate.starts_with("crashed: access to unmapped gpa 0x1200000"), "{fate}");
         assert!(!console_of(&o, "oob").iter().any(|l| l.starts_with("Test result")), "the access must not return");
         assert_guest_success(&o, "bystander");
+        assert_lines_whole(&o);
         assert_memory_returned(&o);
     }
 }
@@ -58,6 +59,7 @@ fn hypercall_fuzzing_gets_error_codes_and_the_hypervisor_stays_up() {
         assert!(summary.contains("violations=0"), "{summary}");
         assert!(summary.contains("NotPermitted=") && summary.contains("BadAddress="), "{summary}");
         assert_guest_success(&o, "bystander");
+        assert_lines_whole(&o);
         assert_memory_returned(&o);
     }
 }

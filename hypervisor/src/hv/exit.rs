@@ -18,6 +18,9 @@ use guest_abi::vcpu::{cr0, cr4, efer};
 /// The debug console port: a byte written here goes to the domain's console.
 pub const DEBUG_CONSOLE_PORT: u16 = 0xE9;
 
+/// Longest console line echoed to the serial line in one piece.
+pub const ECHO_LINE_MAX_BYTES: usize = 256;
+
 const CPUID1_ECX_MONITOR: u32 = 1 << 3;
 const CPUID1_ECX_VMX: u32 = 1 << 5;
 const CPUID1_ECX_X2APIC: u32 = 1 << 21;
@@ -202,24 +205,35 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// Appends to a domain's console; dom0's output goes straight to the serial line, other
     /// domains' is echoed as `(dN) ...` lines when enabled.
     pub(crate) fn console_out(&mut self, id: DomId, bytes: &[u8]) {
-        let echo = self.settings.echo_guests;
         let Some(d) = self.domains.get_mut(id) else { return };
         d.console.push(bytes);
         if d.privileged {
             self.platform.console_write(bytes);
             return;
         }
-        if !echo {
+        self.echo_console(id, false);
+    }
+
+    /// Echoes a domain's new console output as whole `(dN) ...` lines, so that lines of
+    /// different domains and of the hypervisor never run into each other on the serial line.
+    /// A line longer than [`ECHO_LINE_MAX_BYTES`] is broken; `flush` ends a last partial line
+    /// (the domain is going away).
+    pub(crate) fn echo_console(&mut self, id: DomId, flush: bool) {
+        if !self.settings.echo_guests {
             return;
         }
+        let Some(d) = self.domains.get_mut(id) else { return };
         let mut prefix = Reason::default();
         let _ = write!(prefix, "(d{id}) ");
-        for chunk in bytes.split_inclusive(|&b| b == b'\n') {
-            if d.echo_at_line_start {
-                self.platform.console_write(prefix.as_str().as_bytes());
+        let mut line = [0u8; ECHO_LINE_MAX_BYTES];
+        while let Some((start, end)) = d.console.next_echo(d.echoed, ECHO_LINE_MAX_BYTES, flush) {
+            let (at, n) = d.console.read(start, &mut line[..(end - start) as usize]);
+            self.platform.console_write(prefix.as_str().as_bytes());
+            self.platform.console_write(&line[..n]);
+            if line[..n].last() != Some(&b'\n') {
+                self.platform.console_write(b"\n");
             }
-            self.platform.console_write(chunk);
-            d.echo_at_line_start = chunk.last() == Some(&b'\n');
+            d.echoed = at + n as u64;
         }
     }
 

@@ -295,6 +295,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         }
         let mut reason = Reason::default();
         let _ = reason.write_fmt(why);
+        self.echo_console(id, true);
+        let Some(d) = self.domains.get_mut(id) else { return };
         log::warn!("d{id} ({}) crashed: {}", d.name.as_str(), reason.as_str());
         d.reason = reason;
         d.life = Life::Crashed;
@@ -308,6 +310,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         if d.life != Life::Live {
             return;
         }
+        self.echo_console(id, true);
+        let Some(d) = self.domains.get_mut(id) else { return };
         log::debug!("d{id} ({}) exited with code {code}", d.name.as_str());
         d.life = Life::Dead(code);
         self.release(id);
@@ -323,6 +327,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         if d.clones > 0 {
             return Err(HvError::Busy);
         }
+        self.echo_console(id, true);
         self.release(id);
         self.domains.remove(id);
         self.notify_dom0(id);

@@ -296,6 +296,29 @@ fn console_output_is_kept_per_domain_and_echoed_with_a_prefix() {
 }
 
 #[test]
+fn partial_console_lines_of_two_domains_never_share_a_serial_line() {
+    let mut h = hv();
+    let _d0 = dom0(&mut h);
+    let a = started(&mut h, "a", 2 * MIB);
+    let b = started(&mut h, "b", 2 * MIB);
+    h.write_guest(a, 0x2000, b"abc", false).unwrap();
+    h.write_guest(b, 0x2000, b"line\n", false).unwrap();
+    assert_eq!(call(&mut h, a, nr::CONSOLE_WRITE, &[0x2000, 3]), Ok(3));
+    assert_eq!(call(&mut h, b, nr::CONSOLE_WRITE, &[0x2000, 5]), Ok(5));
+    assert_eq!(call(&mut h, a, nr::CONSOLE_WRITE, &[0x2000, 3]), Ok(3));
+    assert_eq!(h.platform.out, b"(d2) line\n", "a's partial line waits for its newline");
+    h.exit(a, 0);
+    assert_eq!(h.platform.out, b"(d2) line\n(d1) abcabc\n", "ending a domain flushes its last line");
+    h.platform.out.clear();
+    let long = [b'x'; super::exit::ECHO_LINE_MAX_BYTES + 10];
+    h.write_guest(b, 0x3000, &long, false).unwrap();
+    assert_eq!(call(&mut h, b, nr::CONSOLE_WRITE, &[0x3000, long.len() as u64]), Ok(long.len() as u64));
+    let out = alloc::string::String::from_utf8(h.platform.out.clone()).unwrap();
+    assert_eq!(out.lines().count(), 1, "a long line is broken at the limit, the rest waits");
+    assert_eq!(out.len(), "(d2) \n".len() + super::exit::ECHO_LINE_MAX_BYTES);
+}
+
+#[test]
 fn wild_accesses_crash_only_the_offending_domain() {
     let mut h = hv();
     let a = started(&mut h, "a", 2 * MIB);
