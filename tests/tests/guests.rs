@@ -30,16 +30,22 @@ fn memory_guest_writes_and_reads_all_of_its_ram() {
 }
 
 #[test]
-fn touching_memory_outside_ram_crashes_only_that_domain() {
+fn touching_memory_outside_ram_or_writing_the_start_of_day_page_crashes_only_that_domain() {
     for opts in both(120) {
         let o = run_ok(&bare(
             opts,
-            &[("oob", "memory"), ("bystander", "spinner")],
-            &["guest.oob.cmdline=oob=1", "guest.bystander.cmdline=ms=200"],
+            &[("oob", "memory"), ("sod", "memory"), ("bystander", "spinner")],
+            &["guest.oob.cmdline=oob=1", "guest.sod.cmdline=sod=1", "guest.bystander.cmdline=ms=200"],
         ));
         let fate = fate_of(&o, "oob").expect("oob fate");
         assert!(fate.starts_with("crashed: access to unmapped gpa 0x1200000"), "{fate}");
-        assert!(!console_of(&o, "oob").iter().any(|l| l.starts_with("Test result")), "the access must not return");
+        let fate = fate_of(&o, "sod").expect("sod fate");
+        assert!(fate.starts_with("crashed: write to the start-of-day page at gpa 0x1800"), "{fate}");
+        for name in ["oob", "sod"] {
+            let console = console_of(&o, name);
+            assert!(console.iter().any(|l| l.ends_with("pages ok")), "{name}: {console:?}");
+            assert!(!console.iter().any(|l| l.starts_with("Test result")), "{name}: the access must not return");
+        }
         assert_guest_success(&o, "bystander");
         assert_lines_whole(&o);
         assert_memory_returned(&o);

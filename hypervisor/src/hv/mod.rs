@@ -612,7 +612,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let d = self.domains.get_mut(id).ok_or(HvError::NoSuchDomain)?;
         let quota_left = d.quota_left();
         let p2m = d.p2m.as_mut().ok_or(HvError::WrongState)?;
-        if let Some(l) = p2m.lookup(&self.mem, gfn).filter(|l| l.writable) {
+        // A private start-of-day page is written in place: its mapping stays read-only.
+        let frames = &self.frames;
+        let ready = |l: &crate::p2m::Leaf| l.writable || (l.ty == P2mType::Info && privileged && frames.refs(l.pfn) == 1);
+        if let Some(l) = p2m.lookup(&self.mem, gfn).filter(ready) {
             return Ok(l.pfn);
         }
         let policy = WritePolicy { owner: id, quota_left, privileged };

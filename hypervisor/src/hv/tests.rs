@@ -329,6 +329,15 @@ fn wild_accesses_crash_only_the_offending_domain() {
     assert_eq!(info.state, state::CRASHED);
     assert!(guest_abi::domctl::name_str(&info.reason).contains("unmapped gpa 0xc0000000"));
     assert_eq!(guest_read(&h, b, 0x4000), 77);
+    // The hypervisor (builder, dom0) writing the start-of-day page leaves it read-only to b.
+    h.write_guest(b, 0x1000, b"sod", true).unwrap();
+    h.write_guest(b, 0x1008, b"again", true).unwrap();
+    let leaf = h.domains.get(b).unwrap().p2m.as_ref().unwrap().lookup(&h.mem, 1).unwrap();
+    assert!(!leaf.writable, "the start-of-day page must stay read-only to its guest");
+    let mut sod = [0u8; 13];
+    h.read_guest(b, 0x1000, &mut sod).unwrap();
+    assert_eq!(&sod[..3], b"sod");
+    assert_eq!(&sod[8..], b"again");
     h.handle_exit(b, Exit::NestedPageFault { gpa: 0x1000, write: true, fetch: false });
     assert!(guest_abi::domctl::name_str(&h.domain_info(b).unwrap().reason).contains("start-of-day"));
     let c = started(&mut h, "c", 2 * MIB);

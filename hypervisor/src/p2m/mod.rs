@@ -296,8 +296,10 @@ impl<F: EntryFormat> P2m<F> {
         let i = index(gfn, 0);
         let e = mem.read_entry(pt, i);
         let old = F::pfn(e);
+        // The start-of-day page stays read-only to the guest however the hypervisor writes it.
+        let guest_writable = leaf.ty != P2mType::Info;
         if ft.refs(old) <= 1 || !ft.kind(old).is_allocatable() {
-            mem.write_entry(pt, i, F::with_writable(e, true));
+            mem.write_entry(pt, i, F::with_writable(e, guest_writable));
             return Ok(WriteFault::Granted { tables_copied });
         }
         if policy.quota_left == 0 && leaf.ty == P2mType::Ram {
@@ -306,7 +308,7 @@ impl<F: EntryFormat> P2m<F> {
         let kind = if leaf.ty == P2mType::Info { FrameKind::DomainInfo } else { FrameKind::DomainRam };
         let new = ft.alloc(kind, policy.owner)?;
         mem.copy_frame(new, old);
-        mem.write_entry(pt, i, F::leaf(new, true, leaf.ty));
+        mem.write_entry(pt, i, F::leaf(new, guest_writable, leaf.ty));
         ft.put_ref(old)?;
         Ok(WriteFault::Copied { tables_copied })
     }

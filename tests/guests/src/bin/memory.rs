@@ -1,10 +1,11 @@
 //! Test guest `memory`: writes a pattern derived from each address to every 8-byte word of
 //! RAM between the end of its image and the end of its memory, reads it all back and prints
 //! `memory: <N> pages ok`. With `oob=1` it then reads a guest-physical address 2 MiB beyond
-//! its RAM, which the hypervisor must answer by stopping the domain.
+//! its RAM, and with `sod=1` it writes to its start-of-day page (read-only to the guest, even
+//! though the hypervisor wrote it); the hypervisor must answer either by stopping the domain.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use guest_abi::layout::{MAX_DOMAIN_MEM_BYTES, PAGE_SIZE};
+use guest_abi::layout::{MAX_DOMAIN_MEM_BYTES, PAGE_SIZE, START_INFO_GPA};
 use guest_abi::println;
 use guest_abi::rt::test::{Status, report};
 use guest_abi::rt::{self};
@@ -26,13 +27,14 @@ fn pattern(gpa: u64) -> u64 {
 }
 
 fn memory(si: &'static StartInfo) -> i32 {
-    let oob = match rt::cmdline_u64("oob") {
+    let flag = |key: &str| match rt::cmdline_u64(key) {
         Ok(v) => v.unwrap_or(0) != 0,
         Err(e) => {
-            println!("memory: bad oob= option: {e}");
+            println!("memory: bad {key}= option: {e}");
             report(Status::Error)
         }
     };
+    let (oob, sod) = (flag("oob"), flag("sod"));
     let start = rt::image_end();
     let end = si.mem_bytes & !(PAGE_SIZE - 1);
     if start >= end {
@@ -70,6 +72,14 @@ fn memory(si: &'static StartInfo) -> i32 {
         // boot tables); the hypervisor is expected to stop the domain here.
         let value = unsafe { core::ptr::read_volatile(target as *const u64) };
         println!("memory: read {value:#x} outside memory and survived");
+        report(Status::Failure);
+    }
+    if sod {
+        println!("memory: writing to the start-of-day page at {START_INFO_GPA:#x}");
+        // SAFETY: deliberately writes the read-only start-of-day page (identity-mapped); the
+        // hypervisor is expected to stop the domain here.
+        unsafe { core::ptr::write_volatile((START_INFO_GPA + 0x800) as *mut u64, 0xBAD) };
+        println!("memory: wrote the start-of-day page and survived");
         report(Status::Failure);
     }
     report(Status::Success)
