@@ -33,6 +33,7 @@ pub const DEFAULT_GUESTS: &[GuestSpec] = &[
     GuestSpec { image: "ticker", package: "guests", bin: "ticker" },
     GuestSpec { image: "demo", package: "guests", bin: "demo" },
     GuestSpec { image: "cowbench", package: "guests", bin: "cowbench" },
+    GuestSpec { image: "xstate", package: "guests", bin: "xstate" },
 ];
 
 /// The path of a built image by its bundle name.

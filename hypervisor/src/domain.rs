@@ -4,6 +4,7 @@
 use crate::console::ConsoleRing;
 use crate::p2m::{EntryFormat, P2m};
 use crate::sched::DomId;
+use crate::vcpu::ExtendedState;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -143,6 +144,8 @@ pub struct Domain<V, F: EntryFormat> {
     pub p2m: Option<P2m<F>>,
     /// A template's saved vCPU state (clones start from it).
     pub frozen_context: Option<Box<VcpuContext>>,
+    /// A template's saved x87/SSE, debug-register and CR2 state (clones start from it).
+    pub frozen_extended: Option<Box<ExtendedState>>,
     /// Guest RAM size.
     pub mem_bytes: u64,
     /// End of the highest guest-physical range mapped (RAM, or dom0's images).
@@ -188,6 +191,7 @@ impl<V, F: EntryFormat> Domain<V, F> {
             vcpu: None,
             p2m: None,
             frozen_context: None,
+            frozen_extended: None,
             mem_bytes,
             gpa_limit: 0,
             parent: None,

@@ -26,6 +26,7 @@ pub fn start(boot: &'static mut BootInfo) -> ! {
     serial::init_logger(log::LevelFilter::Info);
     gdt::init();
     idt::init();
+    crate::arch::extended::enable();
     log::info!("{} {} starting", crate::NAME, crate::VERSION);
     if !serial_ok {
         log::warn!("COM1 did not answer; console may be unreliable");

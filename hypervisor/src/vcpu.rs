@@ -203,6 +203,48 @@ pub mod vector {
     pub const GP: u8 = 13;
 }
 
+/// Bytes of an FXSAVE image (x87, MMX, SSE and MXCSR).
+pub const FXSAVE_BYTES: usize = 512;
+/// Offset of MXCSR in an FXSAVE image.
+const FXSAVE_MXCSR_OFFSET: usize = 24;
+/// x87 control word after FNINIT: all exceptions masked, 64-bit precision, round to nearest.
+const FCW_RESET: u16 = 0x037F;
+/// MXCSR at reset: all SIMD exceptions masked, round to nearest.
+const MXCSR_RESET: u32 = 0x1F80;
+/// DR6 at reset (reserved bits read as ones).
+pub const DR6_RESET: u64 = 0xFFFF_0FF0;
+
+/// Guest register state that the world switch does not carry: the x87/SSE registers (an
+/// FXSAVE image), DR0-DR3 and DR6, and CR2 where the control block has no field for it
+/// (VMX). The CPU holds one vCPU's copy at a time; it is swapped only when another vCPU runs,
+/// so a domain never sees another's registers and the common exit path pays nothing.
+#[derive(Clone)]
+#[repr(C, align(16))]
+pub struct ExtendedState {
+    pub fxsave: [u8; FXSAVE_BYTES],
+    pub dr: [u64; 4],
+    pub dr6: u64,
+    pub cr2: u64,
+}
+
+impl Default for ExtendedState {
+    /// The state of a CPU after reset: empty x87 stack, masked exceptions, zeroed registers.
+    fn default() -> Self {
+        let mut fxsave = [0u8; FXSAVE_BYTES];
+        fxsave[..2].copy_from_slice(&FCW_RESET.to_le_bytes());
+        fxsave[FXSAVE_MXCSR_OFFSET..FXSAVE_MXCSR_OFFSET + 4].copy_from_slice(&MXCSR_RESET.to_le_bytes());
+        Self { fxsave, dr: [0; 4], dr6: DR6_RESET, cr2: 0 }
+    }
+}
+
+impl ExtendedState {
+    /// MXCSR as saved.
+    pub fn mxcsr(&self) -> u32 {
+        let b = &self.fxsave[FXSAVE_MXCSR_OFFSET..FXSAVE_MXCSR_OFFSET + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
 /// One virtual CPU on a hardware backend.
 pub trait Vcpu {
     /// The general-purpose registers (valid between exits).
@@ -231,6 +273,10 @@ pub trait Vcpu {
     fn set_context(&mut self, ctx: &VcpuContext);
     /// Flushes the vCPU's cached guest-physical translations before its next entry.
     fn flush_translations(&mut self);
+    /// The saved [`ExtendedState`] (current only while the CPU does not hold it).
+    fn extended(&self) -> &ExtendedState;
+    /// The saved [`ExtendedState`], to replace it (a clone takes its template's).
+    fn extended_mut(&mut self) -> &mut ExtendedState;
 }
 
 /// Why a backend could not create a vCPU.
@@ -268,6 +314,10 @@ pub trait Backend {
     fn destroy_vcpu(&mut self, ft: &mut FrameTable<'_>, vcpu: Self::Vcpu);
     /// Runs the vCPU until the next exit.
     fn run(&mut self, vcpu: &mut Self::Vcpu) -> Exit;
+    /// Copies the CPU's [`ExtendedState`] into `vcpu`, the vCPU that last ran.
+    fn save_extended(&mut self, vcpu: &mut Self::Vcpu);
+    /// Loads `vcpu`'s [`ExtendedState`] into the CPU before it runs after another vCPU.
+    fn load_extended(&mut self, vcpu: &Self::Vcpu);
 }
 
 /// Converts compact segment attributes to VMX access rights (bit 16 = unusable).

@@ -85,6 +85,25 @@ fn triple_fault_kills_only_that_domain() {
     }
 }
 
+#[test]
+fn registers_outside_the_control_block_never_leak_between_domains() {
+    for opts in both(120) {
+        let o = run_ok(&bare(
+            opts,
+            &[("xs-a", "xstate"), ("xs-b", "xstate"), ("xs-c", "xstate")],
+            &["guest.xs-a.cmdline=ms=150", "guest.xs-b.cmdline=ms=150", "guest.xs-c.cmdline=ms=150"],
+        ));
+        for name in ["xs-a", "xs-b", "xs-c"] {
+            assert_guest_success(&o, name);
+            let line = console_of(&o, name).into_iter().find(|l| l.contains("registers kept")).expect("summary");
+            let preemptions = number_after(&line, "preemptions ");
+            assert!(preemptions >= 5.0, "{name} must have shared the CPU: {line}");
+        }
+        assert_lines_whole(&o);
+        assert_memory_returned(&o);
+    }
+}
+
 fn spinner_stats(o: &boot::run::RunOutcome, name: &str) -> (u64, u64) {
     let line = console_of(o, name).into_iter().find(|l| l.contains("iterations")).expect("spinner line");
     let field = |key: &str| -> u64 {

@@ -108,6 +108,8 @@ pub struct Hypervisor<B: Backend, M: PhysMem, P: Platform> {
     input: VecDeque<u8>,
     /// The domain whose time slice the armed timer measures.
     timer_owner: Option<DomId>,
+    /// The domain whose [`ExtendedState`](crate::vcpu::ExtendedState) (x87/SSE, debug registers, CR2) is in the CPU.
+    extended_owner: Option<DomId>,
     dom0: Option<DomId>,
     /// Set when dom0 shuts down: the machine should power off (true = cleanly).
     pub poweroff: Option<bool>,
@@ -138,6 +140,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             settings,
             input: VecDeque::new(),
             timer_owner: None,
+            extended_owner: None,
             dom0: None,
             poweroff: None,
         }
@@ -251,6 +254,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
 
     /// Releases a domain's vCPU and memory (it died, crashed or is being destroyed).
     fn release(&mut self, id: DomId) {
+        if self.extended_owner == Some(id) {
+            // Its registers stay in the CPU until the next vCPU loads all of its own.
+            self.extended_owner = None;
+        }
         let Some(d) = self.domains.get_mut(id) else { return };
         if let Some(v) = d.vcpu.take() {
             self.backend.destroy_vcpu(&mut self.frames, v);
@@ -263,6 +270,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             }
         }
         d.frozen_context = None;
+        d.frozen_extended = None;
         d.mapped_ram = 0;
         d.owned_ram = 0;
         d.queued = false;
@@ -373,8 +381,35 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         }
     }
 
+    /// Puts `id`'s extended state in the CPU, first saving the previous owner's.
+    fn load_extended(&mut self, id: DomId) {
+        if self.extended_owner == Some(id) {
+            return;
+        }
+        if let Some(prev) = self.extended_owner {
+            self.unload_extended(prev);
+        }
+        if let Some(v) = self.domains.get(id).and_then(|d| d.vcpu.as_ref()) {
+            self.backend.load_extended(v);
+            self.extended_owner = Some(id);
+        }
+    }
+
+    /// Saves `id`'s extended state from the CPU into its vCPU if the CPU holds it, so it can
+    /// be read or replaced there; it is loaded again before `id` next runs.
+    fn unload_extended(&mut self, id: DomId) {
+        if self.extended_owner != Some(id) {
+            return;
+        }
+        self.extended_owner = None;
+        if let Some(v) = self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut()) {
+            self.backend.save_extended(v);
+        }
+    }
+
     /// Sets a live domain's vCPU state.
     pub fn set_context(&mut self, id: DomId, ctx: &VcpuContext) -> Result<(), HvError> {
+        self.unload_extended(id);
         let d = self.dom_mut(id)?;
         let v = d.vcpu.as_mut().ok_or(HvError::WrongState)?;
         v.set_context(ctx);
@@ -383,6 +418,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
 
     /// A domain's vCPU state (a template's saved state).
     pub fn context(&mut self, id: DomId) -> Result<VcpuContext, HvError> {
+        self.unload_extended(id);
         let d = self.dom_mut(id)?;
         if let Some(c) = &d.frozen_context {
             return Ok(**c);
@@ -406,6 +442,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// Turns a live domain into a template. With `self_initiated` the domain called
     /// `freeze_self`: its clones see the hypercall return 0.
     pub fn freeze(&mut self, id: DomId, self_initiated: bool) -> Result<(), HvError> {
+        self.unload_extended(id);
         let d = self.dom_mut(id)?;
         if d.privileged {
             return Err(HvError::NotPermitted);
@@ -419,6 +456,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             ctx.rax = 0;
         }
         d.frozen_context = Some(Box::new(ctx));
+        d.frozen_extended = Some(Box::new(v.extended().clone()));
         d.life = Life::Frozen;
         d.blocked = false;
         d.paused = None;
@@ -481,6 +519,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 return Err(e);
             }
         };
+        let mut vcpu = vcpu;
+        if let Some(ext) = self.domains.get(template).and_then(|t| t.frozen_extended.as_deref()) {
+            *vcpu.extended_mut() = ext.clone();
+        }
         let mut d = Box::new(Domain::new(id, name_buf, false, t_mem, generation));
         d.p2m = Some(p2m);
         d.vcpu = Some(vcpu);
@@ -757,6 +799,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             }
             self.timer_owner = Some(id);
         }
+        self.load_extended(id);
         let start = self.platform.cycles();
         let exit = match self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut()) {
             Some(v) => self.backend.run(v),

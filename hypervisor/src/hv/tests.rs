@@ -5,7 +5,7 @@ use super::*;
 use crate::mm::frame::FrameInfo;
 use crate::mm::physmem::SimMem;
 use crate::p2m::Npt;
-use crate::vcpu::{Exit, GuestMsr, GuestRegs, vector};
+use crate::vcpu::{Exit, ExtendedState, GuestMsr, GuestRegs, vector};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::Cell;
@@ -25,6 +25,11 @@ struct MockVcpu {
     flushes: u32,
     skips: u32,
     interruptible: bool,
+    ext: ExtendedState,
+    /// DR0 in the CPU each time this vCPU entered (what it would read).
+    seen_dr0: Vec<u64>,
+    /// The value this vCPU's guest writes to DR0 while it runs.
+    writes_dr0: u64,
 }
 
 impl Vcpu for MockVcpu {
@@ -75,11 +80,20 @@ impl Vcpu for MockVcpu {
     fn flush_translations(&mut self) {
         self.flushes += 1;
     }
+    fn extended(&self) -> &ExtendedState {
+        &self.ext
+    }
+    fn extended_mut(&mut self) -> &mut ExtendedState {
+        &mut self.ext
+    }
 }
 
 #[derive(Default)]
 struct MockBackend {
     live: u32,
+    /// The extended state in the simulated CPU.
+    cpu: ExtendedState,
+    loads: u32,
 }
 
 impl Backend for MockBackend {
@@ -103,7 +117,20 @@ impl Backend for MockBackend {
     }
 
     fn run(&mut self, v: &mut MockVcpu) -> Exit {
+        v.seen_dr0.push(self.cpu.dr[0]);
+        if v.writes_dr0 != 0 {
+            self.cpu.dr[0] = v.writes_dr0;
+        }
         v.script.pop_front().unwrap_or(Exit::Hlt)
+    }
+
+    fn save_extended(&mut self, v: &mut MockVcpu) {
+        v.ext = self.cpu.clone();
+    }
+
+    fn load_extended(&mut self, v: &MockVcpu) {
+        self.loads += 1;
+        self.cpu = v.ext.clone();
     }
 }
 
@@ -460,6 +487,47 @@ fn preemption_alternates_between_runnable_domains() {
         })
         .collect();
     assert_eq!(ran, vec![a, b, a, b, a, b, a, b]);
+}
+
+#[test]
+fn register_state_outside_the_control_block_follows_its_domain() {
+    let mut h = hv();
+    let a = started(&mut h, "a", 2 * MIB);
+    let b = started(&mut h, "b", 2 * MIB);
+    for (id, dr0) in [(a, 0xA), (b, 0xB)] {
+        vcpu(&mut h, id).writes_dr0 = dr0;
+        vcpu(&mut h, id).script = (0..4).map(|_| Exit::ExternalInterrupt).collect();
+    }
+    for _ in 0..4 {
+        h.run_once();
+    }
+    assert_eq!(vcpu(&mut h, a).seen_dr0, vec![0, 0xA], "a sees its own registers, never b's");
+    assert_eq!(vcpu(&mut h, b).seen_dr0, vec![0, 0xB]);
+    let loads = h.backend.loads;
+    vcpu(&mut h, a).script = VecDeque::from([Exit::ExternalInterrupt, Exit::ExternalInterrupt]);
+    h.pause(b, PauseReason::User).unwrap();
+    h.run_once();
+    h.run_once();
+    assert_eq!(h.backend.loads, loads + 1, "running the same vCPU again reloads nothing");
+
+    // A dead domain owns nothing (its id may come back); a new one starts from reset state.
+    h.destroy_domain(a).unwrap();
+    assert_eq!(h.extended_owner, None);
+    let c = started(&mut h, "c", 2 * MIB);
+    vcpu(&mut h, c).script = VecDeque::from([Exit::ExternalInterrupt]);
+    h.run_once();
+    assert_eq!(vcpu(&mut h, c).seen_dr0, vec![0]);
+
+    // A template keeps the state it had in the CPU when frozen, and its clones start from it.
+    vcpu(&mut h, c).writes_dr0 = 0xC;
+    vcpu(&mut h, c).script = VecDeque::from([Exit::ExternalInterrupt]);
+    h.run_once();
+    h.freeze(c, false).unwrap();
+    let k = h.clone_domain(c, &clone_args("k", 0, QUOTA_DEFAULT)).unwrap();
+    vcpu(&mut h, k).script = VecDeque::from([Exit::ExternalInterrupt]);
+    h.run_once();
+    assert_eq!(vcpu(&mut h, k).seen_dr0, vec![0xC]);
+    h.check_invariants().unwrap();
 }
 
 #[test]

@@ -9,7 +9,9 @@ use crate::arch::x86::{msr, rdmsr, wrmsr};
 use crate::mm::frame::{FrameKind, FrameTable, OWNER_HYPERVISOR, Pfn};
 use crate::mm::phys;
 use crate::p2m::Npt;
-use crate::vcpu::{Backend, Exit, GuestMsr, GuestRegs, Vcpu, VcpuContext, VcpuError};
+use crate::arch::extended;
+use crate::vcpu::{Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Vcpu, VcpuContext, VcpuError};
+use alloc::boxed::Box;
 use core::arch::global_asm;
 use guest_abi::hypercall::CallInsn;
 use guest_abi::vcpu::{efer, rflags};
@@ -104,6 +106,8 @@ pub struct SvmVcpu {
     next_rip: Option<u64>,
     /// An event whose delivery was interrupted by the last exit, to inject again.
     reinject: u64,
+    /// x87/SSE and DR0-DR3 while another vCPU's are in the CPU (CR2 and DR6 are in the VMCB).
+    ext: Box<ExtendedState>,
 }
 
 impl Svm {
@@ -191,7 +195,7 @@ impl Backend for Svm {
         vmcb.write::<u64>(ctl::NP_ENABLE, 1);
         vmcb.write::<u64>(ctl::N_CR3, root.addr());
         vmcb.write::<u32>(ctl::VMCB_CLEAN, 0);
-        let mut v = SvmVcpu { vmcb, regs: GuestRegs::default(), asid: 0, asid_generation: 0, flush: true, next_rip: None, reinject: 0 };
+        let mut v = SvmVcpu { vmcb, regs: GuestRegs::default(), asid: 0, asid_generation: 0, flush: true, next_rip: None, reinject: 0, ext: Box::new(ExtendedState::default()) };
         v.set_context(ctx);
         Ok(v)
     }
@@ -200,6 +204,14 @@ impl Backend for Svm {
         if let Err(e) = ft.free(v.vmcb.0) {
             log::error!("freeing a VMCB failed: {e:?}");
         }
+    }
+
+    fn save_extended(&mut self, v: &mut SvmVcpu) {
+        extended::save(&mut v.ext, false);
+    }
+
+    fn load_extended(&mut self, v: &SvmVcpu) {
+        extended::load(&v.ext, false);
     }
 
     fn run(&mut self, v: &mut SvmVcpu) -> Exit {
@@ -303,7 +315,10 @@ impl Vcpu for SvmVcpu {
     fn interruptible(&self) -> bool {
         let rf: u64 = self.vmcb.read(save::RFLAGS);
         let shadow: u64 = self.vmcb.read(ctl::INTERRUPT_SHADOW);
-        rf & rflags::IF != 0 && shadow & 1 == 0 && self.vmcb.read::<u64>(ctl::EVENT_INJ) & EVENT_VALID == 0
+        rf & rflags::IF != 0
+            && shadow & 1 == 0
+            && self.vmcb.read::<u64>(ctl::EVENT_INJ) & EVENT_VALID == 0
+            && self.reinject & EVENT_VALID == 0
     }
 
     fn inject_interrupt(&mut self, vector: u8) {
@@ -455,5 +470,13 @@ impl Vcpu for SvmVcpu {
 
     fn flush_translations(&mut self) {
         self.flush = true;
+    }
+
+    fn extended(&self) -> &ExtendedState {
+        &self.ext
+    }
+
+    fn extended_mut(&mut self) -> &mut ExtendedState {
+        &mut self.ext
     }
 }

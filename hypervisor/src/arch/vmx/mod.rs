@@ -13,7 +13,12 @@ use crate::arch::cpu::VmxCaps;
 use crate::mm::frame::{FrameKind, FrameTable, OWNER_HYPERVISOR, Pfn};
 use crate::mm::phys;
 use crate::p2m::Ept;
-use crate::vcpu::{Backend, Exit, GuestMsr, GuestRegs, Segment, Vcpu, VcpuContext, VcpuError, attrs_from_vmx, vmx_access_rights};
+use crate::arch::extended;
+use crate::vcpu::{
+    Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Segment, Vcpu, VcpuContext, VcpuError, attrs_from_vmx,
+    vmx_access_rights,
+};
+use alloc::boxed::Box;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use fields::*;
@@ -192,6 +197,8 @@ pub struct VmxVcpu {
     sfmask: u64,
     /// Entry controls (IA-32e mode follows EFER.LMA).
     entry_controls: u32,
+    /// x87/SSE, debug registers and CR2 while another vCPU's are in the CPU.
+    ext: Box<ExtendedState>,
 }
 
 impl Vmx {
@@ -385,6 +392,7 @@ impl Backend for Vmx {
             cstar: 0,
             sfmask: 0,
             entry_controls: c.entry,
+            ext: Box::new(ExtendedState::default()),
         };
         v.set_context(ctx);
         Ok(v)
@@ -414,6 +422,14 @@ impl Backend for Vmx {
         if let Err(e) = ft.free(v.vmcs) {
             log::error!("freeing a VMCS failed: {e:?}");
         }
+    }
+
+    fn save_extended(&mut self, v: &mut VmxVcpu) {
+        extended::save(&mut v.ext, true);
+    }
+
+    fn load_extended(&mut self, v: &VmxVcpu) {
+        extended::load(&v.ext, true);
     }
 
     fn run(&mut self, v: &mut VmxVcpu) -> Exit {
@@ -693,9 +709,8 @@ impl Vcpu for VmxVcpu {
         c.cr0 = (vmread(GUEST_CR0) & !CR0_MASK) | (vmread(CR0_READ_SHADOW) & CR0_MASK);
         c.cr3 = vmread(GUEST_CR3);
         c.cr4 = (vmread(GUEST_CR4) & !CR4_MASK) | (vmread(CR4_READ_SHADOW) & CR4_MASK);
-        // CR2 is not in the VMCS; the CPU keeps the guest's while in VMX operation and the
-        // host never takes page faults, so the live register is the guest's.
-        c.cr2 = x86::read_cr2();
+        // CR2 is not in the VMCS: it travels with the extended state (the caller saved it).
+        c.cr2 = self.ext.cr2;
         c.efer = vmread(GUEST_IA32_EFER);
         c.pat = vmread(GUEST_IA32_PAT);
         c.dr7 = vmread(GUEST_DR7);
@@ -765,6 +780,7 @@ impl Vcpu for VmxVcpu {
         self.lstar = c.lstar;
         self.cstar = c.cstar;
         self.sfmask = c.sfmask;
+        self.ext.cr2 = c.cr2;
         self.reinject = None;
         MSR_OWNER.store(NO_VMCS, Ordering::Relaxed);
         let p = vmread(PROC_BASED_CONTROLS);
@@ -773,5 +789,13 @@ impl Vcpu for VmxVcpu {
 
     fn flush_translations(&mut self) {
         self.flush = true;
+    }
+
+    fn extended(&self) -> &ExtendedState {
+        &self.ext
+    }
+
+    fn extended_mut(&mut self) -> &mut ExtendedState {
+        &mut self.ext
     }
 }

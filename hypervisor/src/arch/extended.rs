@@ -1,0 +1,68 @@
+//! Swapping the guest register state that VM entry and exit leave in the CPU: x87/SSE
+//! (FXSAVE/FXRSTOR), DR0-DR3, DR6 and, for VMX, CR2. The hypervisor itself is built without
+//! floating point or SSE and never touches these, so they hold the last guest's values.
+
+use crate::vcpu::ExtendedState;
+use core::arch::asm;
+
+/// CR0.MP: WAIT honours TS.
+const CR0_MP: u64 = 1 << 1;
+/// CR0.EM: x87 instructions trap.
+const CR0_EM: u64 = 1 << 2;
+/// CR0.TS: the next x87/SSE instruction traps.
+const CR0_TS: u64 = 1 << 3;
+/// CR4.OSFXSR: FXSAVE/FXRSTOR include the XMM registers and MXCSR.
+const CR4_OSFXSR: u64 = 1 << 9;
+/// CR4.OSXMMEXCPT: unmasked SIMD exceptions raise #XM.
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+
+/// Lets the hypervisor save and restore x87/SSE state: FXSAVE must cover the XMM registers,
+/// and no x87/SSE instruction may trap. Called once at boot, before VMXON/EFER.SVME, so the
+/// host state the backends record includes it.
+pub fn enable() {
+    // SAFETY: setting MP/OSFXSR/OSXMMEXCPT and clearing EM/TS only changes how x87/SSE
+    // instructions behave, and the hypervisor executes none except FXSAVE/FXRSTOR below.
+    unsafe {
+        super::x86::write_cr0((super::x86::read_cr0() | CR0_MP) & !(CR0_EM | CR0_TS));
+        super::x86::write_cr4(super::x86::read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT);
+    }
+}
+
+/// Saves the CPU's state into `s`; `cr2` also saves CR2 (VMX, which has no guest CR2 field).
+pub fn save(s: &mut ExtendedState, cr2: bool) {
+    let (dr0, dr1, dr2, dr3, dr6): (u64, u64, u64, u64, u64);
+    // SAFETY: `s.fxsave` is 512 bytes, 16-byte aligned (the struct is `align(16)` and the
+    // array is its first field); `enable` made FXSAVE legal. Reading debug registers at CPL 0
+    // has no side effects.
+    unsafe {
+        asm!("fxsave64 [{}]", in(reg) s.fxsave.as_mut_ptr(), options(nostack, preserves_flags));
+        asm!(
+            "mov {0}, dr0", "mov {1}, dr1", "mov {2}, dr2", "mov {3}, dr3", "mov {4}, dr6",
+            out(reg) dr0, out(reg) dr1, out(reg) dr2, out(reg) dr3, out(reg) dr6,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    s.dr = [dr0, dr1, dr2, dr3];
+    s.dr6 = dr6;
+    if cr2 {
+        s.cr2 = super::x86::read_cr2();
+    }
+}
+
+/// Loads `s` into the CPU; `cr2` also loads CR2.
+pub fn load(s: &ExtendedState, cr2: bool) {
+    // SAFETY: the image was written by FXSAVE (or is `ExtendedState::default()`, a valid
+    // reset image), so FXRSTOR cannot fault on reserved MXCSR bits; DR0-DR3 take any value
+    // and DR6 came from a DR6 read. DR7 is not touched: the control block holds the guest's.
+    unsafe {
+        asm!("fxrstor64 [{}]", in(reg) s.fxsave.as_ptr(), options(nostack, preserves_flags, readonly));
+        asm!(
+            "mov dr0, {0}", "mov dr1, {1}", "mov dr2, {2}", "mov dr3, {3}", "mov dr6, {4}",
+            in(reg) s.dr[0], in(reg) s.dr[1], in(reg) s.dr[2], in(reg) s.dr[3], in(reg) s.dr6,
+            options(nomem, nostack, preserves_flags)
+        );
+        if cr2 {
+            asm!("mov cr2, {}", in(reg) s.cr2, options(nomem, nostack, preserves_flags));
+        }
+    }
+}
