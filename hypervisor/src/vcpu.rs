@@ -251,6 +251,8 @@ pub trait Vcpu {
     fn regs(&mut self) -> &mut GuestRegs;
     /// The instruction pointer.
     fn rip(&self) -> u64;
+    /// The current privilege level (0 = guest kernel, 3 = guest user space).
+    fn cpl(&self) -> u8;
     /// Moves RIP past the instruction that caused the last exit.
     fn skip_instruction(&mut self);
     /// Whether an interrupt could be delivered now (IF set, no interrupt shadow).

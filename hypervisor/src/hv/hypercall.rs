@@ -50,7 +50,11 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         v.skip_instruction();
         let r = *v.regs();
         let (number, a) = (r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]);
-        let result = if (nr::CONTROL_BASE..nr::CONTROL_END).contains(&number) {
+        let result = if v.cpl() != 0 {
+            // Only the guest's kernel speaks to the hypervisor, as in Xen: user space of any
+            // domain, dom0's included, gets the permission error for every call.
+            Err(HvError::NotPermitted)
+        } else if (nr::CONTROL_BASE..nr::CONTROL_END).contains(&number) {
             if privileged { self.control(id, number, a) } else { Err(HvError::NotPermitted) }
         } else {
             self.common(id, privileged, number, a)

@@ -36,6 +36,8 @@ pub const IDLE_POLL_NS: u64 = 10_000_000;
 pub const INPUT_BUFFER_BYTES: usize = 4096;
 /// Heap bytes that must stay free for a new domain to be created.
 pub const HEAP_RESERVE_BYTES: usize = 256 * 1024;
+/// Suffixes tried to make a default domain name unique.
+const DEFAULT_NAME_TRIES: u32 = 64;
 
 /// What the machine is, for `info`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -194,11 +196,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         if self.frames.free_frames() < needed {
             return Err(HvError::OutOfMemory);
         }
+        let name_buf = self.new_name(name, id)?;
         let generation = self.next_generation();
-        let mut name_buf = Name::new(name);
-        if name.is_empty() {
-            let _ = write!(name_buf, "dom{id}");
-        }
         let mut d = Box::new(Domain::new(id, name_buf, privileged, mem_bytes, generation));
         let p2m = match self.populate(id, pages) {
             Ok(p) => p,
@@ -381,6 +380,25 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         }
     }
 
+    /// The name of a new domain `id`: `name`, or when it is empty `dom{id}` (with a suffix
+    /// if a domain already took that name). Names are unique.
+    fn new_name(&self, name: &str, id: DomId) -> Result<Name, HvError> {
+        if !name.is_empty() {
+            return match self.domains.by_name(name) {
+                Some(_) => Err(HvError::NameTaken),
+                None => Ok(Name::new(name)),
+            };
+        }
+        for n in 0..DEFAULT_NAME_TRIES {
+            let mut b = Name::new("");
+            let _ = if n == 0 { write!(b, "dom{id}") } else { write!(b, "dom{id}-{n}") };
+            if self.domains.by_name(b.as_str()).is_none() {
+                return Ok(b);
+            }
+        }
+        Err(HvError::NameTaken)
+    }
+
     /// Puts `id`'s extended state in the CPU, first saving the previous owner's.
     fn load_extended(&mut self, id: DomId) {
         if self.extended_owner == Some(id) {
@@ -497,11 +515,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             (Some(c), Some(_)) => (**c, t.mem_bytes, t.mapped_ram, t.gpa_limit),
             _ => return Err(HvError::WrongState),
         };
+        let name_buf = self.new_name(name, id)?;
         let generation = self.next_generation();
-        let mut name_buf = Name::new(name);
-        if name.is_empty() {
-            let _ = write!(name_buf, "dom{id}");
-        }
         let t_p2m = match self.domains.get_mut(template).and_then(|t| t.p2m.as_mut()) {
             Some(p) => p,
             None => return Err(HvError::WrongState),

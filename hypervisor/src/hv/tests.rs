@@ -30,6 +30,7 @@ struct MockVcpu {
     seen_dr0: Vec<u64>,
     /// The value this vCPU's guest writes to DR0 while it runs.
     writes_dr0: u64,
+    cpl: u8,
 }
 
 impl Vcpu for MockVcpu {
@@ -38,6 +39,9 @@ impl Vcpu for MockVcpu {
     }
     fn rip(&self) -> u64 {
         self.ctx.rip
+    }
+    fn cpl(&self) -> u8 {
+        self.cpl
     }
     fn skip_instruction(&mut self) {
         self.skips += 1;
@@ -279,6 +283,37 @@ fn unprivileged_control_hypercalls_are_refused() {
     assert_eq!(call(&mut h, u, nr::CONSOLE_READ, &[0x2000, 16]), Err(HvError::NotPermitted));
     assert_eq!(h.domains.get(d0).unwrap().life, Life::Live);
     assert_eq!(call(&mut h, d0, nr::DOM_PAUSE, &[u as u64]), Ok(0), "dom0 may");
+}
+
+#[test]
+fn hypercalls_from_guest_user_space_are_refused_even_in_dom0() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let u = started(&mut h, "u", 2 * MIB);
+    let before = h.info();
+    for id in [d0, u] {
+        vcpu(&mut h, id).cpl = 3;
+        for n in [nr::NULL, nr::CONSOLE_WRITE, nr::SHUTDOWN, nr::FREEZE_SELF, nr::DOM_CREATE, nr::DOM_DESTROY] {
+            assert_eq!(call(&mut h, id, n, &[u as u64]), Err(HvError::NotPermitted), "nr {n:#x} from d{id} ring 3");
+        }
+        vcpu(&mut h, id).cpl = 0;
+        assert_eq!(call(&mut h, id, nr::NULL, &[]), Ok(0), "the same call from ring 0 works");
+    }
+    assert_eq!(h.domain_info(u).unwrap().state, state::RUNNING, "nothing happened to u");
+    assert_eq!(h.info().free_kib, before.free_kib);
+}
+
+#[test]
+fn unnamed_domains_get_a_default_name_no_other_domain_has() {
+    let mut h = hv();
+    let a = h.create_domain("dom2", 2 * MIB, false).unwrap();
+    let b = h.create_domain("", 2 * MIB, false).unwrap();
+    assert_eq!(b, 2, "b's default name would be a's");
+    assert_eq!(guest_abi::domctl::name_str(&h.domain_info(b).unwrap().name), "dom2-1");
+    assert_eq!(h.domains.by_name("dom2").map(|d| d.id), Some(a));
+    assert_eq!(h.domains.by_name("dom2-1").map(|d| d.id), Some(b));
+    assert_eq!(h.create_domain("dom2-1", 2 * MIB, false), Err(HvError::NameTaken));
+    h.check_invariants().unwrap();
 }
 
 #[test]

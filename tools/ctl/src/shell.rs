@@ -430,14 +430,20 @@ impl<H: Hypercalls> Shell<H> {
         }
     }
 
-    /// `base`, or `base-N` for the smallest N >= 2 not in use.
-    fn free_name(&mut self, base: &str) -> HvResult<String> {
-        let mut taken = Vec::new();
+    /// The names of all domains.
+    fn names(&mut self) -> HvResult<Vec<String>> {
+        let mut names = Vec::new();
         for id in self.ctl.list()? {
             if let Ok(i) = self.ctl.info(id) {
-                taken.push(String::from(name_str(&i.name)));
+                names.push(String::from(name_str(&i.name)));
             }
         }
+        Ok(names)
+    }
+
+    /// `base`, or `base-N` for the smallest N >= 2 not in use.
+    fn free_name(&mut self, base: &str) -> HvResult<String> {
+        let taken = self.names()?;
         let base: String = base.chars().take(guest_abi::domctl::NAME_MAX_BYTES - 6).collect();
         if !taken.contains(&base) {
             return Ok(base);
@@ -591,9 +597,16 @@ impl<H: Hypercalls> Shell<H> {
             }
             Command::Freeze { target, name } => {
                 let id = self.resolve(&target)?;
-                self.ctl.freeze(id)?;
-                if let Some(n) = name {
-                    self.ctl.set_name(id, &n)?;
+                // Rename first: a taken or bad name must leave the domain as it was.
+                let old = self.ctl.info(id)?;
+                if let Some(n) = &name {
+                    self.ctl.set_name(id, n)?;
+                }
+                if let Err(e) = self.ctl.freeze(id) {
+                    if name.is_some() {
+                        let _ = self.ctl.set_name(id, name_str(&old.name));
+                    }
+                    return Err(e);
                 }
                 let info = self.ctl.info(id)?;
                 let _ = writeln!(out, "froze domain {id} {} into a template", name_str(&info.name));
@@ -602,19 +615,27 @@ impl<H: Hypercalls> Shell<H> {
                 let tid = self.resolve(&template)?;
                 let tinfo = self.ctl.info(tid)?;
                 let tname = String::from(name_str(&tinfo.name));
+                // Without name=, cloning again continues the numbering (TEMPLATE-3, ...)
+                // instead of colliding with the clones already there.
+                let taken = if prefix.is_none() { self.names()? } else { Vec::new() };
                 let prefix = prefix.unwrap_or_else(|| format!("{tname}-"));
                 let quota = quota_mib.map(|m| m.saturating_mul(256)).unwrap_or(QUOTA_DEFAULT);
-                for index in 0..count {
+                let mut index = 0u32;
+                for made in 0..count {
+                    while taken.contains(&format!("{prefix}{index}")) {
+                        index += 1;
+                    }
                     let name = format!("{prefix}{index}");
                     match self.ctl.clone_domain(tid, &name, index, quota) {
                         Ok(id) => {
                             let _ = writeln!(out, "cloned domain {id} {name} from {tname}");
                         }
                         Err(e) => {
-                            let _ = writeln!(out, "error: {e} (after {index} clones)");
+                            let _ = writeln!(out, "error: {e} (after {made} clones)");
                             return Ok(Flow::Continue);
                         }
                     }
+                    index += 1;
                 }
             }
             Command::Stat(t) => {
@@ -667,10 +688,15 @@ impl<H: Hypercalls> Shell<H> {
                     let _ = writeln!(out, "error: timeout");
                 }
             }
-            Command::Check => {
-                self.ctl.frame_check()?;
-                let _ = writeln!(out, "frame table consistent");
-            }
+            Command::Check => match self.ctl.frame_check() {
+                Ok(()) => {
+                    let _ = writeln!(out, "frame table consistent");
+                }
+                Err(HvError::Busy) => {
+                    let _ = writeln!(out, "error: frame table inconsistent (the hypervisor log has the details)");
+                }
+                Err(e) => return Err(e),
+            },
             Command::Bench(b) => self.bench(b, out)?,
             Command::Sleep { ms } => {
                 let deadline = self.ctl.time_ns()?.saturating_add(ms * 1_000_000);

@@ -304,6 +304,10 @@ impl Vcpu for SvmVcpu {
         self.vmcb.read(save::RIP)
     }
 
+    fn cpl(&self) -> u8 {
+        self.vmcb.read::<u8>(save::CPL) & 3
+    }
+
     fn skip_instruction(&mut self) {
         if let Some(next) = self.next_rip.take() {
             self.vmcb.write::<u64>(save::RIP, next);

@@ -611,6 +611,12 @@ impl Vcpu for VmxVcpu {
         vmread(GUEST_RIP)
     }
 
+    fn cpl(&self) -> u8 {
+        make_current(self.vmcs);
+        // CPL is SS.DPL (access-rights bits 5-6).
+        ((vmread(GUEST_SS_ACCESS_RIGHTS) >> 5) & 3) as u8
+    }
+
     fn skip_instruction(&mut self) {
         make_current(self.vmcs);
         write(GUEST_RIP, vmread(GUEST_RIP) + self.exit_length);

@@ -125,7 +125,13 @@ impl Hypercalls for FakeHv {
                 Ok(0)
             }
             nr::DOM_FREEZE => {
+                if a[0] == 0 {
+                    return Err(HvError::NotPermitted);
+                }
                 let d = self.dom(a[0])?;
+                if d.state == state::FROZEN {
+                    return Err(HvError::WrongState);
+                }
                 d.state = state::FROZEN;
                 Ok(0)
             }
@@ -135,6 +141,11 @@ impl Hypercalls for FakeHv {
                 if t.state != state::FROZEN {
                     return Err(HvError::NotTemplate);
                 }
+                let name = name_str(&args.name);
+                if self.doms.values().any(|d| d.name == name) {
+                    return Err(HvError::NameTaken);
+                }
+                let t = self.dom(a[0])?;
                 t.clones += 1;
                 let mem = t.mem;
                 let id = self.next;
@@ -151,6 +162,9 @@ impl Hypercalls for FakeHv {
             nr::DOM_SET_NAME => {
                 let name = unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(a[1] as *const u8, a[2] as usize)) };
                 let name = String::from(name);
+                if self.doms.iter().any(|(&id, d)| d.name == name && u64::from(id) != a[0]) {
+                    return Err(HvError::NameTaken);
+                }
                 self.dom(a[0])?.name = name;
                 Ok(0)
             }
@@ -298,10 +312,29 @@ fn clone_names_clones_prefix_and_index_and_template_destroy_is_refused() {
     let out = run(&mut s, "clone base count=3 name=web");
     assert_eq!(out, "cloned domain 2 web0 from base\ncloned domain 3 web1 from base\ncloned domain 4 web2 from base\n");
     assert_eq!(run(&mut s, "clone base"), "cloned domain 5 base-0 from base\n");
-    assert!(run(&mut s, "destroy base").starts_with("error: domain 1 is a template with 4 live clones"));
+    assert_eq!(
+        run(&mut s, "clone base count=2"),
+        "cloned domain 6 base-1 from base\ncloned domain 7 base-2 from base\n",
+        "cloning again continues the default names"
+    );
+    assert!(run(&mut s, "clone base name=web").starts_with("error: name already in use (after 0 clones)"));
+    assert!(run(&mut s, "destroy base").starts_with("error: domain 1 is a template with 6 live clones"));
     assert!(run(&mut s, "clone web0").starts_with("error: not a template"));
     let stat = run(&mut s, "stat web1");
     assert!(stat.contains("cow_faults: 7") && stat.contains("parent: 1"), "{stat}");
+}
+
+#[test]
+fn freeze_with_a_bad_name_leaves_the_domain_as_it_was() {
+    let mut s = shell();
+    run(&mut s, "create hello name=a");
+    run(&mut s, "create hello name=b");
+    assert!(run(&mut s, "freeze a name=b").starts_with("error: name already in use"));
+    assert!(run(&mut s, "list").contains("a                        1"), "a keeps its name");
+    assert_eq!(run(&mut s, "wait a running 1"), "domain 1 is running\n", "a is not frozen");
+    assert!(run(&mut s, "freeze dom0 name=x").starts_with("error: not permitted"));
+    assert_eq!(run(&mut s, "wait dom0 running 1"), "domain 0 is running\n", "dom0 keeps its name");
+    assert_eq!(run(&mut s, "freeze a name=c"), "froze domain 1 c into a template\n");
 }
 
 #[test]
