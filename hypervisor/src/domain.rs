@@ -259,6 +259,14 @@ impl<V, F: EntryFormat> Default for DomainTable<V, F> {
 }
 
 impl<V, F: EntryFormat> DomainTable<V, F> {
+    /// An empty table whose id index already has room for [`MAX_DOMAINS`]: adding a domain
+    /// never needs a large allocation that a nearly full heap could not satisfy.
+    pub fn with_room_for_all() -> Self {
+        let mut t = Self::default();
+        t.slots.reserve_exact(MAX_DOMAINS as usize);
+        t
+    }
+
     /// The domain with this id.
     pub fn get(&self, id: DomId) -> Option<&Domain<V, F>> {
         self.slots.get(id as usize).and_then(|s| s.as_deref())

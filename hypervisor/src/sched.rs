@@ -15,6 +15,12 @@ pub struct RunQueue {
 }
 
 impl RunQueue {
+    /// An empty queue with room for `domains` entries in both lists (each domain appears at
+    /// most once in each), so queueing never allocates.
+    pub fn with_room_for(domains: usize) -> Self {
+        Self { queue: VecDeque::with_capacity(domains), timed: Vec::with_capacity(domains) }
+    }
+
     /// Appends a runnable domain.
     pub fn push_back(&mut self, id: DomId) {
         self.queue.push_back(id);

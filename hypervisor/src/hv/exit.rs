@@ -4,6 +4,7 @@
 //! does here can stop the hypervisor: the worst outcome is that the guest's domain is crashed.
 
 use super::{Hypervisor, Next, START_INFO_GFN};
+use crate::console::CONSOLE_RING_BYTES;
 use crate::domain::{PauseReason, Reason};
 use crate::mm::frame::PAGE_SIZE;
 use crate::mm::physmem::PhysMem;
@@ -205,8 +206,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// Appends to a domain's console; dom0's output goes straight to the serial line, other
     /// domains' is echoed as `(dN) ...` lines when enabled.
     pub(crate) fn console_out(&mut self, id: DomId, bytes: &[u8]) {
+        // Console history never eats into the heap the hypervisor keeps for its own work.
+        let may_grow = self.platform.heap_free_bytes() > super::HEAP_RESERVE_BYTES + 2 * CONSOLE_RING_BYTES;
         let Some(d) = self.domains.get_mut(id) else { return };
-        d.console.push(bytes);
+        d.console.push(bytes, may_grow);
         if d.privileged {
             self.platform.console_write(bytes);
             return;

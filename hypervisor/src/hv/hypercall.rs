@@ -3,7 +3,7 @@
 //! refused to unprivileged domains before anything else is looked at; every pointer argument
 //! is checked against the caller's P2M; lengths are bounded so no call can stall the machine.
 
-use super::{Hypervisor, Next};
+use super::{Hypervisor, InvariantError, Next};
 use crate::domain::PauseReason;
 use crate::mm::frame::PAGE_SIZE;
 use crate::mm::physmem::PhysMem;
@@ -39,6 +39,9 @@ enum Outcome {
 }
 
 type HcResult = Result<Outcome, HvError>;
+
+/// Bytes of console history `console_get` copies per step.
+const CONSOLE_COPY_CHUNK_BYTES: usize = 512;
 
 impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// Handles a hypercall exit of domain `id`.
@@ -277,11 +280,23 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
                 let (offset, out, len) = (a[1], a[2], a[3].min(super::super::console::CONSOLE_RING_BYTES as u64));
                 self.check_range(id, out, len)?;
-                let mut buf = alloc::vec![0u8; len as usize];
-                let (start, n) = self.dom(t)?.console.read(offset, &mut buf);
-                self.write_guest(id, out, &buf[..n], false)?;
-                let skipped = start.saturating_sub(offset).min(u32::MAX as u64);
-                Ok(Outcome::Value(n as u64 | (skipped << 32)))
+                // Copied through a small stack buffer: nothing here allocates.
+                let mut chunk = [0u8; CONSOLE_COPY_CHUNK_BYTES];
+                let (mut at, mut done, mut first) = (offset, 0u64, None);
+                while done < len {
+                    let want = (len - done).min(CONSOLE_COPY_CHUNK_BYTES as u64) as usize;
+                    let (start, n) = self.dom(t)?.console.read(at, &mut chunk[..want]);
+                    first.get_or_insert(start);
+                    if n == 0 {
+                        break;
+                    }
+                    self.write_guest(id, out + done, &chunk[..n], false)?;
+                    done += n as u64;
+                    at = start + n as u64;
+                }
+                self.dom(t)?;
+                let skipped = first.unwrap_or(offset).saturating_sub(offset).min(u32::MAX as u64);
+                Ok(Outcome::Value(done | (skipped << 32)))
             }
             nr::HV_INFO => {
                 let info = self.info();
@@ -321,6 +336,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             }
             nr::FRAME_CHECK => match self.check_invariants() {
                 Ok(()) => Ok(Outcome::Value(0)),
+                Err(InvariantError::NoMemory) => Err(HvError::OutOfMemory),
                 Err(e) => {
                     log::error!("invariant check failed: {e:?}");
                     Err(HvError::Busy)

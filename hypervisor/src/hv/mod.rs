@@ -18,7 +18,8 @@ use crate::platform::Platform;
 use crate::sched::{DomId, RunQueue};
 use crate::vcpu::{Backend, Vcpu, VcpuContext, VcpuError};
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 use core::fmt::Write as _;
 use guest_abi::HvError;
 use guest_abi::domctl::{self, CloneArgs, DomainInfo, DomainStat, HvInfo, NO_DOMAIN};
@@ -94,6 +95,8 @@ pub enum InvariantError {
     RefCount { pfn: Pfn, counted: u32, recorded: u32 },
     /// A domain's mapped-page counter differs from its P2M.
     Mapped { domid: DomId, counted: u64, recorded: u64 },
+    /// The heap could not hold the check's counters.
+    NoMemory,
 }
 
 /// The hypervisor.
@@ -135,8 +138,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             mem,
             frames,
             platform,
-            domains: DomainTable::default(),
-            queue: RunQueue::default(),
+            domains: DomainTable::with_room_for_all(),
+            queue: RunQueue::with_room_for(crate::domain::MAX_DOMAINS as usize),
             generation: 1,
             identity,
             settings,
@@ -460,14 +463,20 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// Turns a live domain into a template. With `self_initiated` the domain called
     /// `freeze_self`: its clones see the hypercall return 0.
     pub fn freeze(&mut self, id: DomId, self_initiated: bool) -> Result<(), HvError> {
-        self.unload_extended(id);
-        let d = self.dom_mut(id)?;
+        let heap_short = self.platform.heap_free_bytes() < HEAP_RESERVE_BYTES / 2;
+        let d = self.dom(id)?;
         if d.privileged {
             return Err(HvError::NotPermitted);
         }
         if d.life != Life::Live {
             return Err(HvError::WrongState);
         }
+        // The saved state takes a little heap; the last of the reserve stays untouched.
+        if heap_short {
+            return Err(HvError::OutOfMemory);
+        }
+        self.unload_extended(id);
+        let d = self.dom_mut(id)?;
         let mut v = d.vcpu.take().ok_or(HvError::WrongState)?;
         let mut ctx = v.context();
         if self_initiated {
@@ -948,14 +957,31 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// each domain's mapped-page counter. O(memory); a debug and test check.
     pub fn check_invariants(&self) -> Result<(), InvariantError> {
         self.frames.check().map_err(InvariantError::Frames)?;
-        let mut expected: BTreeMap<u64, u32> = BTreeMap::new();
-        let mut seen = BTreeSet::new();
+        // One counter per frame and one bit per frame, allocated fallibly: a check asked for
+        // when the heap is short fails with an error instead of stopping the machine.
+        let frames = self.frames.len() as usize;
+        let mut expected: Vec<u32> = Vec::new();
+        let mut seen: Vec<u64> = Vec::new();
+        expected.try_reserve_exact(frames).map_err(|_| InvariantError::NoMemory)?;
+        seen.try_reserve_exact(frames.div_ceil(64)).map_err(|_| InvariantError::NoMemory)?;
+        expected.resize(frames, 0);
+        seen.resize(frames.div_ceil(64), 0);
+        let count = |expected: &mut Vec<u32>, pfn: u64| {
+            if let Some(c) = expected.get_mut(pfn as usize) {
+                *c += 1;
+            }
+        };
         for d in self.domains.iter() {
             let Some(p) = &d.p2m else { continue };
-            *expected.entry(p.root().0).or_default() += 1;
-            p.visit(&self.mem, &mut |t| !seen.insert(t.0), &mut |_t, _level, e| {
-                *expected.entry(B::Format::pfn(e).0).or_default() += 1;
-            });
+            count(&mut expected, p.root().0);
+            let mut first_visit = |t: Pfn| {
+                let (word, bit) = ((t.0 / 64) as usize, t.0 % 64);
+                let Some(w) = seen.get_mut(word) else { return true };
+                let known = *w & (1 << bit) != 0;
+                *w |= 1 << bit;
+                known
+            };
+            p.visit(&self.mem, &mut first_visit, &mut |_t, _level, e| count(&mut expected, B::Format::pfn(e).0));
             let mut ram = 0u64;
             p.visit(&self.mem, &mut |_| false, &mut |_t, level, e| {
                 if level == 0 && B::Format::p2m_type(e) == P2mType::Ram {
@@ -969,7 +995,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         for n in 0..self.frames.len() {
             let pfn = Pfn(n);
             if matches!(self.frames.kind(pfn), FrameKind::PageTable | FrameKind::DomainRam | FrameKind::DomainInfo) {
-                let counted = expected.get(&n).copied().unwrap_or(0);
+                let counted = expected.get(n as usize).copied().unwrap_or(0);
                 let recorded = self.frames.refs(pfn);
                 if counted != recorded {
                     return Err(InvariantError::RefCount { pfn, counted, recorded });

@@ -144,6 +144,8 @@ struct MockPlatform {
     out: Vec<u8>,
     input: VecDeque<u8>,
     timers: u32,
+    /// Heap bytes reported free (0 = plenty).
+    heap_free: usize,
 }
 
 impl Platform for MockPlatform {
@@ -180,7 +182,7 @@ impl Platform for MockPlatform {
         }
     }
     fn heap_free_bytes(&self) -> usize {
-        64 << 20
+        if self.heap_free == 0 { 64 << 20 } else { self.heap_free }
     }
 }
 
@@ -313,6 +315,31 @@ fn unnamed_domains_get_a_default_name_no_other_domain_has() {
     assert_eq!(h.domains.by_name("dom2").map(|d| d.id), Some(a));
     assert_eq!(h.domains.by_name("dom2-1").map(|d| d.id), Some(b));
     assert_eq!(h.create_domain("dom2-1", 2 * MIB, false), Err(HvError::NameTaken));
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn a_short_heap_refuses_new_work_and_stops_console_growth_but_nothing_dies() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let u = started(&mut h, "u", 2 * MIB);
+    h.write_guest(u, 0x2000, b"first line\n", false).unwrap();
+    assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[0x2000, 11]), Ok(11));
+    let kept = h.domains.get(u).unwrap().console.heap_bytes();
+    h.platform.heap_free = HEAP_RESERVE_BYTES / 4;
+    let long = [b'z'; 4096];
+    h.write_guest(u, 0x3000, &long, false).unwrap();
+    assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[0x3000, 4096]), Ok(4096), "the write still succeeds");
+    assert_eq!(h.domains.get(u).unwrap().console.heap_bytes(), kept, "but the history does not grow");
+    assert_eq!(h.create_domain("v", 2 * MIB, false), Err(HvError::OutOfMemory));
+    assert_eq!(h.freeze(u, false), Err(HvError::OutOfMemory));
+    assert_eq!(h.domain_info(u).unwrap().state, state::RUNNING, "a refused freeze changes nothing");
+    // dom0 can still read the console (no allocation) and check the frame table.
+    let r = call(&mut h, d0, nr::CONSOLE_GET, &[u as u64, 0, 0x3000, 4096]).unwrap();
+    assert!(r & 0xFFFF_FFFF > 0);
+    assert_eq!(call(&mut h, d0, nr::FRAME_CHECK, &[]), Ok(0));
+    h.platform.heap_free = 0;
+    h.freeze(u, false).unwrap();
     h.check_invariants().unwrap();
 }
 
