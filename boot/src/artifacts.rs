@@ -34,6 +34,7 @@ pub const DEFAULT_GUESTS: &[GuestSpec] = &[
     GuestSpec { image: "demo", package: "guests", bin: "demo" },
     GuestSpec { image: "cowbench", package: "guests", bin: "cowbench" },
     GuestSpec { image: "xstate", package: "guests", bin: "xstate" },
+    GuestSpec { image: "userspace", package: "guests", bin: "userspace" },
 ];
 
 /// The path of a built image by its bundle name.

@@ -117,6 +117,13 @@ pub enum Exit {
         /// The value the guest tried to write.
         value: u64,
     },
+    /// An exception the hypervisor intercepts so that a guest cannot loop the CPU in
+    /// microcode delivering it (#DB, #AC); it is reflected back into the guest.
+    Exception {
+        vector: u8,
+        /// The error code, for vectors that push one.
+        error: Option<u32>,
+    },
     /// VM entry failed: the vCPU state is invalid.
     InvalidState(u32),
     /// An exit the hypervisor does not handle.
@@ -197,9 +204,11 @@ impl GuestMsr {
     }
 }
 
-/// Exceptions the hypervisor injects.
+/// Exceptions the hypervisor injects or intercepts.
 pub mod vector {
+    pub const DB: u8 = 1;
     pub const UD: u8 = 6;
+    pub const AC: u8 = 17;
     pub const GP: u8 = 13;
 }
 

@@ -104,6 +104,22 @@ fn registers_outside_the_control_block_never_leak_between_domains() {
     }
 }
 
+#[test]
+fn user_space_cannot_make_hypercalls_and_intercepted_exceptions_reach_the_guest() {
+    for opts in both(60) {
+        let opts_is_bochs = opts.emulator == boot::emulator::Emulator::Bochs;
+        let o = run_ok(&bare(opts, &[("userspace", "userspace")], &[]));
+        assert_guest_success(&o, "userspace");
+        let console = console_of(&o, "userspace");
+        assert!(console.iter().any(|l| l.contains("hypercalls from ring 3 refused")), "{console:?}");
+        // Bochs implements #AC; QEMU's TCG does not raise it at all.
+        let ac = if opts_is_bochs { "alignment check reflected" } else { "this CPU raised no alignment check" };
+        assert!(console.iter().any(|l| l.contains(ac)), "{console:?}");
+        assert!(console.iter().any(|l| l.contains("single step reflected")), "{console:?}");
+        assert_memory_returned(&o);
+    }
+}
+
 fn spinner_stats(o: &boot::run::RunOutcome, name: &str) -> (u64, u64) {
     let line = console_of(o, name).into_iter().find(|l| l.contains("iterations")).expect("spinner line");
     let field = |key: &str| -> u64 {

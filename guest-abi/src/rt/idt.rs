@@ -162,6 +162,14 @@ pub fn set_handler(vector: u8, handler: Handler) {
     HANDLERS[usize::from(vector)].store(handler as *mut (), Ordering::Release);
 }
 
+/// Lets user space (CPL 3) raise `vector` with `int` (sets the gate's DPL to 3).
+pub fn allow_from_user(vector: u8) {
+    const DPL3_BITS: u64 = 3 << 45;
+    // SAFETY: single vCPU; the gate is changed in place with one store, and the CPU reads it
+    // only when the vector is raised.
+    unsafe { (*TABLE.get())[usize::from(vector)][0] |= DPL3_BITS };
+}
+
 /// Gives `vector` back to the runtime's default handling.
 pub fn clear_handler(vector: u8) {
     HANDLERS[usize::from(vector)].store(core::ptr::null_mut(), Ordering::Release);

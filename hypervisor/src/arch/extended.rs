@@ -49,6 +49,12 @@ pub fn save(s: &mut ExtendedState, cr2: bool) {
     }
 }
 
+/// Sets DR6 (VMX: the bits of a #DB that caused a VM exit, for the guest to find).
+pub fn write_dr6(value: u64) {
+    // SAFETY: callers pass DR6's reserved-one bits plus status bits; bits 63:32 are clear.
+    unsafe { asm!("mov dr6, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Loads `s` into the CPU; `cr2` also loads CR2.
 pub fn load(s: &ExtendedState, cr2: bool) {
     // SAFETY: the image was written by FXSAVE (or is `ExtendedState::default()`, a valid

@@ -101,6 +101,14 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 }
                 Next::Continue
             }
+            Exit::Exception { vector, error } => {
+                // Intercepted only so that delivering it cannot hang the CPU (an #AC or #DB
+                // raised while delivering itself loops in microcode); the guest takes it.
+                if let Some(v) = self.vcpu(id) {
+                    v.inject_exception(vector, error);
+                }
+                Next::Continue
+            }
             Exit::ControlRegisterWrite { cr, value } => self.control_register_write(id, cr, value),
             Exit::InvalidState(code) => {
                 self.crash(id, format_args!("invalid vcpu state (vm entry failed, {code:#x})"));

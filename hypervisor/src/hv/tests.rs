@@ -440,6 +440,16 @@ fn wild_accesses_crash_only_the_offending_domain() {
 }
 
 #[test]
+fn intercepted_debug_and_alignment_exceptions_are_reflected_into_the_guest() {
+    let mut h = hv();
+    let u = started(&mut h, "u", 2 * MIB);
+    assert!(matches!(h.handle_exit(u, Exit::Exception { vector: vector::AC, error: Some(0) }), Next::Continue));
+    assert!(matches!(h.handle_exit(u, Exit::Exception { vector: vector::DB, error: None }), Next::Continue));
+    assert_eq!(vcpu(&mut h, u).injected, vec![(vector::AC, true), (vector::DB, true)]);
+    assert_eq!(h.domain_info(u).unwrap().state, state::RUNNING);
+}
+
+#[test]
 fn cpuid_identifies_the_hypervisor_and_hides_virtualization() {
     let mut h = hv();
     let u = started(&mut h, "u", 2 * MIB);

@@ -10,7 +10,7 @@ use crate::mm::frame::{FrameKind, FrameTable, OWNER_HYPERVISOR, Pfn};
 use crate::mm::phys;
 use crate::p2m::Npt;
 use crate::arch::extended;
-use crate::vcpu::{Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Vcpu, VcpuContext, VcpuError};
+use crate::vcpu::{Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Vcpu, VcpuContext, VcpuError, vector};
 use alloc::boxed::Box;
 use core::arch::global_asm;
 use guest_abi::hypercall::CallInsn;
@@ -24,6 +24,9 @@ pub const MSRPM_FRAMES: u64 = 2;
 /// Boot-pool frames the backend takes: IOPM, MSRPM, host save area, host VMCB.
 pub const POOL_FRAMES_NEEDED: u64 = IOPM_FRAMES + MSRPM_FRAMES + 2;
 
+/// #DB and #AC: a guest could otherwise hang the CPU by raising one while delivering it
+/// (CVE-2015-5307, CVE-2015-8104); they are reflected back into the guest.
+const INTERCEPTED_EXCEPTIONS: u32 = 1 << vector::DB | 1 << vector::AC;
 const TLB_CONTROL_NONE: u8 = 0;
 const TLB_CONTROL_FLUSH_ALL: u8 = 1;
 const TLB_CONTROL_FLUSH_ASID: u8 = 3;
@@ -161,7 +164,7 @@ impl Backend for Svm {
         phys::zero_frame(frame);
         let vmcb = Vmcb(frame);
         vmcb.write::<u32>(ctl::INTERCEPT_CR, 0);
-        vmcb.write::<u32>(ctl::INTERCEPT_EXCEPTIONS, 0);
+        vmcb.write::<u32>(ctl::INTERCEPT_EXCEPTIONS, INTERCEPTED_EXCEPTIONS);
         vmcb.write::<u32>(
             ctl::INTERCEPT_MISC1,
             misc1::INTR
@@ -169,6 +172,7 @@ impl Backend for Svm {
                 | misc1::SMI
                 | misc1::INIT
                 | misc1::CPUID
+                | misc1::INVD
                 | misc1::HLT
                 | misc1::INVLPGA
                 | misc1::IOIO_PROT
@@ -279,6 +283,12 @@ impl Backend for Svm {
                 if info1 & 1 == 0 { Exit::Rdmsr } else { Exit::Wrmsr }
             }
             exit::SHUTDOWN => Exit::TripleFault,
+            c @ exit::EXCEPTION_0..=exit::EXCEPTION_31 => {
+                let vector = (c - exit::EXCEPTION_0) as u8;
+                // #AC pushes an error code (always 0); the VMCB has it in EXITINFO1.
+                let error = (vector == vector::AC).then_some(info1 as u32);
+                Exit::Exception { vector, error }
+            }
             exit::VMRUN
             | exit::VMLOAD
             | exit::VMSAVE
@@ -288,6 +298,7 @@ impl Backend for Svm {
             | exit::INVLPGA
             | exit::MONITOR
             | exit::MWAIT
+            | exit::INVD
             | exit::XSETBV => Exit::InvalidInstruction,
             c if c & 0xFFFF_FFFF == exit::INVALID_LOW32 => Exit::InvalidState(c as u32),
             c => Exit::Unhandled(c),

@@ -71,6 +71,7 @@ pub mod misc1 {
     pub const INIT: u32 = 1 << 3;
     pub const VINTR: u32 = 1 << 4;
     pub const CPUID: u32 = 1 << 18;
+    pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
     pub const INVLPGA: u32 = 1 << 26;
     pub const IOIO_PROT: u32 = 1 << 27;
@@ -99,7 +100,11 @@ pub mod exit {
     pub const SMI: u64 = 0x62;
     pub const INIT: u64 = 0x63;
     pub const VINTR: u64 = 0x64;
+    /// First of the exception intercepts (0x40 + vector).
+    pub const EXCEPTION_0: u64 = 0x40;
+    pub const EXCEPTION_31: u64 = 0x5F;
     pub const CPUID: u64 = 0x72;
+    pub const INVD: u64 = 0x76;
     pub const HLT: u64 = 0x78;
     pub const INVLPGA: u64 = 0x7A;
     pub const IOIO: u64 = 0x7B;

@@ -16,7 +16,7 @@ use crate::p2m::Ept;
 use crate::arch::extended;
 use crate::vcpu::{
     Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Segment, Vcpu, VcpuContext, VcpuError, attrs_from_vmx,
-    vmx_access_rights,
+    vector, vmx_access_rights,
 };
 use alloc::boxed::Box;
 use core::arch::global_asm;
@@ -136,6 +136,11 @@ const EVENT_TYPE_EXTERNAL: u32 = 0 << 8;
 const EVENT_TYPE_NMI: u32 = 2 << 8;
 const EVENT_TYPE_HW_EXCEPTION: u32 = 3 << 8;
 const EPTP_WB_4LEVEL: u64 = 6 | (3 << 3);
+/// #DB and #AC: a guest could otherwise hang the CPU by raising one while delivering it
+/// (CVE-2015-5307, CVE-2015-8104); they are reflected back into the guest.
+const INTERCEPTED_EXCEPTIONS: u64 = 1 << vector::DB | 1 << vector::AC;
+/// DR6 bits a #DB exit reports in its qualification: B0-B3, BD, BS.
+const DR6_EXIT_BITS: u64 = 0x600F;
 const INVEPT_SINGLE: u64 = 1;
 const INVEPT_ALL: u64 = 2;
 const INTERRUPTIBILITY_BLOCKING: u64 = 0b11;
@@ -361,7 +366,7 @@ impl Backend for Vmx {
         write(SECONDARY_CONTROLS, c.proc2 as u64);
         write(EXIT_CONTROLS, c.exit as u64);
         write(ENTRY_CONTROLS, c.entry as u64);
-        write(EXCEPTION_BITMAP, 0);
+        write(EXCEPTION_BITMAP, INTERCEPTED_EXCEPTIONS);
         write(PAGE_FAULT_ERROR_MASK, 0);
         write(PAGE_FAULT_ERROR_MATCH, 0);
         write(CR3_TARGET_COUNT, 0);
@@ -508,6 +513,17 @@ impl Backend for Vmx {
             reason::EXTERNAL_INTERRUPT => Exit::ExternalInterrupt,
             reason::EXCEPTION_OR_NMI if vmread(EXIT_INTERRUPTION_INFO) as u32 & (7 << 8) == EVENT_TYPE_NMI => {
                 Exit::ExternalInterrupt
+            }
+            reason::EXCEPTION_OR_NMI => {
+                let info = vmread(EXIT_INTERRUPTION_INFO) as u32;
+                let vector = info as u8;
+                let error = (info & EVENT_ERROR_VALID != 0).then(|| vmread(EXIT_INTERRUPTION_ERROR) as u32);
+                if vector == vector::DB {
+                    // A #DB that exits leaves DR6 alone and reports its bits here; the guest
+                    // owns the CPU's DR6 while it runs, so put them where it will look.
+                    extended::write_dr6(crate::vcpu::DR6_RESET | (q & DR6_EXIT_BITS));
+                }
+                Exit::Exception { vector, error }
             }
             reason::INTERRUPT_WINDOW => Exit::InterruptWindow,
             reason::CPUID => Exit::Cpuid,
