@@ -18,6 +18,25 @@ pub const TYPE_CHUNK_BYTES: usize = 8;
 /// How long to wait for a chunk's echo before typing on regardless.
 const ECHO_WAIT: Duration = Duration::from_secs(10);
 
+/// Whether the shell has echoed `chunk` in `output` (what it printed since the chunk was
+/// typed). Editing keys echo as something else (backspace as `\b \b`), so only the chunk's
+/// printable bytes are looked for; a chunk of editing keys alone counts once anything came back.
+fn chunk_echoed(chunk: &[u8], output: &[u8]) -> bool {
+    let printable = |b: &u8| (0x20..0x7F).contains(b);
+    if !chunk.iter().any(printable) {
+        return chunk.is_empty() || !output.is_empty();
+    }
+    // Each run of printable bytes must come back, in order.
+    let mut rest = output;
+    for run in chunk.split(|b| !printable(b)).filter(|r| !r.is_empty()) {
+        match rest.windows(run.len()).position(|w| w == run) {
+            Some(at) => rest = &rest[at + run.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// A pseudo-terminal pair; the emulator opens the slave by path.
 pub struct Pty {
     master: OwnedFd,
@@ -265,10 +284,7 @@ pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::R
             sent += 1;
         }
         if let Some(t) = typing.as_mut() {
-            let chunk = &t.line[t.chunk.clone()];
-            let echoed = chunk.is_empty()
-                || output[t.echo_from..].windows(chunk.len()).any(|w| w == chunk)
-                || t.since.elapsed() > ECHO_WAIT;
+            let echoed = chunk_echoed(&t.line[t.chunk.clone()], &output[t.echo_from..]) || t.since.elapsed() > ECHO_WAIT;
             if echoed {
                 let deadline = Instant::now() + Duration::from_secs(5);
                 if t.chunk.end < t.line.len() {
@@ -307,6 +323,16 @@ pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_chunks_with_editing_keys_count_as_echoed_by_their_printable_bytes() {
+        assert!(chunk_echoed(b"", b""));
+        assert!(chunk_echoed(b"create h", b"create h"));
+        assert!(!chunk_echoed(b"create h", b"create"));
+        assert!(chunk_echoed(b"hellx\x7fo", b"hellx\x08 \x08o"), "backspace echoes as a rubout");
+        assert!(!chunk_echoed(b"\x7f\x7f", b""), "nothing came back yet");
+        assert!(chunk_echoed(b"\x7f\x7f", b"\x08 \x08"));
+    }
 
     #[test]
     fn prompt_split_across_reads_is_counted_once() {

@@ -127,6 +127,9 @@ fn bad_commands_and_arguments_each_get_one_error_line() {
         "list everything",
     ];
     let mut script: Vec<&str> = bad.to_vec();
+    // Typed with line editing: a wrong letter rubbed out with backspace (DEL), and a line of
+    // junk erased with Ctrl-U before the real command.
+    script.extend(["create hellx\x7fo name=edi\x7f\x7fdited", "wait edited dead 30", "junk words\x15console edited"]);
     script.extend(["create hello name=ok", "wait ok dead 30", "console ok", "poweroff"]);
     for opts in both(120) {
         let o = dom0(opts, &script);
@@ -141,6 +144,11 @@ fn bad_commands_and_arguments_each_get_one_error_line() {
         assert!(output_of(&o, "create hello mem=100000", 0)[0].contains("out of memory")
             || output_of(&o, "create hello mem=100000", 0)[0].contains("bad argument"));
         assert!(output_of(&o, "console ok", 0).contains(&"Test result: SUCCESS".to_string()), "the shell still works");
+        let edited = o.lines().any(|l| l.starts_with("created domain ") && l.ends_with(" edited"));
+        assert!(edited, "backspace edits the line before it runs:\n{}", o.serial);
+        let greeted = o.lines().any(|l| l.starts_with("hello from domain ") && l.contains("(edited)"));
+        assert!(greeted, "Ctrl-U erases the line before it runs:\n{}", o.serial);
+        assert_lacks(&o, "unknown command \"junk");
     }
 }
 
