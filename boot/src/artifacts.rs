@@ -35,6 +35,7 @@ pub const DEFAULT_GUESTS: &[GuestSpec] = &[
     GuestSpec { image: "cowbench", package: "guests", bin: "cowbench" },
     GuestSpec { image: "xstate", package: "guests", bin: "xstate" },
     GuestSpec { image: "userspace", package: "guests", bin: "userspace" },
+    GuestSpec { image: "upcall", package: "guests", bin: "upcall" },
 ];
 
 /// The path of a built image by its bundle name.

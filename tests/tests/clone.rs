@@ -232,3 +232,30 @@ fn running_out_of_memory_pauses_only_the_writer_and_it_resumes_once_memory_is_ba
         assert_eq!(lines(&o, "check"), vec!["frame table consistent"]);
     }
 }
+
+#[test]
+fn a_clone_of_a_template_that_asked_for_upcalls_learns_its_identity_by_upcall() {
+    for opts in both(120) {
+        let o = dom0(
+            opts,
+            &[
+                "create upcall",
+                "wait upcall frozen 60",
+                "clone upcall count=2",
+                "wait upcall-0 dead 60",
+                "wait upcall-1 dead 60",
+                "console upcall-0",
+                "console upcall-1",
+                "poweroff",
+            ],
+        );
+        for (i, c) in ["upcall-0", "upcall-1"].into_iter().enumerate() {
+            let console = lines(&o, &format!("console {c}"));
+            assert!(
+                console.iter().any(|l| l.starts_with(&format!("clone {i} domain ")) && l.contains("got CLONED by upcall")),
+                "{c}: {console:?}"
+            );
+            assert!(console.contains(&"Test result: SUCCESS".to_string()), "{c}: {console:?}");
+        }
+    }
+}

@@ -160,12 +160,18 @@ fn benchmark_prints_hypercall_and_second_level_fault_round_trips() {
         let o = run_ok(&bare(opts, &[("bench", "bench")], &[]));
         assert_guest_success(&o, "bench");
         let console = console_of(&o, "bench");
+        let mut figures = Vec::new();
         for key in ["bench: null-hypercall cycles=", "bench: npf-roundtrip cycles=", "bench: plain-write cycles="] {
             let line = console.iter().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} missing"));
             let cycles: u64 = line[key.len()..].split_whitespace().next().unwrap().parse().unwrap();
-            eprintln!("[{emulator:?}] {line}");
             assert!(cycles > 0);
+            figures.push(line.clone());
         }
+        let title = match emulator {
+            boot::emulator::Emulator::Qemu => "QEMU TCG, AMD SVM+NPT, -icount: round trips (instructions)",
+            _ => "Bochs, Intel VMX+EPT: round trips (instructions)",
+        };
+        record_figures(title, &figures);
     }
 }
 

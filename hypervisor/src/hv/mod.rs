@@ -10,7 +10,7 @@ pub use build::BuildFailure;
 #[cfg(test)]
 mod tests;
 
-use crate::domain::{Domain, DomainTable, Life, Name, PauseReason, Reason};
+use crate::domain::{Domain, DomainTable, Events, Life, Name, PauseReason, Reason};
 use crate::mm::frame::{FrameKind, FrameTable, PAGE_SIZE, Pfn};
 use crate::mm::physmem::PhysMem;
 use crate::p2m::{EntryFormat, Gfn, P2m, P2mError, P2mType, WriteFault, WritePolicy};
@@ -547,6 +547,9 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         if let Some(ext) = self.domains.get(template).and_then(|t| t.frozen_extended.as_deref()) {
             *vcpu.extended_mut() = ext.clone();
         }
+        // A clone keeps the template's event registration: if it asked for upcalls, the
+        // CLONED event arrives as one as soon as it can take an interrupt.
+        let t_events = self.domains.get(template).map(|t| t.events).unwrap_or_default();
         let mut d = Box::new(Domain::new(id, name_buf, false, t_mem, generation));
         d.p2m = Some(p2m);
         d.vcpu = Some(vcpu);
@@ -557,7 +560,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         d.owned_ram = 0;
         d.gpa_limit = t_limit;
         d.paused = None;
-        d.events.pending = event::CLONED;
+        d.events = Events { pending: event::CLONED, ..t_events };
         self.domains.insert(d);
         if let Some(t) = self.domains.get_mut(template) {
             t.clones += 1;
@@ -936,7 +939,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         }
         let control_block = if d.vcpu.is_some() { PAGE_SIZE } else { 0 };
         let info_page = if d.p2m.is_some() { PAGE_SIZE } else { 0 };
-        let heap = core::mem::size_of::<Domain<B::Vcpu, B::Format>>() + d.console.heap_bytes();
+        let extended = usize::from(d.vcpu.is_some()) + usize::from(d.frozen_extended.is_some());
+        let heap = core::mem::size_of::<Domain<B::Vcpu, B::Format>>()
+            + d.console.heap_bytes()
+            + extended * core::mem::size_of::<crate::vcpu::ExtendedState>();
         Ok(DomainStat {
             domid: id,
             _pad: 0,
