@@ -383,14 +383,11 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         }
     }
 
-    /// The name of a new domain `id`: `name`, or when it is empty `dom{id}` (with a suffix
-    /// if a domain already took that name). Names are unique.
+    /// The name of a new domain `id`: `name` (whose uniqueness the caller checked first), or
+    /// when it is empty `dom{id}`, with a suffix if a domain already took that name.
     fn new_name(&self, name: &str, id: DomId) -> Result<Name, HvError> {
         if !name.is_empty() {
-            return match self.domains.by_name(name) {
-                Some(_) => Err(HvError::NameTaken),
-                None => Ok(Name::new(name)),
-            };
+            return Ok(Name::new(name));
         }
         for n in 0..DEFAULT_NAME_TRIES {
             let mut b = Name::new("");
