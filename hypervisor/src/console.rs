@@ -15,13 +15,13 @@ pub struct ConsoleRing {
 
 impl ConsoleRing {
     /// Appends bytes, dropping the oldest beyond [`CONSOLE_RING_BYTES`]. The buffer grows on
-    /// the heap only when `may_grow` (the caller knows whether the heap can spare it) and the
-    /// allocation succeeds; otherwise the history kept is what fits in what it already has.
+    /// the heap only when `may_grow()` says the heap can spare it (asked only when growth is
+    /// needed) and the allocation succeeds; otherwise the history kept is what fits in what it already has.
     /// Bytes that do not fit are still counted, so readers see them as lost.
-    pub fn push(&mut self, bytes: &[u8], may_grow: bool) {
+    pub fn push(&mut self, bytes: &[u8], may_grow: impl FnOnce() -> bool) {
         self.total += bytes.len() as u64;
         let wanted = (self.buf.len() + bytes.len()).min(CONSOLE_RING_BYTES);
-        if wanted > self.buf.capacity() && may_grow {
+        if wanted > self.buf.capacity() && may_grow() {
             let _ = self.buf.try_reserve_exact(wanted - self.buf.len());
         }
         let limit = self.buf.capacity().min(CONSOLE_RING_BYTES);
@@ -82,13 +82,13 @@ mod tests {
     #[test]
     fn reads_resume_at_an_offset_and_old_bytes_fall_off() {
         let mut c = ConsoleRing::default();
-        c.push(b"hello ", true);
-        c.push(b"world", true);
+        c.push(b"hello ", || true);
+        c.push(b"world", || true);
         let mut out = [0u8; 64];
         assert_eq!(c.read(6, &mut out), (6, 5));
         assert_eq!(&out[..5], b"world");
         let big = alloc::vec![b'x'; CONSOLE_RING_BYTES];
-        c.push(&big, true);
+        c.push(&big, || true);
         assert_eq!(c.total(), 11 + CONSOLE_RING_BYTES as u64);
         assert_eq!(c.first(), 11);
         let (start, n) = c.read(0, &mut out);
@@ -99,13 +99,13 @@ mod tests {
     #[test]
     fn without_heap_to_spare_the_ring_keeps_what_fits_and_counts_the_rest() {
         let mut c = ConsoleRing::default();
-        c.push(b"lost", false);
+        c.push(b"lost", || false);
         assert_eq!((c.total(), c.first(), c.heap_bytes()), (4, 4, 0), "no buffer, nothing kept");
-        c.push(b"kept", true);
+        c.push(b"kept", || true);
         let cap = c.heap_bytes();
         assert!(cap >= 4);
         let more = alloc::vec![b'y'; cap + 10];
-        c.push(&more, false);
+        c.push(&more, || false);
         assert_eq!(c.heap_bytes(), cap, "no growth without heap to spare");
         assert_eq!(c.total(), 8 + cap as u64 + 10);
         let mut out = alloc::vec![0u8; cap];
@@ -117,17 +117,17 @@ mod tests {
     #[test]
     fn echo_waits_for_whole_lines_breaks_long_ones_and_flushes_the_rest() {
         let mut c = ConsoleRing::default();
-        c.push(b"par", true);
+        c.push(b"par", || true);
         assert_eq!(c.next_echo(0, 8, false), None, "a partial line waits");
-        c.push(b"tial\nab", true);
+        c.push(b"tial\nab", || true);
         assert_eq!(c.next_echo(0, 8, false), Some((0, 8)), "the line ends at its newline");
         assert_eq!(c.next_echo(8, 8, false), None);
         assert_eq!(c.next_echo(8, 8, true), Some((8, 10)), "flush takes the rest");
-        c.push(b"cdefghijkl", true);
+        c.push(b"cdefghijkl", || true);
         assert_eq!(c.next_echo(8, 8, false), Some((8, 16)), "a long line is broken at the limit");
         assert_eq!(c.next_echo(20, 8, true), None, "nothing is left");
         let big = alloc::vec![b'x'; CONSOLE_RING_BYTES];
-        c.push(&big, true);
+        c.push(&big, || true);
         assert_eq!(c.next_echo(0, 8, false), Some((c.first(), c.first() + 8)), "lost bytes are skipped");
     }
 }

@@ -215,7 +215,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// domains' is echoed as `(dN) ...` lines when enabled.
     pub(crate) fn console_out(&mut self, id: DomId, bytes: &[u8]) {
         // Console history never eats into the heap the hypervisor keeps for its own work.
-        let may_grow = self.platform.heap_free_bytes() > super::HEAP_RESERVE_BYTES + 2 * CONSOLE_RING_BYTES;
+        let platform = &self.platform;
+        let may_grow = || platform.heap_free_bytes() > super::HEAP_RESERVE_BYTES + 2 * CONSOLE_RING_BYTES;
         let Some(d) = self.domains.get_mut(id) else { return };
         d.console.push(bytes, may_grow);
         if d.privileged {

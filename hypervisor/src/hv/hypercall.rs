@@ -280,13 +280,17 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
                 let (offset, out, len) = (a[1], a[2], a[3].min(super::super::console::CONSOLE_RING_BYTES as u64));
                 self.check_range(id, out, len)?;
+                // Reading starts at the oldest byte still kept if `offset` fell off the ring.
+                let begin = {
+                    let c = &self.dom(t)?.console;
+                    offset.clamp(c.first(), c.total())
+                };
                 // Copied through a small stack buffer: nothing here allocates.
                 let mut chunk = [0u8; CONSOLE_COPY_CHUNK_BYTES];
-                let (mut at, mut done, mut first) = (offset, 0u64, None);
+                let (mut at, mut done) = (begin, 0u64);
                 while done < len {
                     let want = (len - done).min(CONSOLE_COPY_CHUNK_BYTES as u64) as usize;
                     let (start, n) = self.dom(t)?.console.read(at, &mut chunk[..want]);
-                    first.get_or_insert(start);
                     if n == 0 {
                         break;
                     }
@@ -294,8 +298,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                     done += n as u64;
                     at = start + n as u64;
                 }
-                self.dom(t)?;
-                let skipped = first.unwrap_or(offset).saturating_sub(offset).min(u32::MAX as u64);
+                let skipped = begin.saturating_sub(offset).min(u32::MAX as u64);
                 Ok(Outcome::Value(done | (skipped << 32)))
             }
             nr::HV_INFO => {

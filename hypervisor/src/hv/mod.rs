@@ -540,13 +540,18 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 return Err(e);
             }
         };
+        // A clone starts from the template's saved registers and keeps its event registration:
+        // if it asked for upcalls, CLONED arrives as one as soon as it can take an interrupt.
         let mut vcpu = vcpu;
-        if let Some(ext) = self.domains.get(template).and_then(|t| t.frozen_extended.as_deref()) {
-            *vcpu.extended_mut() = ext.clone();
-        }
-        // A clone keeps the template's event registration: if it asked for upcalls, the
-        // CLONED event arrives as one as soon as it can take an interrupt.
-        let t_events = self.domains.get(template).map(|t| t.events).unwrap_or_default();
+        let t_events = match self.domains.get(template) {
+            Some(t) => {
+                if let Some(ext) = t.frozen_extended.as_deref() {
+                    *vcpu.extended_mut() = ext.clone();
+                }
+                t.events
+            }
+            None => Events::default(),
+        };
         let mut d = Box::new(Domain::new(id, name_buf, false, t_mem, generation));
         d.p2m = Some(p2m);
         d.vcpu = Some(vcpu);
