@@ -21,6 +21,26 @@ pub fn name_str(field: &[u8]) -> &str {
     core::str::from_utf8(&field[..n]).unwrap_or("?")
 }
 
+/// Why a name from a guest was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameError {
+    /// Not UTF-8.
+    NotUtf8,
+    /// A NUL inside the name (NULs may only pad its end): the name would display as a
+    /// shorter one that another domain may have.
+    EmbeddedNul,
+}
+
+/// Validates a NUL-padded name field sent by a guest: UTF-8, NULs only after the name.
+/// The empty name (all NULs) is valid (it asks for a default name).
+pub fn parse_name(field: &[u8]) -> Result<&str, NameError> {
+    let n = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    if field[n..].iter().any(|&b| b != 0) {
+        return Err(NameError::EmbeddedNul);
+    }
+    core::str::from_utf8(&field[..n]).map_err(|_| NameError::NotUtf8)
+}
+
 /// `dom_create` arguments.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
@@ -178,6 +198,11 @@ pub struct DomainStat {
     pub overhead_bytes: u64,
     /// Generation number (changes on every clone/restore).
     pub generation: u64,
+    /// Frames charged to the quota: private RAM pages plus the page tables the domain's
+    /// writes made it copy.
+    pub quota_used_pages: u64,
+    /// The page-table part of `quota_used_pages`.
+    pub quota_table_pages: u64,
 }
 
 /// `hv_info` result.
@@ -209,4 +234,20 @@ pub struct HvInfo {
     /// Boot firmware: 1 = bios, 2 = uefi.
     pub firmware: u32,
     pub _pad: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_an_embedded_nul_or_bad_utf8_are_refused() {
+        assert_eq!(parse_name(&name_field("web-1")), Ok("web-1"));
+        assert_eq!(parse_name(&[0; NAME_MAX_BYTES]), Ok(""));
+        let mut f = name_field("ab");
+        f[3] = b'c';
+        assert_eq!(parse_name(&f), Err(NameError::EmbeddedNul), "a\\0\\0c would show as \"ab\"");
+        assert_eq!(parse_name(b"\xff\xfe"), Err(NameError::NotUtf8));
+        assert_eq!(parse_name(b"full-length-name-without-padding"), Ok("full-length-name-without-padding"));
+    }
 }

@@ -95,27 +95,57 @@ pub struct VcpuContext {
     pub sysenter_cs: u64,
     pub sysenter_esp: u64,
     pub sysenter_eip: u64,
+    /// The task-priority register as CR8 shows it (0-15): interrupts whose vector's priority
+    /// class (vector / 16) is at or below it are held back.
+    pub cr8: u64,
+    /// IA32_TSC_AUX, what RDTSCP and RDPID return.
+    pub tsc_aux: u64,
 }
 
-/// CR0 bits.
+/// CR0 bits (Intel SDM Vol 3A 2.5, AMD APM Vol 2 3.1.1).
 pub mod cr0 {
     pub const PE: u64 = 1 << 0;
     pub const MP: u64 = 1 << 1;
+    pub const EM: u64 = 1 << 2;
+    pub const TS: u64 = 1 << 3;
     pub const ET: u64 = 1 << 4;
     pub const NE: u64 = 1 << 5;
     pub const WP: u64 = 1 << 16;
+    pub const AM: u64 = 1 << 18;
+    pub const NW: u64 = 1 << 29;
+    pub const CD: u64 = 1 << 30;
     pub const PG: u64 = 1 << 31;
 }
 
-/// CR4 bits.
+/// CR4 bits (Intel SDM Vol 3A 2.5, AMD APM Vol 2 3.1.3).
 pub mod cr4 {
+    pub const VME: u64 = 1 << 0;
+    pub const PVI: u64 = 1 << 1;
+    pub const TSD: u64 = 1 << 2;
+    pub const DE: u64 = 1 << 3;
+    pub const PSE: u64 = 1 << 4;
     pub const PAE: u64 = 1 << 5;
+    pub const MCE: u64 = 1 << 6;
+    pub const PGE: u64 = 1 << 7;
+    pub const PCE: u64 = 1 << 8;
     pub const OSFXSR: u64 = 1 << 9;
     pub const OSXMMEXCPT: u64 = 1 << 10;
+    pub const UMIP: u64 = 1 << 11;
+    pub const LA57: u64 = 1 << 12;
     pub const VMXE: u64 = 1 << 13;
+    pub const SMXE: u64 = 1 << 14;
+    pub const FSGSBASE: u64 = 1 << 16;
+    pub const PCIDE: u64 = 1 << 17;
+    pub const OSXSAVE: u64 = 1 << 18;
+    pub const KL: u64 = 1 << 19;
+    pub const SMEP: u64 = 1 << 20;
+    pub const SMAP: u64 = 1 << 21;
+    pub const PKE: u64 = 1 << 22;
+    pub const CET: u64 = 1 << 23;
+    pub const PKS: u64 = 1 << 24;
 }
 
-/// EFER bits.
+/// EFER bits (Intel SDM Vol 3A 2.2.1, AMD APM Vol 2 3.1.7).
 pub mod efer {
     pub const SCE: u64 = 1 << 0;
     pub const LME: u64 = 1 << 8;
@@ -124,11 +154,18 @@ pub mod efer {
     pub const SVME: u64 = 1 << 12;
 }
 
-/// RFLAGS bits.
+/// RFLAGS bits (Intel SDM Vol 1 3.4.3).
 pub mod rflags {
     pub const RESERVED_1: u64 = 1 << 1;
+    pub const TF: u64 = 1 << 8;
     pub const IF: u64 = 1 << 9;
+    pub const VM: u64 = 1 << 17;
+    /// Bits that read as zero and must be written as zero: 3, 5, 15 and 22-63.
+    pub const RESERVED_0: u64 = (1 << 3) | (1 << 5) | (1 << 15) | !((1 << 22) - 1);
 }
+
+/// Highest value CR8 holds (it is the top four bits of the task-priority register).
+pub const CR8_MAX: u64 = 15;
 
 /// Power-on PAT value (WB, WT, UC-, UC repeated).
 pub const DEFAULT_PAT: u64 = 0x0007_0406_0007_0406;

@@ -31,6 +31,14 @@ impl ConsoleRing {
         self.buf.extend(bytes);
     }
 
+    /// Counts `n` bytes as written but lost, along with everything kept so far: what a
+    /// write of `n` bytes followed by [`CONSOLE_RING_BYTES`] more leaves behind, without
+    /// copying the part nobody would see.
+    pub fn lose(&mut self, n: u64) {
+        self.buf.clear();
+        self.total += n;
+    }
+
     /// Bytes ever written.
     pub fn total(&self) -> u64 {
         self.total
@@ -112,6 +120,22 @@ mod tests {
         let (start, n) = c.read(0, &mut out);
         assert_eq!((start, n), (c.total() - cap as u64, cap), "the newest bytes are kept");
         assert!(out.iter().all(|&b| b == b'y'));
+    }
+
+    #[test]
+    fn losing_a_prefix_leaves_what_a_full_write_would() {
+        let mut full = ConsoleRing::default();
+        let mut short = ConsoleRing::default();
+        full.push(b"old", || true);
+        short.push(b"old", || true);
+        let text: alloc::vec::Vec<u8> = (0..CONSOLE_RING_BYTES + 100).map(|i| i as u8).collect();
+        full.push(&text, || true);
+        short.lose(100);
+        short.push(&text[100..], || true);
+        assert_eq!((full.total(), full.first()), (short.total(), short.first()));
+        let (mut a, mut b) = (alloc::vec![0u8; CONSOLE_RING_BYTES], alloc::vec![0u8; CONSOLE_RING_BYTES]);
+        assert_eq!(full.read(0, &mut a), short.read(0, &mut b));
+        assert_eq!(a, b);
     }
 
     #[test]

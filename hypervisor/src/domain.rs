@@ -162,6 +162,9 @@ pub struct Domain<V, F: EntryFormat> {
     pub quota_pages: u64,
     /// RAM frames this domain allocated (populated or copied on write).
     pub owned_ram: u64,
+    /// Second-level tables its writes and `mem_protect` calls made it copy (charged to its
+    /// quota like the pages; the tables a clone is created with are not).
+    pub owned_tables: u64,
     /// RAM pages it maps.
     pub mapped_ram: u64,
     pub events: Events,
@@ -170,8 +173,10 @@ pub struct Domain<V, F: EntryFormat> {
     /// Blocked in the `block` hypercall, which returns the pending events in RAX.
     pub wake_returns_events: bool,
     pub console: ConsoleRing,
-    /// Console offset up to which output has been echoed to the serial line.
+    /// Console offset up to which output has been queued for the serial line.
     pub echoed: u64,
+    /// Waiting for room in the serial transmit queue (listed in the hypervisor's queue).
+    pub echo_waiting: bool,
     pub counters: Counters,
     /// Why it crashed or was paused by the hypervisor.
     pub reason: Reason,
@@ -200,12 +205,14 @@ impl<V, F: EntryFormat> Domain<V, F> {
             generation,
             quota_pages: u64::MAX,
             owned_ram: 0,
+            owned_tables: 0,
             mapped_ram: 0,
             events: Events::default(),
             deadline: None,
             wake_returns_events: false,
             console: ConsoleRing::default(),
             echoed: 0,
+            echo_waiting: false,
             counters: Counters::default(),
             reason: Reason::default(),
         }
@@ -238,9 +245,14 @@ impl<V, F: EntryFormat> Domain<V, F> {
         self.mapped_ram - self.private_pages()
     }
 
-    /// Private pages it may still gain.
+    /// Frames charged to its quota: the RAM pages and the tables it made private.
+    pub fn quota_used(&self) -> u64 {
+        self.owned_ram + self.owned_tables
+    }
+
+    /// Frames (pages or tables) it may still gain.
     pub fn quota_left(&self) -> u64 {
-        if self.parent.is_none() { u64::MAX } else { self.quota_pages.saturating_sub(self.owned_ram) }
+        if self.parent.is_none() { u64::MAX } else { self.quota_pages.saturating_sub(self.quota_used()) }
     }
 }
 

@@ -130,6 +130,16 @@ pub fn start(boot: &'static mut BootInfo) -> ! {
         }
     }
 
+    let iso = crate::arch::spec::init();
+    log::info!(
+        "isolation: ibpb on domain switch {}, verw before entry {}, return-stack fill on domain switch yes, \
+         x87 pointer scrub {}, tsc_aux per vcpu {}",
+        yes_no(iso.ibpb),
+        yes_no(iso.verw),
+        yes_no(iso.scrub_x87_pointers),
+        yes_no(iso.tsc_aux)
+    );
+
     pic::disable();
     apic::init();
     let cal = time::calibrate();
@@ -234,14 +244,17 @@ fn run<B: Backend>(backend: B, frames: FrameTable<'static>, identity: Identity, 
     let dom0 = hv.dom0();
     loop {
         if hv.run_once() == Step::NothingLeft {
+            hv.flush_serial();
             finish_bare_mode(&hv, baseline_free_kib);
         }
         if let Some(clean) = hv.poweroff.take() {
+            hv.flush_serial();
             log::info!("dom0 asked to power off");
             power_off(if clean { ExitStatus::Success } else { ExitStatus::Failure });
         }
         if let Some(d0) = dom0 {
             if hv.domains.get(d0).is_none_or(|d| d.life != Life::Live) {
+                hv.flush_serial();
                 log::error!("dom0 is gone; powering off");
                 power_off(ExitStatus::Failure);
             }

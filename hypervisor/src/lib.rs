@@ -9,10 +9,13 @@ pub mod config;
 pub mod console;
 pub mod domain;
 pub mod hv;
+pub mod insn;
 pub mod mm;
 pub mod p2m;
 pub mod platform;
+pub mod policy;
 pub mod sched;
+pub mod txqueue;
 pub mod vcpu;
 
 #[cfg(target_os = "none")]

@@ -12,8 +12,12 @@ pub trait Platform {
     fn tsc_khz(&self) -> u64;
     /// Executes CPUID on the host.
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
-    /// Writes raw bytes to the serial console.
-    fn console_write(&mut self, bytes: &[u8]);
+    /// Queues the concatenation of `parts` for the serial console, whole or not at all
+    /// (false: no room now). Never waits for the line.
+    fn console_queue(&mut self, parts: &[&[u8]]) -> bool;
+    /// Moves up to `max_bytes` queued bytes to the serial line, as many as it takes without
+    /// waiting; returns (bytes sent, bytes still queued).
+    fn console_drain(&mut self, max_bytes: usize) -> (usize, usize);
     /// A byte typed on the serial console, if any.
     fn console_poll(&mut self) -> Option<u8>;
     /// Arms the preemption timer to fire after `ns` of guest execution.

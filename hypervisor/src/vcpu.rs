@@ -51,6 +51,53 @@ impl GuestRegs {
         }
     }
 
+    /// General register `n` in the instruction encoding's order (RAX 0, RCX 1, RDX 2, RBX 3,
+    /// RSP 4, RBP 5, RSI 6, RDI 7, R8-R15 8-15); RSP is not held here, so 4 gives `None`.
+    pub fn get(&self, n: u8) -> Option<u64> {
+        Some(match n {
+            0 => self.rax,
+            1 => self.rcx,
+            2 => self.rdx,
+            3 => self.rbx,
+            5 => self.rbp,
+            6 => self.rsi,
+            7 => self.rdi,
+            8 => self.r8,
+            9 => self.r9,
+            10 => self.r10,
+            11 => self.r11,
+            12 => self.r12,
+            13 => self.r13,
+            14 => self.r14,
+            15 => self.r15,
+            _ => return None,
+        })
+    }
+
+    /// Sets general register `n` (as in [`GuestRegs::get`]); false for RSP and out-of-range `n`.
+    pub fn set(&mut self, n: u8, v: u64) -> bool {
+        let r = match n {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            15 => &mut self.r15,
+            _ => return false,
+        };
+        *r = v;
+        true
+    }
+
     /// Copies the registers into a context.
     pub fn store(&self, c: &mut VcpuContext) {
         c.rax = self.rax;
@@ -110,13 +157,29 @@ pub enum Exit {
     TripleFault,
     /// A virtualization instruction or another instruction the guest may not use.
     InvalidInstruction,
-    /// A write to a control register that the hypervisor must vet (VMX CR0/CR4 masks).
+    /// A write to a control register that the hypervisor must vet, decoded by the CPU (VMX:
+    /// MOV CR0/CR4/CR8, and CLTS/LMSW with the CR0 value they would produce).
     ControlRegisterWrite {
-        /// 0 or 4.
+        /// 0, 4 or 8.
         cr: u8,
         /// The value the guest tried to write.
         value: u64,
     },
+    /// A read of a control register the CPU does not hold for the guest (VMX: MOV from CR8,
+    /// answered from the virtual TPR).
+    ControlRegisterRead {
+        cr: u8,
+        /// Destination register, as in [`GuestRegs::get`].
+        gpr: u8,
+    },
+    /// A write to CR0 or CR4 the CPU did not decode (SVM without decode assists): the core
+    /// fetches the instruction at RIP and decodes it.
+    ControlRegisterUndecoded {
+        /// 0 or 4.
+        cr: u8,
+    },
+    /// RDPMC: there are no performance counters for guests (#GP), and the host's must not leak.
+    Rdpmc,
     /// An exception the hypervisor intercepts so that a guest cannot loop the CPU in
     /// microcode delivering it (#DB, #AC); it is reflected back into the guest.
     Exception {
@@ -145,6 +208,8 @@ pub enum GuestMsr {
     SysenterCs,
     SysenterEsp,
     SysenterEip,
+    /// IA32_TSC_AUX (RDTSCP/RDPID), kept in the vCPU's [`ExtendedState`].
+    TscAux,
 }
 
 impl GuestMsr {
@@ -163,6 +228,7 @@ impl GuestMsr {
             0x174 => Self::SysenterCs,
             0x175 => Self::SysenterEsp,
             0x176 => Self::SysenterEip,
+            0xC000_0103 => Self::TscAux,
             _ => return None,
         })
     }
@@ -182,6 +248,7 @@ impl GuestMsr {
             Self::SysenterCs => c.sysenter_cs,
             Self::SysenterEsp => c.sysenter_esp,
             Self::SysenterEip => c.sysenter_eip,
+            Self::TscAux => c.tsc_aux,
         }
     }
 
@@ -200,12 +267,14 @@ impl GuestMsr {
             Self::SysenterCs => c.sysenter_cs = v,
             Self::SysenterEsp => c.sysenter_esp = v,
             Self::SysenterEip => c.sysenter_eip = v,
+            Self::TscAux => c.tsc_aux = v,
         }
     }
 }
 
 /// Exceptions the hypervisor injects or intercepts.
 pub mod vector {
+    pub const DE: u8 = 0;
     pub const DB: u8 = 1;
     pub const UD: u8 = 6;
     pub const AC: u8 = 17;
@@ -224,9 +293,10 @@ const MXCSR_RESET: u32 = 0x1F80;
 pub const DR6_RESET: u64 = 0xFFFF_0FF0;
 
 /// Guest register state that the world switch does not carry: the x87/SSE registers (an
-/// FXSAVE image), DR0-DR3 and DR6, and CR2 where the control block has no field for it
-/// (VMX). The CPU holds one vCPU's copy at a time; it is swapped only when another vCPU runs,
-/// so a domain never sees another's registers and the common exit path pays nothing.
+/// FXSAVE image), DR0-DR3 and DR6, IA32_TSC_AUX, and CR2 where the control block has no
+/// field for it (VMX). The CPU holds one vCPU's copy at a time; it is swapped only when
+/// another vCPU runs, so a domain never sees another's registers and the common exit path
+/// pays nothing.
 #[derive(Clone)]
 #[repr(C, align(16))]
 pub struct ExtendedState {
@@ -234,6 +304,7 @@ pub struct ExtendedState {
     pub dr: [u64; 4],
     pub dr6: u64,
     pub cr2: u64,
+    pub tsc_aux: u64,
 }
 
 impl Default for ExtendedState {
@@ -242,7 +313,7 @@ impl Default for ExtendedState {
         let mut fxsave = [0u8; FXSAVE_BYTES];
         fxsave[..2].copy_from_slice(&FCW_RESET.to_le_bytes());
         fxsave[FXSAVE_MXCSR_OFFSET..FXSAVE_MXCSR_OFFSET + 4].copy_from_slice(&MXCSR_RESET.to_le_bytes());
-        Self { fxsave, dr: [0; 4], dr6: DR6_RESET, cr2: 0 }
+        Self { fxsave, dr: [0; 4], dr6: DR6_RESET, cr2: 0, tsc_aux: 0 }
     }
 }
 
@@ -262,16 +333,30 @@ pub trait Vcpu {
     fn rip(&self) -> u64;
     /// The current privilege level (0 = guest kernel, 3 = guest user space).
     fn cpl(&self) -> u8;
+    /// The code segment (its L bit tells 64-bit from compatibility mode).
+    fn code_segment(&self) -> Segment;
+    /// General register `n` (as in [`GuestRegs::get`], RSP included).
+    fn gpr(&mut self, n: u8) -> u64;
+    /// Sets general register `n` (RSP included).
+    fn set_gpr(&mut self, n: u8, v: u64);
     /// Moves RIP past the instruction that caused the last exit.
     fn skip_instruction(&mut self);
+    /// Sets the length of the instruction that caused the last exit, when the core decoded
+    /// it itself ([`Exit::ControlRegisterUndecoded`]), for [`Vcpu::skip_instruction`].
+    fn set_instruction_length(&mut self, bytes: u64);
     /// Whether an interrupt could be delivered now (IF set, no interrupt shadow).
     fn interruptible(&self) -> bool;
     /// Delivers an external interrupt at the next entry.
     fn inject_interrupt(&mut self, vector: u8);
     /// Delivers an exception at the next entry.
     fn inject_exception(&mut self, vector: u8, error: Option<u32>);
-    /// Asks for an [`Exit::InterruptWindow`] as soon as the guest can take an interrupt.
+    /// Asks for an [`Exit::InterruptWindow`] as soon as the guest can take an interrupt
+    /// (interrupts enabled, no shadow); the TPR is the core's business (CR8 writes exit).
     fn set_interrupt_window(&mut self, on: bool);
+    /// The task priority (CR8, 0-15).
+    fn tpr(&self) -> u8;
+    /// Sets the task priority (already validated).
+    fn set_tpr(&mut self, tpr: u8);
     /// Reads an emulated MSR.
     fn msr(&mut self, msr: GuestMsr) -> u64;
     /// Writes an emulated MSR (already validated by the caller).
@@ -307,6 +392,9 @@ pub trait Backend {
     const NAME: &'static str;
     /// The hypercall instruction guests must use.
     const CALL_INSN: CallInsn;
+
+    /// Adopts the guest policy (which CR4 bits guests own, for instance) before any vCPU exists.
+    fn apply_policy(&mut self, _policy: &crate::policy::Policy) {}
 
     /// Creates a vCPU with state `ctx` on the second-level tables rooted at `p2m_root`.
     fn create_vcpu(

@@ -63,14 +63,23 @@ impl<const N: usize> LineBuffer<N> {
     }
 }
 
-/// Writes all of `bytes` to the console (dropping them if the hypervisor refuses).
-fn console_sink(mut bytes: &[u8]) {
+/// Writes all of `bytes` to the console, unbuffered. A short write (dom0's console takes
+/// only what the serial line has room for) is continued after yielding the CPU so the line
+/// can drain; an error drops the rest.
+pub fn write_all(mut bytes: &[u8]) {
     while !bytes.is_empty() {
         match hc::console_write(bytes) {
-            Ok(n) if n > 0 && n <= bytes.len() => bytes = &bytes[n..],
+            Ok(0) => {
+                let _ = hc::yield_now();
+            }
+            Ok(n) if n <= bytes.len() => bytes = &bytes[n..],
             _ => return,
         }
     }
+}
+
+fn console_sink(bytes: &[u8]) {
+    write_all(bytes)
 }
 
 struct Writer<'a, const N: usize>(&'a mut LineBuffer<N>);

@@ -1,9 +1,28 @@
 //! Swapping the guest register state that VM entry and exit leave in the CPU: x87/SSE
-//! (FXSAVE/FXRSTOR), DR0-DR3, DR6 and, for VMX, CR2. The hypervisor itself is built without
-//! floating point or SSE and never touches these, so they hold the last guest's values.
+//! (FXSAVE/FXRSTOR), DR0-DR3, DR6, IA32_TSC_AUX and, for VMX, CR2. The hypervisor itself is
+//! built without floating point or SSE and never touches these, so they hold the last guest's
+//! values. Loading another vCPU's state is a switch between domains, so the speculation
+//! barriers ([`super::spec`]) are issued here too.
 
+use super::x86::{msr, wrmsr};
 use crate::vcpu::ExtendedState;
 use core::arch::asm;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Address of the [`ExtendedState`] whose values the CPU holds (0 = none).
+static OWNER: AtomicUsize = AtomicUsize::new(0);
+/// A value in memory for the FILD that overwrites the x87 pointers.
+static ZERO: u32 = 0;
+
+/// Whether the CPU holds `s` (the vCPU it belongs to ran last and was not saved since).
+pub fn holds(s: &ExtendedState) -> bool {
+    OWNER.load(Ordering::Relaxed) == s as *const ExtendedState as usize
+}
+
+/// `s` is going away: the CPU no longer holds it, whatever reuses its memory.
+pub fn forget(s: &ExtendedState) {
+    let _ = OWNER.compare_exchange(s as *const ExtendedState as usize, 0, Ordering::Relaxed, Ordering::Relaxed);
+}
 
 /// CR0.MP: WAIT honours TS.
 const CR0_MP: u64 = 1 << 1;
@@ -47,6 +66,8 @@ pub fn save(s: &mut ExtendedState, cr2: bool) {
     if cr2 {
         s.cr2 = super::x86::read_cr2();
     }
+    // IA32_TSC_AUX needs no reading back: every guest write to it exits.
+    forget(s);
 }
 
 /// Sets DR6 (VMX: the bits of a #DB that caused a VM exit, for the guest to find).
@@ -55,11 +76,22 @@ pub fn write_dr6(value: u64) {
     unsafe { asm!("mov dr6, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
 }
 
-/// Loads `s` into the CPU; `cr2` also loads CR2.
+/// Loads `s` into the CPU after another vCPU's state (a switch between domains); `cr2` also
+/// loads CR2.
 pub fn load(s: &ExtendedState, cr2: bool) {
-    // SAFETY: the image was written by FXSAVE (or is `ExtendedState::default()`, a valid
-    // reset image), so FXRSTOR cannot fault on reserved MXCSR bits; DR0-DR3 take any value
-    // and DR6 came from a DR6 read. DR7 is not touched: the control block holds the guest's.
+    let f = super::spec::isolation();
+    super::spec::on_domain_switch();
+    if f.scrub_x87_pointers {
+        // SAFETY: FNCLEX clears pending x87 exceptions, EMMS empties the register stack, so
+        // FILD of a hypervisor constant cannot fault or overflow; it sets FOP/FIP/FDP to the
+        // hypervisor's values, which the FXRSTOR below then keeps in place of the last
+        // guest's (the sequence Linux uses for X86_BUG_FXSAVE_LEAK).
+        unsafe { asm!("fnclex", "emms", "fild dword ptr [{}]", in(reg) &ZERO, options(nostack, readonly)) };
+    }
+    // SAFETY: the image was written by FXSAVE, is `ExtendedState::default()` (a valid reset
+    // image) or passed `policy::state::validate_extended`, so FXRSTOR cannot fault on reserved
+    // MXCSR bits; DR0-DR3 take any canonical value and DR6 came from a DR6 read. DR7 is not
+    // touched: the control block holds the guest's.
     unsafe {
         asm!("fxrstor64 [{}]", in(reg) s.fxsave.as_ptr(), options(nostack, preserves_flags, readonly));
         asm!(
@@ -70,5 +102,10 @@ pub fn load(s: &ExtendedState, cr2: bool) {
         if cr2 {
             asm!("mov cr2, {}", in(reg) s.cr2, options(nomem, nostack, preserves_flags));
         }
+        if f.tsc_aux {
+            // The policy keeps guests' TSC_AUX within 32 bits.
+            wrmsr(msr::IA32_TSC_AUX, s.tsc_aux);
+        }
     }
+    OWNER.store(s as *const ExtendedState as usize, Ordering::Relaxed);
 }

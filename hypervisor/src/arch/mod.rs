@@ -73,4 +73,5 @@ pub mod vmx;
 pub mod time;
 pub mod power;
 pub mod serial;
+pub mod spec;
 pub mod x86;

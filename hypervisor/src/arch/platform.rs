@@ -25,8 +25,12 @@ impl Platform for BareMetal {
         [r.eax, r.ebx, r.ecx, r.edx]
     }
 
-    fn console_write(&mut self, bytes: &[u8]) {
-        serial::write_bytes(bytes);
+    fn console_queue(&mut self, parts: &[&[u8]]) -> bool {
+        serial::queue(parts)
+    }
+
+    fn console_drain(&mut self, max_bytes: usize) -> (usize, usize) {
+        serial::drain(max_bytes)
     }
 
     fn console_poll(&mut self) -> Option<u8> {

@@ -185,6 +185,9 @@ pub mod msr {
     pub const IA32_FS_BASE: u32 = 0xC000_0100;
     pub const IA32_GS_BASE: u32 = 0xC000_0101;
     pub const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
+    pub const IA32_TSC_AUX: u32 = 0xC000_0103;
+    pub const IA32_PRED_CMD: u32 = 0x49;
+    pub const IA32_ARCH_CAPABILITIES: u32 = 0x10A;
     pub const AMD_VM_CR: u32 = 0xC001_0114;
     pub const AMD_VM_HSAVE_PA: u32 = 0xC001_0117;
 }

@@ -4,43 +4,36 @@
 //! does here can stop the hypervisor: the worst outcome is that the guest's domain is crashed.
 
 use super::{Hypervisor, Next, START_INFO_GFN};
-use crate::console::CONSOLE_RING_BYTES;
 use crate::domain::{PauseReason, Reason};
 use crate::mm::frame::PAGE_SIZE;
 use crate::mm::physmem::PhysMem;
 use crate::p2m::{P2mError, P2mType, WritePolicy};
 use crate::platform::Platform;
 use crate::sched::DomId;
+use crate::policy::Cr0Verdict;
+use crate::policy::state::{cr0_write, cr4_ok, cr8_ok, msr_ok};
 use crate::vcpu::{Backend, Exit, GuestMsr, Vcpu, vector};
 use core::fmt::Write as _;
-use guest_abi::hypercall::{ABI_VERSION, SIGNATURE};
-use guest_abi::vcpu::{cr0, cr4, efer};
+use guest_abi::hypercall::{ABI_VERSION, CPUID_LEAF_FEATURES, CPUID_LEAF_SIGNATURE, SIGNATURE};
+use guest_abi::vcpu::efer;
+
+/// MSRs read as constants: MTRR capabilities (none), the MTRR default type (MTRRs on,
+/// write-back) and MISC_ENABLE (fast strings). Intel SDM Vol 3A 13.11, Vol 4 table 2-2.
+const MSR_MTRRCAP: u32 = 0xFE;
+const MSR_MTRR_DEF_TYPE: u32 = 0x2FF;
+const MSR_MISC_ENABLE: u32 = 0x1A0;
+const MTRR_DEF_TYPE_ENABLED_WB: u64 = 0xC06;
+const MISC_ENABLE_FAST_STRINGS: u64 = 1;
+/// Variable and fixed MTRRs (0x200-0x2FF): writes are accepted and ignored.
+const MSR_MTRR_RANGE: core::ops::RangeInclusive<u32> = 0x200..=0x2FF;
+/// The hypervisor's own CPUID leaves.
+const CPUID_HV_LEAVES: core::ops::RangeInclusive<u32> = 0x4000_0000..=0x4FFF_FFFF;
+/// Bit of the segment attributes that marks 64-bit code.
+const CS_LONG: u16 = guest_abi::vcpu::Segment::ATTR_LONG;
 
 /// The debug console port: a byte written here goes to the domain's console.
 pub const DEBUG_CONSOLE_PORT: u16 = 0xE9;
 
-/// Longest console line echoed to the serial line in one piece.
-pub const ECHO_LINE_MAX_BYTES: usize = 256;
-
-const CPUID1_ECX_MONITOR: u32 = 1 << 3;
-const CPUID1_ECX_VMX: u32 = 1 << 5;
-const CPUID1_ECX_X2APIC: u32 = 1 << 21;
-const CPUID1_ECX_TSC_DEADLINE: u32 = 1 << 24;
-const CPUID1_ECX_XSAVE: u32 = 1 << 26;
-const CPUID1_ECX_OSXSAVE: u32 = 1 << 27;
-const CPUID1_ECX_HYPERVISOR: u32 = 1 << 31;
-const CPUID1_EDX_APIC: u32 = 1 << 9;
-const CPUID_EXT1_ECX_SVM: u32 = 1 << 2;
-
-fn canonical(v: u64) -> bool {
-    let top = (v as i64) >> 47;
-    top == 0 || top == -1
-}
-
-/// Whether a PAT value uses only defined memory types (0, 1, 4, 5, 6, 7).
-fn valid_pat(v: u64) -> bool {
-    (0..8).all(|i| matches!((v >> (i * 8)) & 0xFF, 0 | 1 | 4..=7))
-}
 
 impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     fn vcpu(&mut self, id: DomId) -> Option<&mut B::Vcpu> {
@@ -110,6 +103,24 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 Next::Continue
             }
             Exit::ControlRegisterWrite { cr, value } => self.control_register_write(id, cr, value),
+            Exit::ControlRegisterRead { cr, gpr } => {
+                let Some(v) = self.vcpu(id) else { return Next::Reschedule };
+                if cr == 8 {
+                    let tpr = v.tpr();
+                    v.set_gpr(gpr, u64::from(tpr));
+                    v.skip_instruction();
+                } else {
+                    v.inject_exception(vector::UD, None);
+                }
+                Next::Continue
+            }
+            Exit::ControlRegisterUndecoded { cr } => self.undecoded_control_register_write(id, cr),
+            Exit::Rdpmc => {
+                if let Some(v) = self.vcpu(id) {
+                    v.inject_exception(vector::GP, Some(0));
+                }
+                Next::Continue
+            }
             Exit::InvalidState(code) => {
                 self.crash(id, format_args!("invalid vcpu state (vm entry failed, {code:#x})"));
                 Next::Reschedule
@@ -211,69 +222,16 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         Next::Continue
     }
 
-    /// Appends to a domain's console; dom0's output goes straight to the serial line, other
-    /// domains' is echoed as `(dN) ...` lines when enabled.
-    pub(crate) fn console_out(&mut self, id: DomId, bytes: &[u8]) {
-        // Console history never eats into the heap the hypervisor keeps for its own work.
-        let platform = &self.platform;
-        let may_grow = || platform.heap_free_bytes() > super::HEAP_RESERVE_BYTES + 2 * CONSOLE_RING_BYTES;
-        let Some(d) = self.domains.get_mut(id) else { return };
-        d.console.push(bytes, may_grow);
-        if d.privileged {
-            self.platform.console_write(bytes);
-            return;
-        }
-        self.echo_console(id, false);
-    }
-
-    /// Echoes a domain's new console output as whole `(dN) ...` lines, so that lines of
-    /// different domains and of the hypervisor never run into each other on the serial line.
-    /// A line longer than [`ECHO_LINE_MAX_BYTES`] is broken; `flush` ends a last partial line
-    /// (the domain is going away).
-    pub(crate) fn echo_console(&mut self, id: DomId, flush: bool) {
-        if !self.settings.echo_guests {
-            return;
-        }
-        let Some(d) = self.domains.get_mut(id) else { return };
-        let mut prefix = Reason::default();
-        let _ = write!(prefix, "(d{id}) ");
-        let mut line = [0u8; ECHO_LINE_MAX_BYTES];
-        while let Some((start, end)) = d.console.next_echo(d.echoed, ECHO_LINE_MAX_BYTES, flush) {
-            let (at, n) = d.console.read(start, &mut line[..(end - start) as usize]);
-            self.platform.console_write(prefix.as_str().as_bytes());
-            self.platform.console_write(&line[..n]);
-            if line[..n].last() != Some(&b'\n') {
-                self.platform.console_write(b"\n");
-            }
-            d.echoed = at + n as u64;
-        }
-    }
-
     fn cpuid(&mut self, id: DomId) -> Next {
         let Some(v) = self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut()) else { return Next::Reschedule };
         let (leaf, sub) = (v.regs().rax as u32, v.regs().rcx as u32);
         let word = |i: usize| u32::from_le_bytes([SIGNATURE[i], SIGNATURE[i + 1], SIGNATURE[i + 2], SIGNATURE[i + 3]]);
-        let mut r = match leaf {
-            0x4000_0000 => [0x4000_0001, word(0), word(4), word(8)],
-            0x4000_0001 => [B::CALL_INSN as u32, ABI_VERSION, 0, 0],
-            0x4000_0002..=0x4FFF_FFFF => [0; 4],
-            0xA | 0x8000_000A => [0; 4],
-            _ => self.platform.cpuid(leaf, sub),
+        let r = match leaf {
+            CPUID_LEAF_SIGNATURE => [CPUID_LEAF_FEATURES, word(0), word(4), word(8)],
+            CPUID_LEAF_FEATURES => [B::CALL_INSN as u32, ABI_VERSION, 0, 0],
+            l if CPUID_HV_LEAVES.contains(&l) => [0; 4],
+            _ => self.policy.cpuid.filter(leaf, sub, self.platform.cpuid(leaf, sub)),
         };
-        match leaf {
-            1 => {
-                r[2] &= !(CPUID1_ECX_MONITOR
-                    | CPUID1_ECX_VMX
-                    | CPUID1_ECX_X2APIC
-                    | CPUID1_ECX_TSC_DEADLINE
-                    | CPUID1_ECX_XSAVE
-                    | CPUID1_ECX_OSXSAVE);
-                r[2] |= CPUID1_ECX_HYPERVISOR;
-                r[3] &= !CPUID1_EDX_APIC;
-            }
-            0x8000_0001 => r[2] &= !CPUID_EXT1_ECX_SVM,
-            _ => {}
-        }
         let regs = v.regs();
         regs.rax = r[0] as u64;
         regs.rbx = r[1] as u64;
@@ -284,22 +242,23 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     }
 
     fn rdmsr(&mut self, id: DomId) -> Next {
+        let tsc_aux = self.policy.tsc_aux;
         let Some(v) = self.vcpu(id) else { return Next::Reschedule };
         let index = v.regs().rcx as u32;
         let value = match GuestMsr::from_index(index) {
-            Some(GuestMsr::Efer) => v.msr(GuestMsr::Efer) & !efer::SVME,
-            Some(m) => v.msr(m),
+            Some(GuestMsr::TscAux) if !tsc_aux => None,
+            Some(GuestMsr::Efer) => Some(v.msr(GuestMsr::Efer) & !efer::SVME),
+            Some(m) => Some(v.msr(m)),
             None => match index {
-                // MTRR capabilities: none. Default type: MTRRs enabled, write-back.
-                0xFE => 0,
-                0x2FF => 0xC06,
-                // MISC_ENABLE: fast strings.
-                0x1A0 => 1,
-                _ => {
-                    v.inject_exception(vector::GP, Some(0));
-                    return Next::Continue;
-                }
+                MSR_MTRRCAP => Some(0),
+                MSR_MTRR_DEF_TYPE => Some(MTRR_DEF_TYPE_ENABLED_WB),
+                MSR_MISC_ENABLE => Some(MISC_ENABLE_FAST_STRINGS),
+                _ => None,
             },
+        };
+        let Some(value) = value else {
+            v.inject_exception(vector::GP, Some(0));
+            return Next::Continue;
         };
         let regs = v.regs();
         regs.rax = value & 0xFFFF_FFFF;
@@ -309,73 +268,59 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     }
 
     fn wrmsr(&mut self, id: DomId) -> Next {
+        let policy = self.policy;
         let Some(v) = self.vcpu(id) else { return Next::Reschedule };
         let regs = v.regs();
         let index = regs.rcx as u32;
         let value = (regs.rdx << 32) | (regs.rax & 0xFFFF_FFFF);
-        let ok = match GuestMsr::from_index(index) {
-            Some(GuestMsr::Efer) => {
-                let allowed = efer::SCE | efer::LME | efer::LMA | efer::NXE;
-                // Guests run in long mode only: LME and LMA must stay set.
-                value & !allowed == 0 && value & (efer::LME | efer::LMA) == efer::LME | efer::LMA
-            }
-            Some(GuestMsr::Pat) => valid_pat(value),
-            Some(
-                GuestMsr::FsBase
-                | GuestMsr::GsBase
-                | GuestMsr::KernelGsBase
-                | GuestMsr::Lstar
-                | GuestMsr::Cstar
-                | GuestMsr::SysenterEsp
-                | GuestMsr::SysenterEip,
-            ) => canonical(value),
-            Some(GuestMsr::Sfmask) => value >> 32 == 0,
-            Some(GuestMsr::Star | GuestMsr::SysenterCs) => true,
+        let msr = GuestMsr::from_index(index);
+        let ok = match msr {
+            Some(m) => msr_ok(m, value, &policy),
             // MTRR and MISC_ENABLE writes are accepted and ignored.
-            None => matches!(index, 0x1A0 | 0x200..=0x2FF),
+            None => index == MSR_MISC_ENABLE || MSR_MTRR_RANGE.contains(&index),
         };
         if !ok {
             v.inject_exception(vector::GP, Some(0));
             return Next::Continue;
         }
-        if let Some(m) = GuestMsr::from_index(index) {
+        if let Some(m) = msr {
             v.set_msr(m, value);
         }
         v.skip_instruction();
         Next::Continue
     }
 
-    fn control_register_write(&mut self, id: DomId, cr: u8, value: u64) -> Next {
+    /// A guest's write to CR0, CR4 or CR8, decided by the policy: applied, refused with
+    /// #GP, or (leaving long mode) the end of the domain.
+    pub(crate) fn control_register_write(&mut self, id: DomId, cr: u8, value: u64) -> Next {
+        let policy = self.policy;
         let Some(v) = self.vcpu(id) else { return Next::Reschedule };
-        match cr {
-            0 if value >> 32 != 0 => v.inject_exception(vector::GP, Some(0)),
-            0 if value & (cr0::PE | cr0::PG) != cr0::PE | cr0::PG => {
-                self.crash(id, format_args!("guest left long mode (cr0 {value:#x})"));
-                return Next::Reschedule;
-            }
-            4 if value & cr4::VMXE != 0 || value & cr4::PAE == 0 || value >> 32 != 0 => {
-                v.inject_exception(vector::GP, Some(0))
-            }
-            0 | 4 => {
-                v.set_control_register(cr, value);
-                v.skip_instruction();
-            }
-            _ => v.inject_exception(vector::GP, Some(0)),
+        let ok = match cr {
+            0 => match cr0_write(value, v.code_segment().attrs & CS_LONG != 0) {
+                Cr0Verdict::Apply => true,
+                Cr0Verdict::Fault => false,
+                Cr0Verdict::LeavesLongMode => {
+                    self.crash(id, format_args!("guest left long mode (cr0 {value:#x})"));
+                    return Next::Reschedule;
+                }
+            },
+            4 => cr4_ok(value, &policy),
+            8 => cr8_ok(value),
+            _ => false,
+        };
+        if !ok {
+            v.inject_exception(vector::GP, Some(0));
+            return Next::Continue;
         }
+        if cr == 8 {
+            v.set_tpr(value as u8);
+        } else {
+            // An emulated write may change how linear addresses translate (PGE, SMEP, WP...);
+            // the CPU would have flushed the guest's TLB itself, so do the same.
+            v.set_control_register(cr, value);
+            v.flush_translations();
+        }
+        v.skip_instruction();
         Next::Continue
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canonical_and_pat_checks() {
-        assert!(canonical(0x0000_7FFF_FFFF_FFFF));
-        assert!(canonical(0xFFFF_8000_0000_0000));
-        assert!(!canonical(0x0000_8000_0000_0000));
-        assert!(valid_pat(guest_abi::vcpu::DEFAULT_PAT));
-        assert!(!valid_pat(0x02));
     }
 }

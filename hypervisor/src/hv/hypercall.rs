@@ -4,6 +4,7 @@
 //! is checked against the caller's P2M; lengths are bounded so no call can stall the machine.
 
 use super::{Hypervisor, InvariantError, Next};
+use crate::console::CONSOLE_RING_BYTES;
 use crate::domain::PauseReason;
 use crate::mm::frame::PAGE_SIZE;
 use crate::mm::physmem::PhysMem;
@@ -12,7 +13,7 @@ use crate::platform::Platform;
 use crate::sched::DomId;
 use crate::vcpu::{Backend, Vcpu};
 use alloc::vec::Vec;
-use guest_abi::domctl::{CloneArgs, CreateArgs, NAME_MAX_BYTES};
+use guest_abi::domctl::{CloneArgs, CreateArgs, NAME_MAX_BYTES, parse_name};
 use guest_abi::hypercall::nr;
 use guest_abi::vcpu::VcpuContext;
 use guest_abi::{HvError, bytes_of, bytes_of_mut};
@@ -23,6 +24,8 @@ pub const CONSOLE_WRITE_MAX_BYTES: u64 = 64 * 1024;
 pub const MEM_COPY_MAX_BYTES: u64 = 64 << 20;
 /// Most ids one `dom_list` returns.
 pub const LIST_MAX_IDS: u64 = 4096;
+/// Domain ids `dom_list` copies per step.
+const LIST_CHUNK_IDS: usize = 64;
 /// Bytes copied per step of a bulk copy.
 const COPY_CHUNK_BYTES: usize = 4096;
 
@@ -104,8 +107,19 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 if len > CONSOLE_WRITE_MAX_BYTES {
                     return Err(HvError::InvalidArgument);
                 }
-                let mut buf = [0u8; 256];
+                // dom0's output is the console the user reads: it is taken only as fast as
+                // the serial line sends it (a short write), never dropped. Another domain's
+                // console is a bounded history: of a write longer than it, only the end
+                // that the history keeps is copied.
+                let len = if privileged { self.dom0_console_room(id, len) } else { len };
                 let mut done = 0u64;
+                if len > CONSOLE_RING_BYTES as u64 {
+                    done = len - CONSOLE_RING_BYTES as u64;
+                    if let Some(d) = self.domains.get_mut(id) {
+                        d.console.lose(done);
+                    }
+                }
+                let mut buf = [0u8; 256];
                 while done < len {
                     let n = (len - done).min(buf.len() as u64) as usize;
                     self.read_guest(id, gpa + done, &mut buf[..n])?;
@@ -172,16 +186,22 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                     return Err(HvError::InvalidArgument);
                 }
                 let d = self.domains.get_mut(id).ok_or(HvError::NoSuchDomain)?;
+                let quota_left = d.quota_left();
                 let p2m = d.p2m.as_mut().ok_or(HvError::WrongState)?;
-                match p2m.write_protect(&mut self.frames, &self.mem, gpa / PAGE_SIZE, pages, id) {
-                    Ok(_) => {
-                        if let Some(v) = d.vcpu.as_mut() {
-                            v.flush_translations();
-                        }
+                let result = p2m.write_protect(&mut self.frames, &self.mem, gpa / PAGE_SIZE, pages, id, quota_left);
+                // Whatever happened, translations that allowed writing may be cached: flush on
+                // every path, not only on success.
+                if let Some(v) = d.vcpu.as_mut() {
+                    v.flush_translations();
+                }
+                match result {
+                    Ok(copied) => {
+                        d.owned_tables += u64::from(copied);
                         Ok(Outcome::Value(0))
                     }
                     Err(P2mError::ReadOnly(..)) => Err(HvError::ReadOnly),
                     Err(P2mError::OutOfMemory) => Err(HvError::OutOfMemory),
+                    Err(P2mError::QuotaExceeded) => Err(HvError::QuotaExceeded),
                     Err(_) => Err(HvError::BadAddress),
                 }
             }
@@ -207,9 +227,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 if args.vcpus != 1 || args.flags != 0 {
                     return Err(HvError::InvalidArgument);
                 }
-                let name = core::str::from_utf8(&args.name)
-                    .map_err(|_| HvError::InvalidArgument)?
-                    .trim_end_matches('\0');
+                let name = parse_name(&args.name).map_err(|_| HvError::InvalidArgument)?;
                 Ok(Outcome::Value(self.create_domain(name, args.mem_bytes, false)? as u64))
             }
             nr::DOM_DESTROY => {
@@ -237,10 +255,26 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 let first = u32::try_from(a[0]).unwrap_or(u32::MAX);
                 let (out, max) = (a[1], a[2].min(LIST_MAX_IDS));
                 self.check_range(id, out, max * 4)?;
-                let ids: Vec<u32> = self.domains.ids_from(first).take(max as usize).collect();
-                let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
-                self.write_guest(id, out, &bytes, false)?;
-                Ok(Outcome::Value(ids.len() as u64))
+                // Copied through a small stack buffer: nothing here allocates.
+                let mut chunk = [0u8; LIST_CHUNK_IDS * 4];
+                let (mut count, mut next) = (0u64, first);
+                while count < max {
+                    let mut n = 0;
+                    for d in self.domains.ids_from(next).take((max - count).min(LIST_CHUNK_IDS as u64) as usize) {
+                        chunk[n * 4..n * 4 + 4].copy_from_slice(&d.to_le_bytes());
+                        n += 1;
+                        next = d.saturating_add(1);
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                    self.write_guest(id, out + count * 4, &chunk[..n * 4], false)?;
+                    count += n as u64;
+                    if next == u32::MAX {
+                        break;
+                    }
+                }
+                Ok(Outcome::Value(count))
             }
             nr::MEM_WRITE => {
                 let t = self.other(id, a[0])?;
@@ -314,7 +348,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             nr::DOM_CLONE => {
                 let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
                 let args = self.read_struct(id, a[1], CloneArgs { quota_pages: 0, index: 0, flags: 0, name: [0; NAME_MAX_BYTES] })?;
-                if args.flags != 0 {
+                if args.flags != 0 || parse_name(&args.name).is_err() {
                     return Err(HvError::InvalidArgument);
                 }
                 Ok(Outcome::Value(self.clone_domain(t, &args)? as u64))
@@ -334,6 +368,9 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 let mut buf = [0u8; NAME_MAX_BYTES];
                 self.read_guest(id, a[1], &mut buf[..len as usize])?;
                 let name = core::str::from_utf8(&buf[..len as usize]).map_err(|_| HvError::InvalidArgument)?;
+                if name.contains('\0') {
+                    return Err(HvError::InvalidArgument);
+                }
                 self.set_name(t, name)?;
                 Ok(Outcome::Value(0))
             }

@@ -4,8 +4,11 @@
 //! whole core (exit handling and hypercalls included) runs on the host against mocks.
 
 mod build;
+mod cr_decode;
 mod exit;
 mod hypercall;
+mod serial;
+pub use serial::{ECHO_LINE_MAX_BYTES, SERIAL_DRAIN_BYTES_PER_EXIT};
 pub use build::BuildFailure;
 #[cfg(test)]
 mod tests;
@@ -15,6 +18,7 @@ use crate::mm::frame::{FrameKind, FrameTable, PAGE_SIZE, Pfn};
 use crate::mm::physmem::PhysMem;
 use crate::p2m::{EntryFormat, Gfn, P2m, P2mError, P2mType, WriteFault, WritePolicy};
 use crate::platform::Platform;
+use crate::policy::Policy;
 use crate::sched::{DomId, RunQueue};
 use crate::vcpu::{Backend, Vcpu, VcpuContext, VcpuError};
 use alloc::boxed::Box;
@@ -106,11 +110,19 @@ pub struct Hypervisor<B: Backend, M: PhysMem, P: Platform> {
     pub frames: FrameTable<'static>,
     pub platform: P,
     pub domains: DomainTable<B::Vcpu, B::Format>,
+    /// What guests may see and set (CPUID allow-list, register rules), from the host CPU.
+    pub policy: Policy,
     queue: RunQueue,
     generation: u64,
     identity: Identity,
     settings: Settings,
     input: VecDeque<u8>,
+    /// Domains whose console output waits for room in the serial transmit queue.
+    echo_waiting: VecDeque<DomId>,
+    /// Output is queued for the serial line or waits for room there.
+    serial_busy: bool,
+    /// Cycle count before which the UART is not offered more bytes (it was full).
+    serial_next_try: u64,
     /// The domain whose time slice the armed timer measures.
     timer_owner: Option<DomId>,
     /// The domain whose [`ExtendedState`](crate::vcpu::ExtendedState) (x87/SSE, debug registers, CR2) is in the CPU.
@@ -118,6 +130,12 @@ pub struct Hypervisor<B: Backend, M: PhysMem, P: Platform> {
     dom0: Option<DomId>,
     /// Set when dom0 shuts down: the machine should power off (true = cleanly).
     pub poweroff: Option<bool>,
+}
+
+/// Whether a task priority holds back an interrupt at `vector`: its priority class
+/// (vector / 16) is at or below the TPR (Intel SDM Vol 3A 11.8.3.1, 10.8.6).
+pub fn tpr_holds(tpr: u8, vector: u8) -> bool {
+    vector >> 4 <= tpr
 }
 
 fn p2m_err(e: P2mError) -> HvError {
@@ -132,8 +150,11 @@ fn p2m_err(e: P2mError) -> HvError {
 
 impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// A hypervisor with no domains.
-    pub fn new(backend: B, mem: M, frames: FrameTable<'static>, platform: P, identity: Identity, settings: Settings) -> Self {
+    pub fn new(mut backend: B, mem: M, frames: FrameTable<'static>, platform: P, identity: Identity, settings: Settings) -> Self {
+        let policy = Policy::new(&|leaf, sub| platform.cpuid(leaf, sub));
+        backend.apply_policy(&policy);
         Self {
+            policy,
             backend,
             mem,
             frames,
@@ -144,6 +165,9 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             identity,
             settings,
             input: VecDeque::new(),
+            echo_waiting: VecDeque::new(),
+            serial_busy: false,
+            serial_next_try: 0,
             timer_owner: None,
             extended_owner: None,
             dom0: None,
@@ -425,8 +449,15 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         }
     }
 
-    /// Sets a live domain's vCPU state.
+    /// Sets a live domain's vCPU state. Every field is checked first with the rules a
+    /// guest's own writes follow ([`crate::policy::state::validate_context`]); a refused
+    /// field gives `bad argument` and nothing is applied.
     pub fn set_context(&mut self, id: DomId, ctx: &VcpuContext) -> Result<(), HvError> {
+        self.dom(id)?.vcpu.as_ref().ok_or(HvError::WrongState)?;
+        if let Err(e) = crate::policy::state::validate_context(ctx, &self.policy) {
+            log::info!("d{id}: vcpu context refused: {e}");
+            return Err(HvError::InvalidArgument);
+        }
         self.unload_extended(id);
         let d = self.dom_mut(id)?;
         let v = d.vcpu.as_mut().ok_or(HvError::WrongState)?;
@@ -701,13 +732,17 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     fn account_write(&mut self, id: DomId, outcome: WriteFault, ty: Option<P2mType>) {
         let Some(d) = self.domains.get_mut(id) else { return };
         match outcome {
-            WriteFault::Copied { .. } => {
+            WriteFault::Copied { tables_copied } => {
                 d.counters.cow_faults += 1;
+                d.owned_tables += u64::from(tables_copied);
                 if ty == Some(P2mType::Ram) {
                     d.owned_ram += 1;
                 }
             }
-            WriteFault::Granted { .. } => d.counters.wp_faults += 1,
+            WriteFault::Granted { tables_copied } => {
+                d.counters.wp_faults += 1;
+                d.owned_tables += u64::from(tables_copied);
+            }
             WriteFault::Spurious => {}
         }
         if outcome.needs_flush() {
@@ -782,12 +817,14 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         }
     }
 
-    /// Injects a pending event upcall if the guest can take it, or asks for a window.
+    /// Injects a pending event upcall if the guest can take it now, or asks for an exit
+    /// once it can. An upcall whose priority class the guest's TPR masks waits for the CR8
+    /// write that lowers it (those exit on both vendors).
     fn prepare_entry(&mut self, id: DomId) {
         let Some(d) = self.domains.get_mut(id) else { return };
         let ev = d.events;
         let Some(v) = d.vcpu.as_mut() else { return };
-        if ev.pending != 0 && ev.upcall_vector != 0 && !ev.in_service {
+        if ev.pending != 0 && ev.upcall_vector != 0 && !ev.in_service && !tpr_holds(v.tpr(), ev.upcall_vector) {
             if v.interruptible() {
                 v.inject_interrupt(ev.upcall_vector);
                 d.events.in_service = true;
@@ -810,7 +847,13 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             if self.live_domains() == 0 {
                 return Step::NothingLeft;
             }
-            let until = self.queue.next_deadline().unwrap_or(u64::MAX).min(now + IDLE_POLL_NS);
+            // Output drains a bounded amount per step, so a timer deadline is never missed for
+            // it; while the UART keeps taking bytes there is no point in sleeping.
+            if self.drain_serial(SERIAL_DRAIN_BYTES_PER_EXIT) && self.serial_busy {
+                return Step::Idle;
+            }
+            let poll = if self.serial_busy { serial::SERIAL_RETRY_NS } else { IDLE_POLL_NS };
+            let until = self.queue.next_deadline().unwrap_or(u64::MAX).min(now + poll);
             self.timer_owner = None;
             self.platform.idle(until);
             self.poll_console();
@@ -839,7 +882,9 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             d.counters.exits += 1;
             d.counters.cpu_cycles += elapsed;
         }
-        match self.handle_exit(id, exit) {
+        let next = self.handle_exit(id, exit);
+        self.drain_serial(SERIAL_DRAIN_BYTES_PER_EXIT);
+        match next {
             Next::Continue => {
                 if let Some(d) = self.domains.get_mut(id) {
                     if d.runnable() && !d.queued {
@@ -952,6 +997,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             wp_faults: d.counters.wp_faults,
             private_pages: d.private_pages(),
             quota_pages: if d.parent.is_some() { d.quota_pages } else { domctl::QUOTA_DEFAULT },
+            quota_used_pages: d.quota_used(),
+            quota_table_pages: d.owned_tables,
             shared_pages: d.shared_pages(),
             pagetable_pages: tables,
             exits: d.counters.exits,

@@ -6,6 +6,7 @@ use crate::mm::frame::FrameInfo;
 use crate::mm::physmem::SimMem;
 use crate::p2m::Npt;
 use crate::vcpu::{Exit, ExtendedState, GuestMsr, GuestRegs, vector};
+use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::Cell;
@@ -31,6 +32,10 @@ struct MockVcpu {
     /// The value this vCPU's guest writes to DR0 while it runs.
     writes_dr0: u64,
     cpl: u8,
+    tpr: u8,
+    instruction_length: u64,
+    /// A flush was asked for and the vCPU has not run since (a new vCPU flushes first).
+    flush_pending: bool,
 }
 
 impl Vcpu for MockVcpu {
@@ -43,9 +48,31 @@ impl Vcpu for MockVcpu {
     fn cpl(&self) -> u8 {
         self.cpl
     }
+    fn code_segment(&self) -> guest_abi::vcpu::Segment {
+        self.ctx.cs
+    }
+    fn gpr(&mut self, n: u8) -> u64 {
+        if n == 4 { self.ctx.rsp } else { self.regs.get(n).unwrap_or(0) }
+    }
+    fn set_gpr(&mut self, n: u8, v: u64) {
+        if n == 4 {
+            self.ctx.rsp = v;
+        } else {
+            self.regs.set(n, v);
+        }
+    }
     fn skip_instruction(&mut self) {
         self.skips += 1;
-        self.ctx.rip += 3;
+        self.ctx.rip += if self.instruction_length != 0 { core::mem::take(&mut self.instruction_length) } else { 3 };
+    }
+    fn set_instruction_length(&mut self, bytes: u64) {
+        self.instruction_length = bytes;
+    }
+    fn tpr(&self) -> u8 {
+        self.tpr
+    }
+    fn set_tpr(&mut self, tpr: u8) {
+        self.tpr = tpr;
     }
     fn interruptible(&self) -> bool {
         self.interruptible
@@ -75,14 +102,19 @@ impl Vcpu for MockVcpu {
     fn context(&mut self) -> VcpuContext {
         let mut c = self.ctx;
         self.regs.store(&mut c);
+        c.cr8 = u64::from(self.tpr);
+        c.tsc_aux = self.ext.tsc_aux;
         c
     }
     fn set_context(&mut self, ctx: &VcpuContext) {
         self.ctx = *ctx;
         self.regs = GuestRegs::from_context(ctx);
+        self.tpr = ctx.cr8 as u8;
+        self.ext.tsc_aux = ctx.tsc_aux;
     }
     fn flush_translations(&mut self) {
         self.flushes += 1;
+        self.flush_pending = true;
     }
     fn extended(&self) -> &ExtendedState {
         &self.ext
@@ -110,7 +142,7 @@ impl Backend for MockBackend {
         // Like the real backends: one frame for the control block.
         let block = ft.alloc(FrameKind::Hypervisor, crate::mm::frame::OWNER_HYPERVISOR).map_err(|_| VcpuError::OutOfMemory)?;
         self.live += 1;
-        let mut v = MockVcpu { root: root.0 | (block.0 << 32), interruptible: true, ..Default::default() };
+        let mut v = MockVcpu { root: root.0 | (block.0 << 32), interruptible: true, flush_pending: true, ..Default::default() };
         v.set_context(ctx);
         Ok(v)
     }
@@ -121,6 +153,7 @@ impl Backend for MockBackend {
     }
 
     fn run(&mut self, v: &mut MockVcpu) -> Exit {
+        v.flush_pending = false;
         v.seen_dr0.push(self.cpu.dr[0]);
         if v.writes_dr0 != 0 {
             self.cpu.dr[0] = v.writes_dr0;
@@ -141,7 +174,14 @@ impl Backend for MockBackend {
 #[derive(Default)]
 struct MockPlatform {
     now: Cell<u64>,
+    /// What reached the simulated serial line (CR LF shown as LF).
     out: Vec<u8>,
+    /// The transmit queue.
+    tx: crate::txqueue::TxQueue<{ crate::txqueue::TX_QUEUE_BYTES }>,
+    /// Bytes the simulated UART takes per drain call (0 = all it is offered).
+    uart_fifo: usize,
+    /// Bytes sent by each drain call.
+    drained: Vec<usize>,
     input: VecDeque<u8>,
     timers: u32,
     /// Heap bytes reported free (0 = plenty).
@@ -160,14 +200,31 @@ impl Platform for MockPlatform {
         1_000_000
     }
     fn cpuid(&self, leaf: u32, _sub: u32) -> [u32; 4] {
+        // A host with every feature bit set, so the allow-list alone decides what shows.
         match leaf {
+            0 => [0x16, 1, 2, 3],
             1 => [0x600, 0, 0xFFFF_FFFF, 0xFFFF_FFFF],
-            0x8000_0001 => [0, 0, 0xFFFF_FFFF, 0],
+            7 => [0, !0, !0, !0],
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            0x8000_0001 => [0, 0, 0xFFFF_FFFF, 0xFFFF_FFFF],
+            0x8000_0008 => [0x3030, !0, 0, 0],
             _ => [leaf, 1, 2, 3],
         }
     }
-    fn console_write(&mut self, b: &[u8]) {
-        self.out.extend_from_slice(b);
+    fn console_queue(&mut self, parts: &[&[u8]]) -> bool {
+        self.tx.push(parts)
+    }
+    fn console_drain(&mut self, max_bytes: usize) -> (usize, usize) {
+        let (out, fifo) = (&mut self.out, self.uart_fifo);
+        let mut sent = 0;
+        let left = self.tx.drain(max_bytes, &mut |b| {
+            let n = if fifo == 0 { b.len() } else { b.len().min(fifo - sent) };
+            out.extend(b[..n].iter().filter(|&&c| c != b'\r'));
+            sent += n;
+            n
+        });
+        self.drained.push(sent);
+        (sent, left.1)
     }
     fn console_poll(&mut self) -> Option<u8> {
         self.input.pop_front()
@@ -187,6 +244,12 @@ impl Platform for MockPlatform {
 }
 
 type Hv = Hypervisor<MockBackend, SimMem, MockPlatform>;
+
+/// Everything printed so far, once the serial line has sent all of it.
+fn serial(h: &mut Hv) -> Vec<u8> {
+    h.flush_serial();
+    h.platform.out.clone()
+}
 
 const FRAMES: usize = 16384;
 const MIB: u64 = 1 << 20;
@@ -365,13 +428,48 @@ fn bad_hypercalls_get_error_codes_and_change_nothing() {
 }
 
 #[test]
+fn names_with_an_embedded_nul_are_refused_everywhere() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let a = h.create_domain("a", 2 * MIB, false).unwrap();
+    let mut name = name_field("a");
+    name[2] = b'b';
+    let args = CreateArgs { mem_bytes: 2 * MIB, vcpus: 1, flags: 0, name };
+    // SAFETY: CreateArgs is plain data.
+    h.write_guest(d0, 0x2000, unsafe { guest_abi::bytes_of(&args) }, false).unwrap();
+    assert_eq!(call(&mut h, d0, nr::DOM_CREATE, &[0x2000]), Err(HvError::InvalidArgument), "a\\0b would list as a");
+    h.write_guest(d0, 0x3000, b"x\0y", false).unwrap();
+    assert_eq!(call(&mut h, d0, nr::DOM_SET_NAME, &[a as u64, 0x3000, 3]), Err(HvError::InvalidArgument));
+    assert_eq!(h.domains.get(a).unwrap().name.as_str(), "a");
+    assert_eq!(h.info().domains, 2);
+}
+
+#[test]
+fn dom_list_returns_every_id_across_its_copy_steps() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let t = template(&mut h, 0);
+    let mut ids = vec![t];
+    ids.extend((0..150).map(|i| h.clone_domain(t, &clone_args("", i, QUOTA_DEFAULT)).unwrap()));
+    let out = 0x4000;
+    assert_eq!(call(&mut h, d0, nr::DOM_LIST, &[0, out, 1000]), Ok(152));
+    let mut got = vec![0u8; 152 * 4];
+    h.read_guest(d0, out, &mut got).unwrap();
+    let got: Vec<u32> = got.chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    assert_eq!(got[0], d0);
+    assert_eq!(&got[1..], &ids[..]);
+    assert_eq!(call(&mut h, d0, nr::DOM_LIST, &[ids[100] as u64, out, 30]), Ok(30), "from an id, bounded by max");
+    assert_eq!(call(&mut h, d0, nr::DOM_LIST, &[u64::from(u32::MAX), out, 10]), Ok(0));
+}
+
+#[test]
 fn console_output_is_kept_per_domain_and_echoed_with_a_prefix() {
     let mut h = hv();
     let d0 = dom0(&mut h);
     let u = started(&mut h, "u", 2 * MIB);
     h.write_guest(u, 0x2000, b"hi\nthere\n", false).unwrap();
     assert_eq!(call(&mut h, u, nr::CONSOLE_WRITE, &[0x2000, 9]), Ok(9));
-    assert_eq!(h.platform.out, b"(d1) hi\n(d1) there\n");
+    assert_eq!(serial(&mut h), b"(d1) hi\n(d1) there\n");
     let out_gpa = 0x3000;
     let r = call(&mut h, d0, nr::CONSOLE_GET, &[u as u64, 3, out_gpa, 100]).unwrap();
     assert_eq!(r & 0xFFFF_FFFF, 6);
@@ -395,16 +493,88 @@ fn partial_console_lines_of_two_domains_never_share_a_serial_line() {
     assert_eq!(call(&mut h, a, nr::CONSOLE_WRITE, &[0x2000, 3]), Ok(3));
     assert_eq!(call(&mut h, b, nr::CONSOLE_WRITE, &[0x2000, 5]), Ok(5));
     assert_eq!(call(&mut h, a, nr::CONSOLE_WRITE, &[0x2000, 3]), Ok(3));
-    assert_eq!(h.platform.out, b"(d2) line\n", "a's partial line waits for its newline");
+    assert_eq!(serial(&mut h), b"(d2) line\n", "a's partial line waits for its newline");
     h.exit(a, 0);
-    assert_eq!(h.platform.out, b"(d2) line\n(d1) abcabc\n", "ending a domain flushes its last line");
+    assert_eq!(serial(&mut h), b"(d2) line\n(d1) abcabc\n", "ending a domain flushes its last line");
     h.platform.out.clear();
-    let long = [b'x'; super::exit::ECHO_LINE_MAX_BYTES + 10];
+    let long = [b'x'; super::ECHO_LINE_MAX_BYTES + 10];
     h.write_guest(b, 0x3000, &long, false).unwrap();
     assert_eq!(call(&mut h, b, nr::CONSOLE_WRITE, &[0x3000, long.len() as u64]), Ok(long.len() as u64));
-    let out = alloc::string::String::from_utf8(h.platform.out.clone()).unwrap();
+    let out = alloc::string::String::from_utf8(serial(&mut h)).unwrap();
     assert_eq!(out.lines().count(), 1, "a long line is broken at the limit, the rest waits");
-    assert_eq!(out.len(), "(d2) \n".len() + super::exit::ECHO_LINE_MAX_BYTES);
+    assert_eq!(out.len(), "(d2) \n".len() + super::ECHO_LINE_MAX_BYTES);
+}
+
+/// 64 KiB of numbered 64-byte lines.
+fn numbered_lines(count: usize) -> Vec<u8> {
+    let mut text = Vec::new();
+    for i in 0..count {
+        let line = alloc::format!("line {i:05} {}\n", "x".repeat(52));
+        text.extend_from_slice(line.as_bytes());
+    }
+    text
+}
+
+#[test]
+fn a_huge_console_write_costs_one_exit_a_bounded_amount_of_serial_work() {
+    let mut h = hv();
+    let u = started(&mut h, "u", 2 * MIB);
+    let text = numbered_lines(1024);
+    assert_eq!(text.len(), 64 * 1024);
+    h.write_guest(u, 0x10000, &text, false).unwrap();
+    // A UART with a 16-byte FIFO that is busy between drains, as on hardware.
+    h.platform.uart_fifo = 16;
+    vcpu(&mut h, u).script.push_back(Exit::Hypercall);
+    let v = vcpu(&mut h, u);
+    (v.regs.rax, v.regs.rdi, v.regs.rsi) = (nr::CONSOLE_WRITE, 0x10000, text.len() as u64);
+    h.run_once();
+    assert_eq!(vcpu(&mut h, u).regs.rax, text.len() as u64, "the write is taken whole");
+    assert!(h.platform.drained.iter().all(|&n| n <= 16), "{:?}", h.platform.drained);
+    assert!(h.platform.out.len() <= SERIAL_DRAIN_BYTES_PER_EXIT);
+    // The rest follows over later exits and idle time; the ring kept the newest 16 KiB.
+    h.platform.uart_fifo = 0;
+    for _ in 0..200 {
+        if !h.serial_pending() {
+            break;
+        }
+        h.platform.now.set(h.platform.now.get() + 2_000_000);
+        vcpu(&mut h, u).script.push_back(Exit::Hypercall);
+        vcpu(&mut h, u).regs.rax = nr::NULL;
+        h.run_once();
+    }
+    assert!(!h.serial_pending());
+    let out = alloc::string::String::from_utf8(h.platform.out.clone()).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.iter().all(|l| l.starts_with("(d1) line ") && l.len() == 68), "whole lines only");
+    let numbers: Vec<usize> = lines.iter().map(|l| l[10..15].parse().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[1] > w[0]), "in order");
+    assert_eq!(numbers.last(), Some(&1023), "the newest line arrives");
+}
+
+#[test]
+fn dom0_output_is_slowed_to_the_line_and_never_lost() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let text = numbered_lines(1024);
+    h.write_guest(d0, 0x10000, &text, false).unwrap();
+    h.platform.uart_fifo = 16;
+    let mut done = 0u64;
+    let mut short = 0;
+    for _ in 0..100_000 {
+        if done == text.len() as u64 {
+            break;
+        }
+        let n = call(&mut h, d0, nr::CONSOLE_WRITE, &[0x10000 + done, text.len() as u64 - done]).unwrap();
+        assert!(n <= crate::console::CONSOLE_RING_BYTES as u64);
+        short += u32::from(n < text.len() as u64 - done);
+        done += n;
+        // The UART's FIFO empties while time passes.
+        h.platform.now.set(h.platform.now.get() + 2_000_000);
+        h.drain_serial(SERIAL_DRAIN_BYTES_PER_EXIT);
+    }
+    assert_eq!(done, text.len() as u64);
+    assert!(short > 0, "dom0 had to wait for the line");
+    assert_eq!(serial(&mut h), text, "every byte, in order");
 }
 
 #[test]
@@ -498,6 +668,84 @@ fn msr_accesses_are_filtered() {
     vcpu(&mut h, u).regs.rcx = 0x3A;
     h.handle_exit(u, Exit::Rdmsr);
     assert_eq!(vcpu(&mut h, u).injected.pop(), Some((vector::GP, true)), "unknown MSR");
+}
+
+/// A domain whose vCPU runs 64-bit code at `rip` through identity-mapping page tables
+/// (one 2 MiB page) with `code` at `rip`.
+fn with_code(h: &mut Hv, code: &[u8]) -> DomId {
+    use guest_abi::vcpu::{cr0, cr4, efer};
+    let u = started(h, "", 4 * MIB);
+    h.write_guest(u, 0x10000, &(0x11000u64 | 1).to_le_bytes(), false).unwrap();
+    h.write_guest(u, 0x11000, &(0x12000u64 | 1).to_le_bytes(), false).unwrap();
+    h.write_guest(u, 0x12000, &((1u64 << 7) | 1).to_le_bytes(), false).unwrap();
+    h.write_guest(u, 0x20000, code, false).unwrap();
+    let v = vcpu(h, u);
+    v.ctx = VcpuContext::long_mode(0x20000, 0x30000, 0x10000, 0, 0x2000);
+    v.ctx.cr0 |= cr0::PE | cr0::PG;
+    v.ctx.cr4 |= cr4::PAE;
+    v.ctx.efer = efer::LME | efer::LMA;
+    u
+}
+
+#[test]
+fn undecoded_cr_writes_are_fetched_decoded_and_vetted_like_decoded_ones() {
+    use guest_abi::vcpu::{cr0, cr4};
+    let mut h = hv();
+    // mov cr4, rax
+    let u = with_code(&mut h, &[0x0F, 0x22, 0xE0]);
+    let old = vcpu(&mut h, u).ctx.cr4;
+    vcpu(&mut h, u).regs.rax = old | cr4::PKE;
+    h.handle_exit(u, Exit::ControlRegisterUndecoded { cr: 4 });
+    assert_eq!(vcpu(&mut h, u).injected.pop(), Some((vector::GP, true)), "a hidden feature's bit");
+    assert_eq!(vcpu(&mut h, u).ctx.cr4, old);
+    vcpu(&mut h, u).regs.rax = old | cr4::PGE;
+    let flushes = vcpu(&mut h, u).flushes;
+    h.handle_exit(u, Exit::ControlRegisterUndecoded { cr: 4 });
+    let v = vcpu(&mut h, u);
+    assert_eq!((v.ctx.cr4, v.ctx.rip), (old | cr4::PGE, 0x20003), "applied, RIP past the 3 bytes");
+    assert!(v.flushes > flushes, "the emulated write flushes like the CPU would");
+    // lock mov cr0, rcx is AMD's way to write CR8.
+    let u2 = with_code(&mut h, &[0xF0, 0x0F, 0x22, 0xC1]);
+    vcpu(&mut h, u2).regs.rcx = 9;
+    h.handle_exit(u2, Exit::ControlRegisterUndecoded { cr: 8 });
+    assert_eq!((vcpu(&mut h, u2).tpr, vcpu(&mut h, u2).ctx.rip), (9, 0x20004));
+    // clts
+    let u3 = with_code(&mut h, &[0x0F, 0x06]);
+    vcpu(&mut h, u3).ctx.cr0 |= cr0::TS;
+    h.handle_exit(u3, Exit::ControlRegisterUndecoded { cr: 0 });
+    assert_eq!(vcpu(&mut h, u3).ctx.cr0 & cr0::TS, 0);
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn leaving_long_mode_stops_the_domain_and_undecodable_writes_crash_it() {
+    use guest_abi::vcpu::{Segment, cr0};
+    let mut h = hv();
+    // mov cr0, rax from a 32-bit compatibility-mode segment with PG cleared.
+    let u = with_code(&mut h, &[0x0F, 0x22, 0xC0]);
+    let v = vcpu(&mut h, u);
+    v.ctx.cs = Segment { selector: 0x18, attrs: 0x0C9B, limit: 0xFFFF_FFFF, base: 0 };
+    v.regs.rax = v.ctx.cr0 & !cr0::PG;
+    h.handle_exit(u, Exit::ControlRegisterUndecoded { cr: 0 });
+    let i = h.domain_info(u).unwrap();
+    assert_eq!(i.state, state::CRASHED);
+    assert!(guest_abi::domctl::name_str(&i.reason).starts_with("guest left long mode"), "{}", guest_abi::domctl::name_str(&i.reason));
+    // The same from 64-bit code is #GP, as on the CPU.
+    let w = with_code(&mut h, &[0x0F, 0x22, 0xC0]);
+    vcpu(&mut h, w).regs.rax = vcpu(&mut h, w).ctx.cr0 & !cr0::PG;
+    h.handle_exit(w, Exit::ControlRegisterUndecoded { cr: 0 });
+    assert_eq!(vcpu(&mut h, w).injected.pop(), Some((vector::GP, true)));
+    // Bytes that are not a CR write, and a RIP on an unmapped page.
+    let x = with_code(&mut h, &[0x90, 0x90]);
+    h.handle_exit(x, Exit::ControlRegisterUndecoded { cr: 4 });
+    let r = h.domain_info(x).unwrap();
+    assert_eq!(r.state, state::CRASHED);
+    assert!(guest_abi::domctl::name_str(&r.reason).contains("cannot emulate"));
+    let y = with_code(&mut h, &[0x0F, 0x22, 0xE0]);
+    vcpu(&mut h, y).ctx.rip = 0x4000_0000;
+    h.handle_exit(y, Exit::ControlRegisterUndecoded { cr: 4 });
+    assert_eq!(h.domain_info(y).unwrap().state, state::CRASHED);
+    h.check_invariants().unwrap();
 }
 
 #[test]
@@ -735,6 +983,51 @@ fn quota_and_memory_exhaustion_pause_the_clone_and_nothing_else() {
 }
 
 #[test]
+fn page_tables_count_against_the_quota_and_a_refused_write_allocates_nothing() {
+    let mut h = hv();
+    let t = template(&mut h, 4);
+    // The first write into a still-shared 2 MiB region copies its last-level table and then
+    // the page: two frames, more than a quota of one allows.
+    let q = h.clone_domain(t, &clone_args("q", 0, 1)).unwrap();
+    let free = h.frames.free_frames();
+    let tables = h.domain_stat(q).unwrap().pagetable_pages;
+    guest_write(&mut h, q, 0x20_0000, 1);
+    let i = h.domain_info(q).unwrap();
+    assert_eq!((i.state, i.pause_reason), (state::PAUSED, pause::QUOTA));
+    assert_eq!(h.frames.free_frames(), free, "nothing was allocated");
+    let s = h.domain_stat(q).unwrap();
+    assert_eq!((s.pagetable_pages, s.quota_used_pages, s.private_pages), (tables, 0, 0));
+    // With room for both, the table and the page are charged.
+    let r = h.clone_domain(t, &clone_args("r", 1, 2)).unwrap();
+    guest_write(&mut h, r, 0x20_0000, 1);
+    let s = h.domain_stat(r).unwrap();
+    assert_eq!((s.quota_used_pages, s.quota_table_pages, s.private_pages), (2, 1, 1));
+    assert_eq!(h.domain_info(r).unwrap().state, state::RUNNING);
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn mem_protect_charges_the_tables_it_copies_and_flushes_even_when_refused() {
+    let mut h = hv();
+    let t = template(&mut h, 4);
+    // All RAM above the start-of-day page: an 8 MiB clone shares three of its four
+    // last-level tables (its start-of-day path made the first private), so three are copied.
+    let (gpa, pages) = (2 * PAGE_SIZE, 8 * MIB / PAGE_SIZE - 2);
+    let q = h.clone_domain(t, &clone_args("q", 0, 2)).unwrap();
+    let free = h.frames.free_frames();
+    let flushes = vcpu(&mut h, q).flushes;
+    assert_eq!(call(&mut h, q, nr::MEM_PROTECT, &[gpa, pages]), Err(HvError::QuotaExceeded));
+    assert_eq!(h.frames.free_frames(), free, "nothing was allocated");
+    assert!(vcpu(&mut h, q).flushes > flushes, "a refused call flushes too");
+    assert_eq!(h.domain_stat(q).unwrap().quota_used_pages, 0);
+    let r = h.clone_domain(t, &clone_args("r", 1, QUOTA_DEFAULT)).unwrap();
+    assert_eq!(call(&mut h, r, nr::MEM_PROTECT, &[gpa, pages]), Ok(0));
+    let s = h.domain_stat(r).unwrap();
+    assert_eq!((s.quota_used_pages, s.quota_table_pages), (3, 3));
+    h.check_invariants().unwrap();
+}
+
+#[test]
 fn template_with_clones_cannot_be_destroyed_and_teardown_returns_every_frame() {
     let mut h = hv();
     let baseline = h.info();
@@ -917,4 +1210,111 @@ fn vcpu_script(h: &mut Hv, id: DomId) {
     if let Some(v) = h.domains.get_mut(id).and_then(|d| d.vcpu.as_mut()) {
         v.script = VecDeque::from([Exit::NestedPageFault { gpa: 0x10_0000, write: true, fetch: false }, Exit::Hlt]);
     }
+}
+
+/// Every live domain's translations as its vCPU may have cached them: gfn -> (frame, writable).
+fn translations(h: &Hv) -> BTreeMap<DomId, BTreeMap<u64, (Pfn, bool)>> {
+    let mut all = BTreeMap::new();
+    for d in h.domains.iter().filter(|d| d.vcpu.is_some()) {
+        let Some(p) = &d.p2m else { continue };
+        let mut m = BTreeMap::new();
+        for gfn in 0..d.gpa_limit / PAGE_SIZE {
+            if let Some(l) = p.lookup(&h.mem, gfn) {
+                m.insert(gfn, (l.pfn, l.writable));
+            }
+        }
+        all.insert(d.id, m);
+    }
+    all
+}
+
+/// Fails if some live domain lost a translation, or write access, or saw a guest frame move
+/// to another machine frame, without its vCPU having a flush pending: it could go on using a
+/// stale cached translation (emulators flush on every world switch and cannot show this).
+fn assert_downgrades_flushed(h: &mut Hv, before: &BTreeMap<DomId, BTreeMap<u64, (Pfn, bool)>>, what: &str) {
+    let after = translations(h);
+    for (id, old) in before {
+        let Some(new) = after.get(id) else { continue };
+        let downgraded = old.iter().find(|(g, (pfn, w))| match new.get(g) {
+            None => true,
+            Some((p, nw)) => p != pfn || (*w && !nw),
+        });
+        if let Some((g, _)) = downgraded {
+            assert!(vcpu(h, *id).flush_pending, "{what}: d{id} gfn {g:#x} downgraded without a flush");
+        }
+    }
+}
+
+#[test]
+fn every_mapping_downgrade_is_followed_by_a_flush_before_the_vcpu_runs_again() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let mut x: u64 = 0xDEAD_BEEF_1234_5678;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let t = template(&mut h, 64);
+    let mut live: Vec<DomId> = vec![started(&mut h, "plain", 4 * MIB)];
+    for i in 0..4 {
+        live.push(h.clone_domain(t, &clone_args("", i, QUOTA_DEFAULT)).unwrap());
+    }
+    for step in 0..3000 {
+        // The vCPUs run (and so take their pending flushes) between operations.
+        for &id in &live {
+            vcpu(&mut h, id).flush_pending = false;
+        }
+        let before = translations(&h);
+        let id = live[(next() % live.len() as u64) as usize];
+        let mem = h.domains.get(id).map(|d| d.mem_bytes).unwrap_or(0);
+        let gpa = (2 + next() % (mem / PAGE_SIZE - 2)) * PAGE_SIZE;
+        let what = match next() % 6 {
+            0 | 1 => {
+                guest_write(&mut h, id, gpa, step);
+                "a guest write"
+            }
+            2 => {
+                let pages = 1 + next() % 700;
+                let _ = call(&mut h, id, nr::MEM_PROTECT, &[gpa, pages]);
+                "mem_protect"
+            }
+            3 => {
+                let _ = call(&mut h, d0, nr::MEM_WRITE, &[id as u64, gpa, 0x8000, 64]);
+                "dom0's mem_write"
+            }
+            4 if live.len() < 8 => {
+                // Freeze a clone and clone it: its tables lose write access at the root.
+                if id != live[0] && h.freeze(id, false).is_ok() {
+                    live.retain(|&l| l != id);
+                    if let Ok(c) = h.clone_domain(id, &clone_args("", step as u32, QUOTA_DEFAULT)) {
+                        live.push(c);
+                    }
+                }
+                "freeze and clone"
+            }
+            _ => {
+                if let Ok(c) = h.clone_domain(t, &clone_args("", step as u32, 1 + next() % 64)) {
+                    live.push(c);
+                }
+                if live.len() > 6 {
+                    let victim = live.remove(1 + (next() % (live.len() as u64 - 1)) as usize);
+                    let _ = h.destroy_domain(victim);
+                }
+                "clone and destroy"
+            }
+        };
+        live.retain(|&l| h.domains.get(l).is_some_and(|d| d.vcpu.is_some()));
+        for &l in &live {
+            if h.domains.get(l).is_some_and(|d| d.paused.is_some()) {
+                let _ = h.unpause(l);
+            }
+        }
+        assert_downgrades_flushed(&mut h, &before, what);
+        if live.is_empty() {
+            live.push(h.clone_domain(t, &clone_args("", step as u32, QUOTA_DEFAULT)).unwrap());
+        }
+    }
+    h.check_invariants().unwrap();
 }

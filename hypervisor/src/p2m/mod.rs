@@ -18,6 +18,8 @@ pub use entry::{EntryFormat, Ept, Npt, P2mType};
 
 /// Number of levels (PML4, PDPT, PD, PT).
 pub const LEVELS: usize = 4;
+/// The most frames one write can allocate: a copy of each table below the root, and the page.
+pub const MAX_WRITE_COST_FRAMES: u64 = LEVELS as u64;
 /// Guest frame numbers must be below this (48-bit guest-physical addresses).
 pub const GFN_LIMIT: u64 = 1 << 36;
 
@@ -96,7 +98,7 @@ impl WriteFault {
 pub struct WritePolicy {
     /// Owner of frames allocated for copies.
     pub owner: Owner,
-    /// Private pages the domain may still gain.
+    /// Frames (page copies and table copies alike) the domain may still gain.
     pub quota_left: u64,
     /// Whether the hypervisor (not the guest) is writing, which may write `Info` pages.
     pub privileged: bool,
@@ -288,9 +290,22 @@ impl<F: EntryFormat> P2m<F> {
         if leaf.writable {
             return Ok(WriteFault::Spurious);
         }
+        // Everything the write will allocate is counted and checked first, so a write that
+        // cannot complete allocates nothing and changes nothing. With room for the most any
+        // write can take (three tables and the page), counting is not needed.
+        let quota_left = if leaf.ty == P2mType::Ram { policy.quota_left } else { u64::MAX };
+        if quota_left.min(ft.free_frames()) < MAX_WRITE_COST_FRAMES {
+            let cost = self.write_cost(ft, mem, gfn)?;
+            if cost > quota_left {
+                return Err(P2mError::QuotaExceeded);
+            }
+            if cost > ft.free_frames() {
+                return Err(P2mError::OutOfMemory);
+            }
+        }
         // Make the tables private first: copying a shared last-level table adds a reference
         // to every page it maps, so only afterwards does the page's count tell whether anyone
-        // else maps it. If what follows fails, the privatized tables are simply kept.
+        // else maps it.
         let mut tables_copied = 0;
         let pt = self.private_path(ft, mem, gfn, policy.owner, false, &mut tables_copied)?;
         let i = index(gfn, 0);
@@ -302,9 +317,6 @@ impl<F: EntryFormat> P2m<F> {
             mem.write_entry(pt, i, F::with_writable(e, guest_writable));
             return Ok(WriteFault::Granted { tables_copied });
         }
-        if policy.quota_left == 0 && leaf.ty == P2mType::Ram {
-            return Err(P2mError::QuotaExceeded);
-        }
         let kind = if leaf.ty == P2mType::Info { FrameKind::DomainInfo } else { FrameKind::DomainRam };
         let new = ft.alloc(kind, policy.owner)?;
         mem.copy_frame(new, old);
@@ -314,8 +326,9 @@ impl<F: EntryFormat> P2m<F> {
     }
 
     /// Removes write access from the RAM pages `[gfn, gfn + pages)` so the next write to each
-    /// takes a fault (dirty tracking). Every page must be mapped RAM; nothing changes otherwise.
-    /// Returns the number of tables that had to be copied.
+    /// takes a fault (dirty tracking). Every page must be mapped RAM, and the shared tables
+    /// that must be copied to get there must fit in `quota_left` and in free memory; nothing
+    /// changes otherwise. Returns the number of tables copied.
     pub fn write_protect<M: PhysMem>(
         &mut self,
         ft: &mut FrameTable<'_>,
@@ -323,6 +336,7 @@ impl<F: EntryFormat> P2m<F> {
         gfn: Gfn,
         pages: u64,
         owner: Owner,
+        quota_left: u64,
     ) -> Result<u32, P2mError> {
         let end = gfn.checked_add(pages).filter(|&e| e <= GFN_LIMIT).ok_or(P2mError::BadGfn(gfn))?;
         for g in gfn..end {
@@ -331,6 +345,13 @@ impl<F: EntryFormat> P2m<F> {
                 Some(l) => return Err(P2mError::ReadOnly(g, l.ty)),
                 None => return Err(P2mError::Unmapped(g)),
             }
+        }
+        let cost = privatize_cost::<F, M>(ft, mem, self.root, LEVELS - 1, 0, gfn, end, PathStep::Private);
+        if cost > quota_left {
+            return Err(P2mError::QuotaExceeded);
+        }
+        if cost > ft.free_frames() {
+            return Err(P2mError::OutOfMemory);
         }
         let mut copied = 0;
         let mut g = gfn;
@@ -346,6 +367,36 @@ impl<F: EntryFormat> P2m<F> {
             g = stop;
         }
         Ok(copied)
+    }
+
+    /// Frames a write to `gfn` would allocate: the shared tables on its path that must be
+    /// copied and, if the page is then shared, the page. 0 for a write that needs no fault.
+    pub fn write_cost<M: PhysMem>(&self, ft: &FrameTable<'_>, mem: &M, gfn: Gfn) -> Result<u64, P2mError> {
+        if gfn >= GFN_LIMIT {
+            return Err(P2mError::BadGfn(gfn));
+        }
+        let mut table = self.root;
+        let mut step = PathStep::Private;
+        let mut cost = 0;
+        for level in (1..LEVELS).rev() {
+            let e = mem.read_entry(table, index(gfn, level));
+            if !F::is_present(e) {
+                return Err(P2mError::Unmapped(gfn));
+            }
+            table = F::pfn(e);
+            step = step.next::<F>(e, ft.refs(table));
+            cost += u64::from(step == PathStep::Copied);
+        }
+        let e = mem.read_entry(table, index(gfn, 0));
+        if !F::is_present(e) {
+            return Err(P2mError::Unmapped(gfn));
+        }
+        // A copied last-level table adds a reference to the page, which is then shared.
+        let page = F::pfn(e);
+        if ft.kind(page).is_allocatable() && (step == PathStep::Copied || ft.refs(page) > 1) {
+            cost += 1;
+        }
+        Ok(cost)
     }
 
     /// Drops every reference this P2M holds; frames nobody else references are freed.
@@ -386,6 +437,69 @@ fn visit_table<F: EntryFormat, M: PhysMem>(
             visit_table::<F, M>(mem, F::pfn(e), level - 1, seen, f);
         }
     }
+}
+
+/// What making a path private does to each table on it ([`P2m::private_path`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PathStep {
+    /// Its entry already grants write access: it stays as it is.
+    Private,
+    /// Referenced only here: taken over, its entries losing write access.
+    TakenOver,
+    /// Shared: copied (the copy's entries are read-only and add a reference to each child).
+    Copied,
+}
+
+impl PathStep {
+    /// The step for the table that entry `e` of a table treated with `self` points at,
+    /// referenced `refs` times. A taken-over or copied table's entries are read-only, whatever
+    /// they held: a running source that was cloned keeps writable entries below its revoked
+    /// root, over subtrees that others may share.
+    fn next<F: EntryFormat>(self, e: u64, refs: u32) -> Self {
+        if F::is_writable(e) && self == Self::Private {
+            Self::Private
+        } else if self == Self::Copied || refs > 1 {
+            Self::Copied
+        } else {
+            Self::TakenOver
+        }
+    }
+}
+
+/// Tables that making the paths to `[start, end)` private would copy, below `table` (at
+/// `level`, covering the guest frames from `base`, treated with `step`). Each table is
+/// counted once, however many paths cross it.
+#[allow(clippy::too_many_arguments)]
+fn privatize_cost<F: EntryFormat, M: PhysMem>(
+    ft: &FrameTable<'_>,
+    mem: &M,
+    table: Pfn,
+    level: usize,
+    base: Gfn,
+    start: Gfn,
+    end: Gfn,
+    step: PathStep,
+) -> u64 {
+    if start >= end {
+        return 0;
+    }
+    let span = 1u64 << (9 * level);
+    let first = ((start.max(base) - base) / span) as usize;
+    let last = ((end.min(base + span * ENTRIES_PER_TABLE as u64) - 1 - base) / span) as usize;
+    let mut cost = 0;
+    for i in first..=last.min(ENTRIES_PER_TABLE - 1) {
+        let e = mem.read_entry(table, i);
+        if !F::is_present(e) {
+            continue;
+        }
+        let child = F::pfn(e);
+        let s = step.next::<F>(e, ft.refs(child));
+        cost += u64::from(s == PathStep::Copied);
+        if level > 1 {
+            cost += privatize_cost::<F, M>(ft, mem, child, level - 1, base + i as u64 * span, start, end, s);
+        }
+    }
+    cost
 }
 
 /// Entries scanned together when copying tables (most entries of sparse tables are empty).

@@ -55,7 +55,11 @@ fn policy(owner: u32) -> WritePolicy {
 /// A guest write of `v` at the start of page `gfn`, resolving the fault like the hypervisor.
 fn guest_write<F: EntryFormat>(w: &mut World, p: &mut P2m<F>, owner: u32, gfn: Gfn, v: u64) -> WriteFault {
     let leaf = p.lookup(&w.mem, gfn).unwrap();
+    let (cost, free) = (p.write_cost(&w.ft, &w.mem, gfn).unwrap(), w.ft.free_frames());
     let outcome = if leaf.writable { WriteFault::Spurious } else { p.write_fault(&mut w.ft, &w.mem, gfn, policy(owner)).unwrap() };
+    if !leaf.writable {
+        assert_eq!(free - w.ft.free_frames(), cost, "write_cost predicts what the write allocates");
+    }
     let leaf = p.lookup(&w.mem, gfn).unwrap();
     assert!(leaf.writable, "page {gfn} still read-only after the fault was resolved");
     write_u64(w, leaf.pfn, 0, v);
@@ -186,7 +190,16 @@ fn quota_and_memory_exhaustion_fail_cleanly() {
         let mut tpl = populate::<F>(&mut w, 1, 512, 0x77);
         let mut c = P2m::<F>::clone_of(&mut w.ft, &w.mem, &mut tpl, 2).unwrap();
         let no_quota = WritePolicy { owner: 2, quota_left: 0, privileged: false };
+        let free = w.ft.free_frames();
         assert_eq!(c.write_fault(&mut w.ft, &w.mem, 3, no_quota), Err(P2mError::QuotaExceeded));
+        assert_eq!(w.ft.free_frames(), free, "the refused write copied no table");
+        // The first write needs the shared tables on its path and the page: a quota one short
+        // of that is refused just the same.
+        let cost = c.write_cost(&w.ft, &w.mem, 3).unwrap();
+        assert!(cost >= 2);
+        let short = WritePolicy { quota_left: cost - 1, ..no_quota };
+        assert_eq!(c.write_fault(&mut w.ft, &w.mem, 3, short), Err(P2mError::QuotaExceeded));
+        assert_eq!(w.ft.free_frames(), free);
         assert_eq!(guest_read(&w, &c, 3), 0x77 ^ 3);
         check_refs(&w, &[&tpl, &c]);
         // Exhaust memory with copies until the allocator says no.
@@ -199,6 +212,9 @@ fn quota_and_memory_exhaustion_fail_cleanly() {
             assert!(g < 512, "memory should run out first");
         };
         assert_eq!(err, P2mError::OutOfMemory);
+        let free = w.ft.free_frames();
+        assert_eq!(c.write_fault(&mut w.ft, &w.mem, g, policy(2)), Err(P2mError::OutOfMemory));
+        assert_eq!(w.ft.free_frames(), free, "a write that cannot complete allocates nothing");
         assert_eq!(guest_read(&w, &c, g), 0x77 ^ g, "failed copy left the old mapping");
         check_refs(&w, &[&tpl, &c]);
         c.destroy(&mut w.ft, &w.mem).unwrap();
@@ -268,15 +284,15 @@ fn write_protect_faults_are_granted_without_copying() {
     fn t<F: EntryFormat>() {
         let mut w = world(FRAMES);
         let mut p = populate::<F>(&mut w, 1, 100, 0);
-        assert_eq!(p.write_protect(&mut w.ft, &w.mem, 10, 20, 1), Ok(0));
+        assert_eq!(p.write_protect(&mut w.ft, &w.mem, 10, 20, 1, u64::MAX), Ok(0));
         assert!(!p.lookup(&w.mem, 15).unwrap().writable);
         assert!(p.lookup(&w.mem, 30).unwrap().writable);
         let free = w.ft.free_frames();
         assert_eq!(guest_write(&mut w, &mut p, 1, 15, 5), WriteFault::Granted { tables_copied: 0 });
         assert_eq!(w.ft.free_frames(), free);
-        assert_eq!(p.write_protect(&mut w.ft, &w.mem, 95, 10, 1), Err(P2mError::Unmapped(100)));
+        assert_eq!(p.write_protect(&mut w.ft, &w.mem, 95, 10, 1, u64::MAX), Err(P2mError::Unmapped(100)));
         assert!(p.lookup(&w.mem, 96).unwrap().writable, "a failed protect changes nothing");
-        assert_eq!(p.write_protect(&mut w.ft, &w.mem, u64::MAX, 2, 1), Err(P2mError::BadGfn(u64::MAX)));
+        assert_eq!(p.write_protect(&mut w.ft, &w.mem, u64::MAX, 2, 1, u64::MAX), Err(P2mError::BadGfn(u64::MAX)));
         check_refs(&w, &[&p]);
     }
     for_both(|f| with_format!(f, t));
@@ -352,6 +368,20 @@ fn random_writes_by_many_clones_match_a_model() {
                 let v = next();
                 let (owner, p, model) = &mut doms[d];
                 let owner = *owner;
+                if v % 16 == 0 {
+                    // Now and then write-protect a range: the tables it copies are the ones
+                    // predicted, and it is refused without changes when the quota is short.
+                    let len = 1 + next() % 1200;
+                    let end = (g + len).min(pages);
+                    let cost = super::privatize_cost::<F, SimMem>(&w.ft, &w.mem, p.root(), LEVELS - 1, 0, g, end, super::PathStep::Private);
+                    let free = w.ft.free_frames();
+                    if cost > 0 {
+                        assert_eq!(p.write_protect(&mut w.ft, &w.mem, g, end - g, owner, cost - 1), Err(P2mError::QuotaExceeded));
+                        assert_eq!(w.ft.free_frames(), free);
+                    }
+                    assert_eq!(p.write_protect(&mut w.ft, &w.mem, g, end - g, owner, cost), Ok(cost as u32));
+                    assert_eq!(free - w.ft.free_frames(), cost);
+                }
                 guest_write(&mut w, p, owner, g, v);
                 model.insert(g, v);
             }

@@ -41,7 +41,7 @@ struct ConsoleOut(String);
 impl ConsoleOut {
     fn flush(&mut self) {
         if !self.0.is_empty() {
-            let _ = rt::hc::console_write(self.0.as_bytes());
+            rt::console::write_all(self.0.as_bytes());
             self.0.clear();
         }
     }
@@ -84,7 +84,7 @@ impl Input {
             while let Some(b) = self.pending.pop_front() {
                 let line = self.editor.feed(b, &mut echo);
                 if !echo.is_empty() {
-                    let _ = rt::hc::console_write(&echo);
+                    rt::console::write_all(&echo);
                     echo.clear();
                 }
                 if let Some(line) = line {
@@ -122,7 +122,7 @@ fn dom0_main(info: &'static StartInfo) -> i32 {
         guest_abi::println!("demo done; try: clone demo count=100, list, stat demo-5, info, help");
     }
     loop {
-        let _ = rt::hc::console_write(PROMPT.as_bytes());
+        rt::console::write_all(PROMPT.as_bytes());
         let line = input.read_line(&mut shell.ctl);
         let flow = shell.execute(&line, &mut out);
         out.flush();

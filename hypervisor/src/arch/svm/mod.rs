@@ -9,13 +9,13 @@ use crate::arch::x86::{msr, rdmsr, wrmsr};
 use crate::mm::frame::{FrameKind, FrameTable, OWNER_HYPERVISOR, Pfn};
 use crate::mm::phys;
 use crate::p2m::Npt;
-use crate::arch::extended;
-use crate::vcpu::{Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Vcpu, VcpuContext, VcpuError, vector};
+use crate::arch::{extended, spec};
+use crate::vcpu::{Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Segment, Vcpu, VcpuContext, VcpuError, vector};
 use alloc::boxed::Box;
 use core::arch::global_asm;
 use guest_abi::hypercall::CallInsn;
 use guest_abi::vcpu::{efer, rflags};
-use vmcb::{Vmcb, ctl, exit, misc1, misc2, save};
+use vmcb::{Vmcb, cr_intercept, ctl, exit, misc1, misc2, save};
 
 /// Frames of the I/O permission map (12 KiB).
 pub const IOPM_FRAMES: u64 = 3;
@@ -34,6 +34,9 @@ const EVENT_VALID: u64 = 1 << 31;
 const EVENT_TYPE_INTR: u64 = 0 << 8;
 const EVENT_TYPE_EXCEPTION: u64 = 3 << 8;
 const EVENT_ERROR_VALID: u64 = 1 << 11;
+/// VINTR fields (AMD APM Vol 2 15.21.1, VMCB offset 0x60): V_TPR 3:0, V_IRQ 8,
+/// V_INTR_PRIO 19:16, V_IGN_TPR 20, V_INTR_MASKING 24.
+const VINTR_TPR: u64 = 0xF;
 const VINTR_V_IRQ: u64 = 1 << 8;
 const VINTR_PRIO_MAX: u64 = 0xF << 16;
 const VINTR_IGN_TPR: u64 = 1 << 20;
@@ -163,7 +166,13 @@ impl Backend for Svm {
         let frame = ft.alloc(FrameKind::Hypervisor, OWNER_HYPERVISOR).map_err(|_| VcpuError::OutOfMemory)?;
         phys::zero_frame(frame);
         let vmcb = Vmcb(frame);
-        vmcb.write::<u32>(ctl::INTERCEPT_CR, 0);
+        // CR0 and CR4 writes are vetted by the policy (long mode only, no hidden features).
+        // CR8 is the virtual TPR (V_TPR, under V_INTR_MASKING): reads need no exit, writes
+        // exit so the core sees an upcall the TPR held back become deliverable, as on VMX.
+        vmcb.write::<u32>(
+            ctl::INTERCEPT_CR,
+            cr_intercept::WRITE_CR0 | cr_intercept::WRITE_CR4 | cr_intercept::WRITE_CR8,
+        );
         vmcb.write::<u32>(ctl::INTERCEPT_EXCEPTIONS, INTERCEPTED_EXCEPTIONS);
         vmcb.write::<u32>(
             ctl::INTERCEPT_MISC1,
@@ -173,6 +182,7 @@ impl Backend for Svm {
                 | misc1::INIT
                 | misc1::CPUID
                 | misc1::INVD
+                | misc1::RDPMC
                 | misc1::HLT
                 | misc1::INVLPGA
                 | misc1::IOIO_PROT
@@ -205,6 +215,7 @@ impl Backend for Svm {
     }
 
     fn destroy_vcpu(&mut self, ft: &mut FrameTable<'_>, v: SvmVcpu) {
+        extended::forget(&v.ext);
         if let Err(e) = ft.free(v.vmcb.0) {
             log::error!("freeing a VMCB failed: {e:?}");
         }
@@ -236,6 +247,7 @@ impl Backend for Svm {
         }
         v.reinject = 0;
         vmcb.write::<u64>(save::RAX, v.regs.rax);
+        spec::before_entry();
         // SAFETY: the VMCB is fully initialized for this vCPU, the host VMCB holds the host's
         // hidden state, and the stub saves/restores every register it touches.
         unsafe { cowvisor_svm_run(vmcb.pa(), &mut v.regs, self.host_vmcb.pa()) };
@@ -283,6 +295,10 @@ impl Backend for Svm {
                 if info1 & 1 == 0 { Exit::Rdmsr } else { Exit::Wrmsr }
             }
             exit::SHUTDOWN => Exit::TripleFault,
+            exit::WRITE_CR0 => Exit::ControlRegisterUndecoded { cr: 0 },
+            exit::WRITE_CR4 => Exit::ControlRegisterUndecoded { cr: 4 },
+            exit::WRITE_CR8 => Exit::ControlRegisterUndecoded { cr: 8 },
+            exit::RDPMC => Exit::Rdpmc,
             c @ exit::EXCEPTION_0..=exit::EXCEPTION_31 => {
                 let vector = (c - exit::EXCEPTION_0) as u8;
                 // #AC pushes an error code (always 0); the VMCB has it in EXITINFO1.
@@ -317,6 +333,33 @@ impl Vcpu for SvmVcpu {
 
     fn cpl(&self) -> u8 {
         self.vmcb.read::<u8>(save::CPL) & 3
+    }
+
+    fn code_segment(&self) -> Segment {
+        self.vmcb.segment(save::CS)
+    }
+
+    fn gpr(&mut self, n: u8) -> u64 {
+        self.regs.get(n).unwrap_or_else(|| self.vmcb.read(save::RSP))
+    }
+
+    fn set_gpr(&mut self, n: u8, v: u64) {
+        if !self.regs.set(n, v) {
+            self.vmcb.write(save::RSP, v);
+        }
+    }
+
+    fn set_instruction_length(&mut self, bytes: u64) {
+        self.next_rip = Some(self.vmcb.read::<u64>(save::RIP).wrapping_add(bytes));
+    }
+
+    fn tpr(&self) -> u8 {
+        (self.vmcb.read::<u64>(ctl::VINTR) & VINTR_TPR) as u8
+    }
+
+    fn set_tpr(&mut self, tpr: u8) {
+        let vintr: u64 = self.vmcb.read(ctl::VINTR);
+        self.vmcb.write(ctl::VINTR, (vintr & !VINTR_TPR) | (u64::from(tpr) & VINTR_TPR));
     }
 
     fn skip_instruction(&mut self) {
@@ -377,6 +420,7 @@ impl Vcpu for SvmVcpu {
             GuestMsr::SysenterCs => vm.read(save::SYSENTER_CS),
             GuestMsr::SysenterEsp => vm.read(save::SYSENTER_ESP),
             GuestMsr::SysenterEip => vm.read(save::SYSENTER_EIP),
+            GuestMsr::TscAux => self.ext.tsc_aux,
         }
     }
 
@@ -396,6 +440,14 @@ impl Vcpu for SvmVcpu {
             GuestMsr::SysenterCs => vm.write(save::SYSENTER_CS, v),
             GuestMsr::SysenterEsp => vm.write(save::SYSENTER_ESP, v),
             GuestMsr::SysenterEip => vm.write(save::SYSENTER_EIP, v),
+            GuestMsr::TscAux => {
+                self.ext.tsc_aux = v;
+                if extended::holds(&self.ext) {
+                    // SAFETY: the policy offers TSC_AUX only when the CPU has it, and keeps
+                    // the value within 32 bits; the hypervisor never reads it.
+                    unsafe { wrmsr(msr::IA32_TSC_AUX, v) };
+                }
+            }
         }
     }
 
@@ -440,6 +492,8 @@ impl Vcpu for SvmVcpu {
         c.sysenter_cs = vm.read(save::SYSENTER_CS);
         c.sysenter_esp = vm.read(save::SYSENTER_ESP);
         c.sysenter_eip = vm.read(save::SYSENTER_EIP);
+        c.cr8 = u64::from(self.tpr());
+        c.tsc_aux = self.ext.tsc_aux;
         c
     }
 
@@ -476,6 +530,8 @@ impl Vcpu for SvmVcpu {
         vm.write(save::SYSENTER_CS, c.sysenter_cs);
         vm.write(save::SYSENTER_ESP, c.sysenter_esp);
         vm.write(save::SYSENTER_EIP, c.sysenter_eip);
+        self.set_tpr(c.cr8 as u8);
+        self.ext.tsc_aux = c.tsc_aux;
         vm.write::<u64>(ctl::EVENT_INJ, 0);
         vm.write::<u64>(ctl::INTERRUPT_SHADOW, 0);
         self.reinject = 0;

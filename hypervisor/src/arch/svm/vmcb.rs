@@ -63,6 +63,13 @@ pub mod save {
     pub const G_PAT: usize = 0x668;
 }
 
+/// Control-register intercept bits (offset 0x000): reads in 15:0, writes in 31:16.
+pub mod cr_intercept {
+    pub const WRITE_CR0: u32 = 1 << 16;
+    pub const WRITE_CR4: u32 = 1 << 20;
+    pub const WRITE_CR8: u32 = 1 << 24;
+}
+
 /// Intercept bits of the first miscellaneous word (offset 0x00C).
 pub mod misc1 {
     pub const INTR: u32 = 1 << 0;
@@ -70,6 +77,7 @@ pub mod misc1 {
     pub const SMI: u32 = 1 << 2;
     pub const INIT: u32 = 1 << 3;
     pub const VINTR: u32 = 1 << 4;
+    pub const RDPMC: u32 = 1 << 15;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
     pub const HLT: u32 = 1 << 24;
@@ -95,6 +103,10 @@ pub mod misc2 {
 
 /// Exit codes.
 pub mod exit {
+    pub const WRITE_CR0: u64 = 0x10;
+    pub const WRITE_CR4: u64 = 0x14;
+    pub const WRITE_CR8: u64 = 0x18;
+    pub const RDPMC: u64 = 0x6F;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
     pub const SMI: u64 = 0x62;

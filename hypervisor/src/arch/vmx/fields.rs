@@ -128,8 +128,12 @@ pub mod proc {
     pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
     pub const HLT_EXITING: u32 = 1 << 7;
     pub const MWAIT_EXITING: u32 = 1 << 10;
+    pub const RDPMC_EXITING: u32 = 1 << 11;
     pub const CR3_LOAD_EXITING: u32 = 1 << 15;
     pub const CR3_STORE_EXITING: u32 = 1 << 16;
+    pub const CR8_LOAD_EXITING: u32 = 1 << 19;
+    pub const CR8_STORE_EXITING: u32 = 1 << 20;
+    pub const USE_TPR_SHADOW: u32 = 1 << 21;
     pub const UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
     pub const USE_MSR_BITMAPS: u32 = 1 << 28;
     pub const MONITOR_EXITING: u32 = 1 << 29;
@@ -146,6 +150,7 @@ pub mod proc2 {
 
 /// VM-exit controls.
 pub mod exit_ctl {
+    pub const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const HOST_ADDRESS_SPACE_64: u32 = 1 << 9;
     pub const SAVE_PAT: u32 = 1 << 18;
     pub const LOAD_PAT: u32 = 1 << 19;
@@ -156,6 +161,7 @@ pub mod exit_ctl {
 
 /// VM-entry controls.
 pub mod entry_ctl {
+    pub const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
     pub const IA32E_MODE_GUEST: u32 = 1 << 9;
     pub const LOAD_PAT: u32 = 1 << 14;
     pub const LOAD_EFER: u32 = 1 << 15;
@@ -171,6 +177,7 @@ pub mod reason {
     pub const GETSEC: u32 = 11;
     pub const HLT: u32 = 12;
     pub const INVD: u32 = 13;
+    pub const RDPMC: u32 = 15;
     pub const VMCALL: u32 = 18;
     pub const VMCLEAR: u32 = 19;
     pub const VMXON: u32 = 27;

@@ -1,7 +1,9 @@
 //! Intel VMX + EPT backend: VMXON, controls derived from the capability MSRs, one VMCS per
 //! vCPU filled from a vendor-neutral context, the world switch, VPIDs and INVEPT on P2M
-//! changes, and exit decoding into [`Exit`]. The syscall MSRs the VMCS does not switch are
-//! kept per vCPU and loaded into the CPU when a different vCPU runs (the host never uses them).
+//! changes, and exit decoding into [`Exit`]. The syscall MSRs the VMCS does not switch
+//! (KERNEL_GS_BASE, STAR, LSTAR, CSTAR, SFMASK) travel with the vCPU's extended state: loaded
+//! when a different vCPU runs, and KERNEL_GS_BASE, which `swapgs` changes without an exit,
+//! read back when it stops holding the CPU (the host never uses any of them).
 
 mod fields;
 mod instr;
@@ -13,7 +15,8 @@ use crate::arch::cpu::VmxCaps;
 use crate::mm::frame::{FrameKind, FrameTable, OWNER_HYPERVISOR, Pfn};
 use crate::mm::phys;
 use crate::p2m::Ept;
-use crate::arch::extended;
+use crate::arch::{extended, spec};
+use crate::policy::Policy;
 use crate::vcpu::{
     Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Segment, Vcpu, VcpuContext, VcpuError, attrs_from_vmx,
     vector, vmx_access_rights,
@@ -104,13 +107,11 @@ unsafe extern "C" {
     fn cowvisor_vmx_exit();
 }
 
-/// Stands for "no VMCS" in [`CURRENT_VMCS`] and [`MSR_OWNER`]; not a valid VMCS address
-/// (those are page aligned), unlike 0.
+/// Stands for "no VMCS" in [`CURRENT_VMCS`]; not a valid VMCS address (those are page
+/// aligned), unlike 0.
 const NO_VMCS: u64 = u64::MAX;
 /// Physical address of the VMCS that is current on this CPU.
 static CURRENT_VMCS: AtomicU64 = AtomicU64::new(NO_VMCS);
-/// VMCS whose syscall MSRs are loaded in the CPU.
-static MSR_OWNER: AtomicU64 = AtomicU64::new(NO_VMCS);
 /// CR0/CR4 fixed bits (set in `init`).
 static FIXED: spin::Once<Fixed> = spin::Once::new();
 
@@ -127,9 +128,16 @@ fn fixed() -> Fixed {
 }
 
 /// CR0 bits the guest may not change without the hypervisor seeing it.
-const CR0_MASK: u64 = cr0::PE | cr0::NE | cr0::PG | (1 << 29) | (1 << 30);
-/// CR4 bits likewise.
-const CR4_MASK: u64 = cr4::VMXE;
+const CR0_MASK: u64 = cr0::PE | cr0::NE | cr0::PG | cr0::NW | cr0::CD;
+/// CR4 bits likewise, until the policy is known: all of them.
+const CR4_MASK_ALL: u64 = !0;
+/// CR0 bits LMSW writes (Intel SDM Vol 2A LMSW): PE, MP, EM, TS; it cannot clear PE.
+const LMSW_BITS: u64 = cr0::PE | cr0::MP | cr0::EM | cr0::TS;
+/// Exit-qualification access types of a control-register access (Intel SDM Vol 3C table 28-3).
+const CR_ACCESS_MOV_TO: u64 = 0;
+const CR_ACCESS_MOV_FROM: u64 = 1;
+const CR_ACCESS_CLTS: u64 = 2;
+const CR_ACCESS_LMSW: u64 = 3;
 const EVENT_VALID: u32 = 1 << 31;
 const EVENT_ERROR_VALID: u32 = 1 << 11;
 const EVENT_TYPE_EXTERNAL: u32 = 0 << 8;
@@ -184,6 +192,8 @@ pub struct Vmx {
     invept_kind: u64,
     /// log2 of TSC ticks per preemption-timer tick, if the timer is used.
     preemption_rate: Option<u32>,
+    /// CR4 bits whose writes exit: every bit the policy does not let guests own, and PAE.
+    cr4_mask: u64,
 }
 
 /// One VMX vCPU.
@@ -202,6 +212,8 @@ pub struct VmxVcpu {
     sfmask: u64,
     /// Entry controls (IA-32e mode follows EFER.LMA).
     entry_controls: u32,
+    /// The virtual TPR that CR8 reads and writes (they exit).
+    tpr: u8,
     /// x87/SSE, debug registers and CR2 while another vCPU's are in the CPU.
     ext: Box<ExtendedState>,
 }
@@ -254,6 +266,9 @@ impl Vmx {
             proc: adjust(
                 proc::HLT_EXITING
                     | proc::MWAIT_EXITING
+                    | proc::RDPMC_EXITING
+                    | proc::CR8_LOAD_EXITING
+                    | proc::CR8_STORE_EXITING
                     | proc::MONITOR_EXITING
                     | proc::UNCONDITIONAL_IO_EXITING
                     | proc::SECONDARY_CONTROLS,
@@ -267,7 +282,8 @@ impl Vmx {
                 proc2_cap,
             ),
             exit: adjust(
-                exit_ctl::HOST_ADDRESS_SPACE_64
+                exit_ctl::SAVE_DEBUG_CONTROLS
+                    | exit_ctl::HOST_ADDRESS_SPACE_64
                     | exit_ctl::SAVE_PREEMPTION_TIMER
                     | exit_ctl::SAVE_PAT
                     | exit_ctl::LOAD_PAT
@@ -275,13 +291,24 @@ impl Vmx {
                     | exit_ctl::LOAD_EFER,
                 exit_cap,
             ),
-            entry: adjust(entry_ctl::IA32E_MODE_GUEST | entry_ctl::LOAD_PAT | entry_ctl::LOAD_EFER, entry_cap),
+            entry: adjust(
+                entry_ctl::LOAD_DEBUG_CONTROLS | entry_ctl::IA32E_MODE_GUEST | entry_ctl::LOAD_PAT | entry_ctl::LOAD_EFER,
+                entry_cap,
+            ),
         };
         let need = |ok: bool, what| if ok { Ok(()) } else { Err(VmxError::MissingControl(what)) };
         need(controls.pin & pin::EXTERNAL_INTERRUPT_EXITING != 0, "external-interrupt exiting")?;
         need(controls.proc & proc::HLT_EXITING != 0, "HLT exiting")?;
         need(controls.proc & proc::UNCONDITIONAL_IO_EXITING != 0, "unconditional I/O exiting")?;
         need(controls.proc & proc::USE_MSR_BITMAPS == 0, "MSR exiting")?;
+        // Each vCPU's TPR is virtual: CR8 accesses exit instead of reaching the local APIC.
+        need(controls.proc & (proc::CR8_LOAD_EXITING | proc::CR8_STORE_EXITING) == proc::CR8_LOAD_EXITING | proc::CR8_STORE_EXITING, "CR8 exiting")?;
+        need(controls.proc & proc::USE_TPR_SHADOW == 0, "CR8 exiting without a TPR shadow")?;
+        need(controls.proc & proc::RDPMC_EXITING != 0, "RDPMC exiting")?;
+        need(
+            controls.exit & exit_ctl::SAVE_DEBUG_CONTROLS != 0 && controls.entry & entry_ctl::LOAD_DEBUG_CONTROLS != 0,
+            "DR7 switching",
+        )?;
         need(controls.proc & proc::SECONDARY_CONTROLS != 0, "secondary controls")?;
         need(controls.proc2 & proc2::ENABLE_EPT != 0, "EPT")?;
         need(controls.exit & exit_ctl::HOST_ADDRESS_SPACE_64 != 0, "64-bit host")?;
@@ -310,6 +337,7 @@ impl Vmx {
             vpid: controls.proc2 & proc2::ENABLE_VPID != 0,
             invept_kind,
             preemption_rate,
+            cr4_mask: CR4_MASK_ALL,
         })
     }
 
@@ -348,6 +376,10 @@ impl Backend for Vmx {
     const NAME: &'static str = "vmx-ept";
     const CALL_INSN: CallInsn = CallInsn::Vmcall;
 
+    fn apply_policy(&mut self, policy: &Policy) {
+        self.cr4_mask = !policy.cr4_allowed | cr4::PAE;
+    }
+
     fn create_vcpu(&mut self, ft: &mut FrameTable<'_>, ctx: &VcpuContext, root: Pfn, domid: u32) -> Result<VmxVcpu, VcpuError> {
         let frame = ft.alloc(FrameKind::Hypervisor, OWNER_HYPERVISOR).map_err(|_| VcpuError::OutOfMemory)?;
         phys::zero_frame(frame);
@@ -380,7 +412,7 @@ impl Backend for Vmx {
         let eptp = root.addr() | EPTP_WB_4LEVEL;
         write(EPT_POINTER, eptp);
         write(CR0_GUEST_HOST_MASK, CR0_MASK);
-        write(CR4_GUEST_HOST_MASK, CR4_MASK);
+        write(CR4_GUEST_HOST_MASK, self.cr4_mask);
         write(VMCS_LINK_POINTER, u64::MAX);
         self.write_host_state();
         let mut v = VmxVcpu {
@@ -397,6 +429,7 @@ impl Backend for Vmx {
             cstar: 0,
             sfmask: 0,
             entry_controls: c.entry,
+            tpr: 0,
             ext: Box::new(ExtendedState::default()),
         };
         v.set_context(ctx);
@@ -421,20 +454,30 @@ impl Backend for Vmx {
         if CURRENT_VMCS.load(Ordering::Relaxed) == pa {
             CURRENT_VMCS.store(NO_VMCS, Ordering::Relaxed);
         }
-        if MSR_OWNER.load(Ordering::Relaxed) == pa {
-            MSR_OWNER.store(NO_VMCS, Ordering::Relaxed);
-        }
+        extended::forget(&v.ext);
         if let Err(e) = ft.free(v.vmcs) {
             log::error!("freeing a VMCS failed: {e:?}");
         }
     }
 
     fn save_extended(&mut self, v: &mut VmxVcpu) {
+        // SAFETY: IA32_KERNEL_GS_BASE exists on every 64-bit CPU; reading it has no effect.
+        v.kernel_gs_base = unsafe { rdmsr(msr::IA32_KERNEL_GS_BASE) };
         extended::save(&mut v.ext, true);
     }
 
     fn load_extended(&mut self, v: &VmxVcpu) {
         extended::load(&v.ext, true);
+        // SAFETY: these MSRs only affect SYSCALL/SWAPGS, which the hypervisor never uses, so
+        // they can hold the guest's values; the values passed the policy's checks
+        // (canonical addresses, SFMASK within 32 bits).
+        unsafe {
+            wrmsr(msr::IA32_KERNEL_GS_BASE, v.kernel_gs_base);
+            wrmsr(msr::IA32_STAR, v.star);
+            wrmsr(msr::IA32_LSTAR, v.lstar);
+            wrmsr(msr::IA32_CSTAR, v.cstar);
+            wrmsr(msr::IA32_FMASK, v.sfmask);
+        }
     }
 
     fn run(&mut self, v: &mut VmxVcpu) -> Exit {
@@ -446,19 +489,6 @@ impl Backend for Vmx {
             }
             v.flush = false;
         }
-        let pa = v.vmcs.addr();
-        if MSR_OWNER.load(Ordering::Relaxed) != pa {
-            // SAFETY: these MSRs only affect SYSCALL/SWAPGS, which the hypervisor never uses,
-            // so they can hold the guest's values.
-            unsafe {
-                wrmsr(msr::IA32_KERNEL_GS_BASE, v.kernel_gs_base);
-                wrmsr(msr::IA32_STAR, v.star);
-                wrmsr(msr::IA32_LSTAR, v.lstar);
-                wrmsr(msr::IA32_CSTAR, v.cstar);
-                wrmsr(msr::IA32_FMASK, v.sfmask);
-            }
-            MSR_OWNER.store(pa, Ordering::Relaxed);
-        }
         if let Some((info, err, len)) = v.reinject.take() {
             if vmread(ENTRY_INTERRUPTION_INFO) as u32 & EVENT_VALID == 0 {
                 write(ENTRY_INTERRUPTION_INFO, info as u64);
@@ -466,6 +496,7 @@ impl Backend for Vmx {
                 write(ENTRY_INSTRUCTION_LENGTH, len);
             }
         }
+        spec::before_entry();
         // SAFETY: the current VMCS is this vCPU's, fully initialized; the stub saves and
         // restores every register and returns here on exit or failure.
         let failed = unsafe { cowvisor_vmx_run(&mut v.regs, v.launched as u64) };
@@ -539,13 +570,20 @@ impl Backend for Vmx {
             reason::WRMSR => Exit::Wrmsr,
             reason::TRIPLE_FAULT => Exit::TripleFault,
             reason::CR_ACCESS => {
-                let (cr, access, reg) = ((q & 0xF) as u8, (q >> 4) & 3, (q >> 8) & 0xF);
-                if access == 0 && (cr == 0 || cr == 4) {
-                    Exit::ControlRegisterWrite { cr, value: v.gpr(reg) }
-                } else {
-                    Exit::Unhandled(0x1C_0000 | q)
+                let (cr, access, reg) = ((q & 0xF) as u8, (q >> 4) & 3, ((q >> 8) & 0xF) as u8);
+                match (access, cr) {
+                    (CR_ACCESS_MOV_TO, 0 | 4 | 8) => Exit::ControlRegisterWrite { cr, value: v.gpr(reg) },
+                    (CR_ACCESS_MOV_FROM, 8) => Exit::ControlRegisterRead { cr, gpr: reg },
+                    (CR_ACCESS_CLTS, _) => Exit::ControlRegisterWrite { cr: 0, value: v.guest_cr0() & !cr0::TS },
+                    (CR_ACCESS_LMSW, _) => {
+                        let old = v.guest_cr0();
+                        let value = (old & !LMSW_BITS) | ((q >> 16) & LMSW_BITS) | (old & cr0::PE);
+                        Exit::ControlRegisterWrite { cr: 0, value }
+                    }
+                    _ => Exit::Unhandled(0x1C_0000 | q),
                 }
             }
+            reason::RDPMC => Exit::Rdpmc,
             reason::VMCLEAR..=reason::VMXON
             | reason::INVEPT
             | reason::INVVPID
@@ -566,25 +604,19 @@ impl Backend for Vmx {
 }
 
 impl VmxVcpu {
-    fn gpr(&mut self, reg: u64) -> u64 {
-        let r = &self.regs;
-        match reg {
-            0 => r.rax,
-            1 => r.rcx,
-            2 => r.rdx,
-            3 => r.rbx,
-            4 => vmread(GUEST_RSP),
-            5 => r.rbp,
-            6 => r.rsi,
-            7 => r.rdi,
-            8 => r.r8,
-            9 => r.r9,
-            10 => r.r10,
-            11 => r.r11,
-            12 => r.r12,
-            13 => r.r13,
-            14 => r.r14,
-            _ => r.r15,
+    /// CR0 as the guest sees it (masked bits from the read shadow).
+    fn guest_cr0(&self) -> u64 {
+        (vmread(GUEST_CR0) & !CR0_MASK) | (vmread(CR0_READ_SHADOW) & CR0_MASK)
+    }
+
+    /// KERNEL_GS_BASE: the CPU's copy while this vCPU holds the CPU (`swapgs` changes it
+    /// without an exit), the saved one otherwise.
+    fn kernel_gs_base(&self) -> u64 {
+        if extended::holds(&self.ext) {
+            // SAFETY: reading an MSR every 64-bit CPU has.
+            unsafe { rdmsr(msr::IA32_KERNEL_GS_BASE) }
+        } else {
+            self.kernel_gs_base
         }
     }
 
@@ -613,7 +645,7 @@ impl VmxVcpu {
     fn set_cr4(&mut self, value: u64) {
         let f = fixed();
         write(GUEST_CR4, (value | f.cr4_0) & f.cr4_1);
-        write(CR4_READ_SHADOW, value & !cr4::VMXE);
+        write(CR4_READ_SHADOW, value);
     }
 }
 
@@ -631,6 +663,40 @@ impl Vcpu for VmxVcpu {
         make_current(self.vmcs);
         // CPL is SS.DPL (access-rights bits 5-6).
         ((vmread(GUEST_SS_ACCESS_RIGHTS) >> 5) & 3) as u8
+    }
+
+    fn code_segment(&self) -> Segment {
+        make_current(self.vmcs);
+        Self::segment(GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_ACCESS_RIGHTS)
+    }
+
+    fn gpr(&mut self, n: u8) -> u64 {
+        match self.regs.get(n) {
+            Some(v) => v,
+            None => {
+                make_current(self.vmcs);
+                vmread(GUEST_RSP)
+            }
+        }
+    }
+
+    fn set_gpr(&mut self, n: u8, v: u64) {
+        if !self.regs.set(n, v) {
+            make_current(self.vmcs);
+            write(GUEST_RSP, v);
+        }
+    }
+
+    fn set_instruction_length(&mut self, bytes: u64) {
+        self.exit_length = bytes;
+    }
+
+    fn tpr(&self) -> u8 {
+        self.tpr
+    }
+
+    fn set_tpr(&mut self, tpr: u8) {
+        self.tpr = tpr;
     }
 
     fn skip_instruction(&mut self) {
@@ -679,7 +745,7 @@ impl Vcpu for VmxVcpu {
             GuestMsr::Pat => vmread(GUEST_IA32_PAT),
             GuestMsr::FsBase => vmread(GUEST_FS_BASE),
             GuestMsr::GsBase => vmread(GUEST_GS_BASE),
-            GuestMsr::KernelGsBase => self.kernel_gs_base,
+            GuestMsr::KernelGsBase => self.kernel_gs_base(),
             GuestMsr::Star => self.star,
             GuestMsr::Lstar => self.lstar,
             GuestMsr::Cstar => self.cstar,
@@ -687,6 +753,7 @@ impl Vcpu for VmxVcpu {
             GuestMsr::SysenterCs => vmread(GUEST_SYSENTER_CS),
             GuestMsr::SysenterEsp => vmread(GUEST_SYSENTER_ESP),
             GuestMsr::SysenterEip => vmread(GUEST_SYSENTER_EIP),
+            GuestMsr::TscAux => self.ext.tsc_aux,
         }
     }
 
@@ -705,10 +772,22 @@ impl Vcpu for VmxVcpu {
             GuestMsr::SysenterCs => write(GUEST_SYSENTER_CS, v),
             GuestMsr::SysenterEsp => write(GUEST_SYSENTER_ESP, v),
             GuestMsr::SysenterEip => write(GUEST_SYSENTER_EIP, v),
+            GuestMsr::TscAux => self.ext.tsc_aux = v,
         }
-        if matches!(m, GuestMsr::KernelGsBase | GuestMsr::Star | GuestMsr::Lstar | GuestMsr::Cstar | GuestMsr::Sfmask) {
-            // Reload the hardware copies before this vCPU next runs.
-            MSR_OWNER.store(NO_VMCS, Ordering::Relaxed);
+        let hw = match m {
+            GuestMsr::KernelGsBase => msr::IA32_KERNEL_GS_BASE,
+            GuestMsr::Star => msr::IA32_STAR,
+            GuestMsr::Lstar => msr::IA32_LSTAR,
+            GuestMsr::Cstar => msr::IA32_CSTAR,
+            GuestMsr::Sfmask => msr::IA32_FMASK,
+            GuestMsr::TscAux => msr::IA32_TSC_AUX,
+            _ => return,
+        };
+        if extended::holds(&self.ext) {
+            // SAFETY: the CPU holds this vCPU's copies of these MSRs, which the hypervisor never
+            // uses; the value passed the policy's checks (and TSC_AUX exists: the policy
+            // offers it only when the CPU has it).
+            unsafe { wrmsr(hw, v) };
         }
     }
 
@@ -728,9 +807,10 @@ impl Vcpu for VmxVcpu {
         c.rsp = vmread(GUEST_RSP);
         c.rip = vmread(GUEST_RIP);
         c.rflags = vmread(GUEST_RFLAGS);
-        c.cr0 = (vmread(GUEST_CR0) & !CR0_MASK) | (vmread(CR0_READ_SHADOW) & CR0_MASK);
+        c.cr0 = self.guest_cr0();
         c.cr3 = vmread(GUEST_CR3);
-        c.cr4 = (vmread(GUEST_CR4) & !CR4_MASK) | (vmread(CR4_READ_SHADOW) & CR4_MASK);
+        let cr4_mask = vmread(CR4_GUEST_HOST_MASK);
+        c.cr4 = (vmread(GUEST_CR4) & !cr4_mask) | (vmread(CR4_READ_SHADOW) & cr4_mask);
         // CR2 is not in the VMCS: it travels with the extended state (the caller saved it).
         c.cr2 = self.ext.cr2;
         c.efer = vmread(GUEST_IA32_EFER);
@@ -751,11 +831,13 @@ impl Vcpu for VmxVcpu {
         c.sysenter_cs = vmread(GUEST_SYSENTER_CS);
         c.sysenter_esp = vmread(GUEST_SYSENTER_ESP);
         c.sysenter_eip = vmread(GUEST_SYSENTER_EIP);
-        c.kernel_gs_base = self.kernel_gs_base;
+        c.kernel_gs_base = self.kernel_gs_base();
         c.star = self.star;
         c.lstar = self.lstar;
         c.cstar = self.cstar;
         c.sfmask = self.sfmask;
+        c.cr8 = u64::from(self.tpr);
+        c.tsc_aux = self.ext.tsc_aux;
         c
     }
 
@@ -803,8 +885,9 @@ impl Vcpu for VmxVcpu {
         self.cstar = c.cstar;
         self.sfmask = c.sfmask;
         self.ext.cr2 = c.cr2;
+        self.ext.tsc_aux = c.tsc_aux;
+        self.tpr = c.cr8 as u8;
         self.reinject = None;
-        MSR_OWNER.store(NO_VMCS, Ordering::Relaxed);
         let p = vmread(PROC_BASED_CONTROLS);
         write(PROC_BASED_CONTROLS, p & !(proc::INTERRUPT_WINDOW_EXITING as u64));
     }

@@ -1,0 +1,106 @@
+//! Which cross-domain barriers and scrubs a CPU needs, decided from its CPUID: an indirect
+//! branch prediction barrier on a switch between domains, VERW before VM entry (MDS), the
+//! x87 pointer scrub for FXRSTOR on older AMD CPUs, and whether IA32_TSC_AUX exists to be
+//! switched. Pure decisions, tested on the host; `arch::spec` and `arch::extended` act on them.
+
+/// CPUID 7.0 EDX: MD_CLEAR 10, IBRS/IBPB 26, ARCH_CAPABILITIES 29 (Intel SDM Vol 2A CPUID).
+const LEAF7_EDX_MD_CLEAR: u32 = 1 << 10;
+const LEAF7_EDX_IBRS_IBPB: u32 = 1 << 26;
+const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
+/// CPUID 7.0 ECX: RDPID 22.
+const LEAF7_ECX_RDPID: u32 = 1 << 22;
+/// CPUID 0x8000_0001 EDX: RDTSCP 27.
+const EXT1_EDX_RDTSCP: u32 = 1 << 27;
+/// CPUID 0x8000_0008 EBX: XSaveErPtr 2 (FXSAVE always saves the error pointers), IBPB 12
+/// (AMD APM Vol 3 E.4.7).
+const EXT8_EBX_XSAVE_ERPTR: u32 = 1 << 2;
+const EXT8_EBX_IBPB: u32 = 1 << 12;
+/// IA32_ARCH_CAPABILITIES bit 5, MDS_NO (Intel SDM Vol 4 table 2-2).
+pub const ARCH_CAP_MDS_NO: u64 = 1 << 5;
+/// "AuthenticAMD" as CPUID leaf 0 returns it in EBX, EDX, ECX.
+const AMD_VENDOR: (u32, u32, u32) = (0x6874_7541, 0x6974_6E65, 0x444D_4163);
+
+/// What the hypervisor does between domains on this CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// IBPB (IA32_PRED_CMD) when the CPU switches to another domain's vCPU.
+    pub ibpb: bool,
+    /// VERW before every VM entry: the CPU has MD_CLEAR and is not known to be immune to MDS.
+    pub verw: bool,
+    /// FXRSTOR leaves FOP/FIP/FDP alone unless an x87 exception is pending (AMD before
+    /// Zen 2, CVE-2006-1056): overwrite them before loading another vCPU's state.
+    pub scrub_x87_pointers: bool,
+    /// IA32_TSC_AUX exists (RDTSCP or RDPID): it is part of each vCPU's state.
+    pub tsc_aux: bool,
+}
+
+impl Isolation {
+    /// Decides from `cpuid(leaf, subleaf)` and, when CPUID says it exists, the value of
+    /// IA32_ARCH_CAPABILITIES (`arch_capabilities` is called only then).
+    pub fn new(cpuid: &dyn Fn(u32, u32) -> [u32; 4], arch_capabilities: &dyn Fn() -> u64) -> Self {
+        let l0 = cpuid(0, 0);
+        let max_ext = cpuid(0x8000_0000, 0)[0];
+        let l7 = if l0[0] >= 7 { cpuid(7, 0) } else { [0; 4] };
+        let ext1 = if max_ext >= 0x8000_0001 { cpuid(0x8000_0001, 0) } else { [0; 4] };
+        let ext8 = if max_ext >= 0x8000_0008 { cpuid(0x8000_0008, 0) } else { [0; 4] };
+        let amd = (l0[1], l0[3], l0[2]) == AMD_VENDOR;
+        let mds_no = l7[3] & LEAF7_EDX_ARCH_CAPABILITIES != 0 && arch_capabilities() & ARCH_CAP_MDS_NO != 0;
+        Self {
+            ibpb: l7[3] & LEAF7_EDX_IBRS_IBPB != 0 || ext8[1] & EXT8_EBX_IBPB != 0,
+            verw: l7[3] & LEAF7_EDX_MD_CLEAR != 0 && !mds_no,
+            scrub_x87_pointers: amd && ext8[1] & EXT8_EBX_XSAVE_ERPTR == 0,
+            tsc_aux: ext1[3] & EXT1_EDX_RDTSCP != 0 || l7[2] & LEAF7_ECX_RDPID != 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(vendor: (u32, u32, u32), l7: [u32; 4], ext1_edx: u32, ext8_ebx: u32) -> impl Fn(u32, u32) -> [u32; 4] {
+        move |leaf, _| match leaf {
+            0 => [0xD, vendor.0, vendor.2, vendor.1],
+            7 => l7,
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            0x8000_0001 => [0, 0, 0, ext1_edx],
+            0x8000_0008 => [0x3030, ext8_ebx, 0, 0],
+            _ => [0; 4],
+        }
+    }
+    const INTEL: (u32, u32, u32) = (0x756E_6547, 0x4965_6E69, 0x6C65_746E);
+
+    #[test]
+    fn old_amd_cpus_scrub_the_x87_pointers_and_new_ones_do_not() {
+        let never = || unreachable!("no ARCH_CAPABILITIES");
+        assert!(Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0, 0), &never).scrub_x87_pointers);
+        assert!(!Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0, EXT8_EBX_XSAVE_ERPTR), &never).scrub_x87_pointers);
+        assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &never).scrub_x87_pointers, "Intel always saves them");
+    }
+
+    #[test]
+    fn ibpb_comes_from_either_vendors_bit() {
+        let never = || 0;
+        assert!(Isolation::new(&cpu(INTEL, [0, 0, 0, LEAF7_EDX_IBRS_IBPB], 0, 0), &never).ibpb);
+        assert!(Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0, EXT8_EBX_IBPB), &never).ibpb);
+        assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &never).ibpb);
+    }
+
+    #[test]
+    fn verw_is_issued_unless_the_cpu_says_it_is_not_affected_by_mds() {
+        let md_clear = [0, 0, 0, LEAF7_EDX_MD_CLEAR];
+        assert!(Isolation::new(&cpu(INTEL, md_clear, 0, 0), &|| unreachable!()).verw);
+        let with_caps = [0, 0, 0, LEAF7_EDX_MD_CLEAR | LEAF7_EDX_ARCH_CAPABILITIES];
+        assert!(!Isolation::new(&cpu(INTEL, with_caps, 0, 0), &|| ARCH_CAP_MDS_NO).verw);
+        assert!(Isolation::new(&cpu(INTEL, with_caps, 0, 0), &|| 0).verw);
+        assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &|| 0).verw, "no MD_CLEAR: VERW clears nothing");
+    }
+
+    #[test]
+    fn tsc_aux_exists_with_rdtscp_or_rdpid() {
+        let never = || 0;
+        assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &never).tsc_aux);
+        assert!(Isolation::new(&cpu(INTEL, [0; 4], EXT1_EDX_RDTSCP, 0), &never).tsc_aux);
+        assert!(Isolation::new(&cpu(INTEL, [0, 0, LEAF7_ECX_RDPID, 0], 0, 0), &never).tsc_aux);
+    }
+}

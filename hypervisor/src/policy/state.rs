@@ -1,0 +1,395 @@
+//! The rules for guest register state, one function per register family: a guest's MOV CR
+//! or WRMSR (decided at the exit) and a whole context set from outside ([`validate_context`])
+//! use the same ones. A value the rules refuse gives the guest #GP, or dom0 `bad argument`
+//! with the field named; it never reaches the CPU, where it could fault in the hypervisor
+//! (a non-canonical LSTAR written to the host MSR) or fail a VM entry.
+//!
+//! Guests run in long mode only (64-bit or compatibility mode), on both vendors: a MOV to
+//! CR0 that would turn paging or protection off is [`Cr0Verdict::LeavesLongMode`], which the
+//! caller answers by stopping the domain.
+
+use super::Policy;
+use crate::vcpu::{ExtendedState, GuestMsr};
+use core::fmt;
+use guest_abi::vcpu::{CR8_MAX, Segment, VcpuContext, cr0, cr4, efer, rflags};
+
+/// Whether `v` is a canonical 48-bit linear address (Intel SDM Vol 1 3.3.7.1).
+pub fn canonical(v: u64) -> bool {
+    let top = (v as i64) >> 47;
+    top == 0 || top == -1
+}
+
+/// Whether a PAT value uses only defined memory types 0, 1, 4, 5, 6, 7 (Intel SDM Vol 3A 13.12.2).
+pub fn valid_pat(v: u64) -> bool {
+    (0..8).all(|i| matches!((v >> (i * 8)) & 0xFF, 0 | 1 | 4..=7))
+}
+
+/// EFER bits a guest may set: SYSCALL, long mode, NX. Long mode must stay on.
+pub const EFER_ALLOWED: u64 = efer::SCE | efer::LME | efer::LMA | efer::NXE;
+
+/// Whether `v` is an EFER a long-mode guest may hold.
+pub fn efer_ok(v: u64) -> bool {
+    v & !EFER_ALLOWED == 0 && v & (efer::LME | efer::LMA) == efer::LME | efer::LMA
+}
+
+/// What a MOV to CR0 with a given value does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cr0Verdict {
+    /// The value is valid and keeps the guest in long mode.
+    Apply,
+    /// The CPU raises #GP(0): reserved bits, NW without CD, PG without PE, or clearing PG
+    /// in 64-bit code (Intel SDM Vol 2B MOV CR; AMD APM Vol 2 14.7).
+    Fault,
+    /// The guest (in compatibility mode) would leave long mode, which no guest may do.
+    LeavesLongMode,
+}
+
+/// Decides a MOV to CR0; `code64` is whether the guest runs 64-bit code (CS.L).
+pub fn cr0_write(v: u64, code64: bool) -> Cr0Verdict {
+    if v >> 32 != 0 || (v & cr0::NW != 0 && v & cr0::CD == 0) || (v & cr0::PG != 0 && v & cr0::PE == 0) {
+        return Cr0Verdict::Fault;
+    }
+    if v & (cr0::PG | cr0::PE) != cr0::PG | cr0::PE {
+        return if code64 { Cr0Verdict::Fault } else { Cr0Verdict::LeavesLongMode };
+    }
+    Cr0Verdict::Apply
+}
+
+/// Whether a MOV to CR4 of `v` is allowed: only bits of features the guest is shown, and
+/// PAE stays set (clearing it in long mode is #GP).
+pub fn cr4_ok(v: u64, policy: &Policy) -> bool {
+    v & !policy.cr4_allowed == 0 && v & cr4::PAE != 0
+}
+
+/// Whether a MOV to CR8 of `v` is allowed (bits 63:4 are reserved).
+pub fn cr8_ok(v: u64) -> bool {
+    v <= CR8_MAX
+}
+
+/// Whether a WRMSR of `v` to an emulated MSR is allowed (else #GP).
+pub fn msr_ok(m: GuestMsr, v: u64, policy: &Policy) -> bool {
+    match m {
+        GuestMsr::Efer => efer_ok(v),
+        GuestMsr::Pat => valid_pat(v),
+        GuestMsr::FsBase
+        | GuestMsr::GsBase
+        | GuestMsr::KernelGsBase
+        | GuestMsr::Lstar
+        | GuestMsr::Cstar
+        | GuestMsr::SysenterEsp
+        | GuestMsr::SysenterEip => canonical(v),
+        GuestMsr::Sfmask | GuestMsr::SysenterCs => v >> 32 == 0,
+        GuestMsr::Star => true,
+        GuestMsr::TscAux => policy.tsc_aux && v >> 32 == 0,
+    }
+}
+
+/// A field of a vCPU context that failed its check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextError {
+    Rip,
+    Rflags,
+    Cr0,
+    Cr3,
+    Cr4,
+    Cr8,
+    Pat,
+    Dr7,
+    Msr(GuestMsr),
+    Segment(&'static str),
+    DescriptorTable(&'static str),
+    Mxcsr,
+    DebugAddress(u8),
+    Dr6,
+}
+
+impl fmt::Display for ContextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rip => f.write_str("rip is not canonical"),
+            Self::Rflags => f.write_str("rflags has reserved or virtual-8086 bits"),
+            Self::Cr0 => f.write_str("cr0 is invalid or not long mode"),
+            Self::Cr3 => f.write_str("cr3 has bits beyond the physical-address width"),
+            Self::Cr4 => f.write_str("cr4 has bits of hidden features or lacks PAE"),
+            Self::Cr8 => f.write_str("cr8 is above 15"),
+            Self::Pat => f.write_str("pat has an undefined memory type"),
+            Self::Dr7 => f.write_str("dr7 has bits 63:32 set"),
+            Self::Msr(m) => write!(f, "{m:?} value refused"),
+            Self::Segment(s) => write!(f, "segment {s} is invalid"),
+            Self::DescriptorTable(t) => write!(f, "{t} base or limit is invalid"),
+            Self::Mxcsr => f.write_str("mxcsr has reserved bits"),
+            Self::DebugAddress(n) => write!(f, "dr{n} is not canonical"),
+            Self::Dr6 => f.write_str("dr6 has bits 63:32 set"),
+        }
+    }
+}
+
+/// Segment attribute bits (the compact 12-bit form of [`Segment`]).
+const ATTR_TYPE: u16 = 0xF;
+const ATTR_TYPE_CODE: u16 = 1 << 3;
+const ATTR_TYPE_WRITABLE_OR_READABLE: u16 = 1 << 1;
+const ATTR_S: u16 = 1 << 4;
+const ATTR_DPL_SHIFT: u16 = 5;
+const ATTR_DB: u16 = 1 << 10;
+const ATTR_BITS: u16 = 0xFFF;
+/// System-segment types (Intel SDM Vol 3A 3.5): LDT, busy 64-bit TSS.
+const TYPE_LDT: u16 = 2;
+const TYPE_TSS_BUSY: u16 = 11;
+/// Longest GDT/IDT limit.
+const DESCRIPTOR_TABLE_LIMIT_MAX: u32 = 0xFFFF;
+
+fn dpl(s: &Segment) -> u16 {
+    (s.attrs >> ATTR_DPL_SHIFT) & 3
+}
+
+/// The checks a VM entry makes on the segment registers in IA-32e mode (Intel SDM Vol 3C
+/// 28.3.1.2; AMD's VMRUN is more lenient), so a refused context is an error for its sender
+/// instead of a domain that cannot run.
+fn check_segments(c: &VcpuContext) -> Result<(), ContextError> {
+    let all = [("cs", &c.cs), ("ss", &c.ss), ("ds", &c.ds), ("es", &c.es), ("fs", &c.fs), ("gs", &c.gs), ("tr", &c.tr), ("ldtr", &c.ldtr)];
+    for (name, s) in all {
+        if s.attrs & !ATTR_BITS != 0 {
+            return Err(ContextError::Segment(name));
+        }
+    }
+    let cs = &c.cs;
+    let code = cs.usable() && cs.attrs & ATTR_S != 0 && cs.attrs & ATTR_TYPE_CODE != 0;
+    if !code || (cs.attrs & Segment::ATTR_LONG != 0 && cs.attrs & ATTR_DB != 0) {
+        return Err(ContextError::Segment("cs"));
+    }
+    let ss = &c.ss;
+    if ss.usable()
+        && (ss.attrs & ATTR_S == 0 || ss.attrs & ATTR_TYPE_CODE != 0 || ss.attrs & ATTR_TYPE_WRITABLE_OR_READABLE == 0 || dpl(ss) != dpl(cs))
+    {
+        return Err(ContextError::Segment("ss"));
+    }
+    for (name, s) in [("ds", &c.ds), ("es", &c.es), ("fs", &c.fs), ("gs", &c.gs)] {
+        let readable = s.attrs & ATTR_TYPE_CODE == 0 || s.attrs & ATTR_TYPE_WRITABLE_OR_READABLE != 0;
+        if s.usable() && (s.attrs & ATTR_S == 0 || !readable) {
+            return Err(ContextError::Segment(name));
+        }
+    }
+    if !c.tr.usable() || c.tr.attrs & ATTR_S != 0 || c.tr.attrs & ATTR_TYPE != TYPE_TSS_BUSY {
+        return Err(ContextError::Segment("tr"));
+    }
+    if c.ldtr.usable() && (c.ldtr.attrs & ATTR_S != 0 || c.ldtr.attrs & ATTR_TYPE != TYPE_LDT) {
+        return Err(ContextError::Segment("ldtr"));
+    }
+    for (name, s) in [("fs", &c.fs), ("gs", &c.gs), ("tr", &c.tr), ("ldtr", &c.ldtr)] {
+        if !canonical(s.base) {
+            return Err(ContextError::Segment(name));
+        }
+    }
+    for (name, base, limit) in [("gdtr", c.gdtr_base, c.gdtr_limit), ("idtr", c.idtr_base, c.idtr_limit)] {
+        if !canonical(base) || limit > DESCRIPTOR_TABLE_LIMIT_MAX {
+            return Err(ContextError::DescriptorTable(name));
+        }
+    }
+    Ok(())
+}
+
+/// Checks every field of a context set from outside with the rules a guest's own writes
+/// follow; the first refused field is returned and nothing is applied.
+pub fn validate_context(c: &VcpuContext, policy: &Policy) -> Result<(), ContextError> {
+    if !canonical(c.rip) {
+        return Err(ContextError::Rip);
+    }
+    if c.rflags & (rflags::RESERVED_0 | rflags::VM) != 0 {
+        return Err(ContextError::Rflags);
+    }
+    if cr0_write(c.cr0, true) != Cr0Verdict::Apply {
+        return Err(ContextError::Cr0);
+    }
+    if c.cr3 >> policy.phys_addr_bits != 0 {
+        return Err(ContextError::Cr3);
+    }
+    if !cr4_ok(c.cr4, policy) {
+        return Err(ContextError::Cr4);
+    }
+    if !cr8_ok(c.cr8) {
+        return Err(ContextError::Cr8);
+    }
+    if c.dr7 >> 32 != 0 {
+        return Err(ContextError::Dr7);
+    }
+    let msrs = [
+        (GuestMsr::Efer, c.efer),
+        (GuestMsr::Pat, c.pat),
+        (GuestMsr::FsBase, c.fs.base),
+        (GuestMsr::GsBase, c.gs.base),
+        (GuestMsr::KernelGsBase, c.kernel_gs_base),
+        (GuestMsr::Star, c.star),
+        (GuestMsr::Lstar, c.lstar),
+        (GuestMsr::Cstar, c.cstar),
+        (GuestMsr::Sfmask, c.sfmask),
+        (GuestMsr::SysenterCs, c.sysenter_cs),
+        (GuestMsr::SysenterEsp, c.sysenter_esp),
+        (GuestMsr::SysenterEip, c.sysenter_eip),
+    ];
+    for (m, v) in msrs {
+        if !msr_ok(m, v, policy) {
+            return Err(if m == GuestMsr::Pat { ContextError::Pat } else { ContextError::Msr(m) });
+        }
+    }
+    if c.tsc_aux != 0 && !msr_ok(GuestMsr::TscAux, c.tsc_aux, policy) {
+        return Err(ContextError::Msr(GuestMsr::TscAux));
+    }
+    check_segments(c)
+}
+
+/// MXCSR bits FXRSTOR accepts when the CPU reports no mask of its own (Intel SDM Vol 1 11.6.6).
+pub const MXCSR_MASK_DEFAULT: u32 = 0xFFBF;
+
+/// Checks register state that travels outside the control block (an image's x87/SSE and
+/// debug registers) before the hypervisor loads it: FXRSTOR faults on reserved MXCSR bits
+/// and MOV DR on non-canonical addresses, both in the hypervisor.
+pub fn validate_extended(e: &ExtendedState, mxcsr_mask: u32) -> Result<(), ContextError> {
+    if e.mxcsr() & !mxcsr_mask != 0 {
+        return Err(ContextError::Mxcsr);
+    }
+    for (n, &dr) in e.dr.iter().enumerate() {
+        if !canonical(dr) {
+            return Err(ContextError::DebugAddress(n as u8));
+        }
+    }
+    if e.dr6 >> 32 != 0 {
+        return Err(ContextError::Dr6);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::new(&|leaf, _| match leaf {
+            0 => [7, 0, 0, 0],
+            0x8000_0000 => [0x8000_0008, 0, 0, 0],
+            0x8000_0008 => [0x3028, 0, 0, 0],
+            _ => [!0; 4],
+        })
+    }
+
+    fn good() -> VcpuContext {
+        VcpuContext::long_mode(0x20_0000, 0x30_0000, 0x10_0000, 0x1000, 0x2000)
+    }
+
+    #[test]
+    fn canonical_and_pat_checks() {
+        assert!(canonical(0x0000_7FFF_FFFF_FFFF));
+        assert!(canonical(0xFFFF_8000_0000_0000));
+        assert!(!canonical(0x0000_8000_0000_0000));
+        assert!(valid_pat(guest_abi::vcpu::DEFAULT_PAT));
+        assert!(!valid_pat(0x02));
+    }
+
+    #[test]
+    fn the_builders_start_of_day_context_is_accepted() {
+        assert_eq!(validate_context(&good(), &policy()), Ok(()));
+    }
+
+    #[test]
+    fn every_msr_field_that_would_fault_on_the_host_is_refused() {
+        let p = policy();
+        let bad = 0x0000_8000_0000_0000;
+        let cases: [(fn(&mut VcpuContext, u64), GuestMsr); 7] = [
+            (|c, v| c.lstar = v, GuestMsr::Lstar),
+            (|c, v| c.cstar = v, GuestMsr::Cstar),
+            (|c, v| c.kernel_gs_base = v, GuestMsr::KernelGsBase),
+            (|c, v| c.sysenter_esp = v, GuestMsr::SysenterEsp),
+            (|c, v| c.sysenter_eip = v, GuestMsr::SysenterEip),
+            (|c, v| c.fs.base = v, GuestMsr::FsBase),
+            (|c, v| c.gs.base = v, GuestMsr::GsBase),
+        ];
+        for (set, m) in cases {
+            let mut c = good();
+            set(&mut c, bad);
+            assert_eq!(validate_context(&c, &p), Err(ContextError::Msr(m)));
+            assert!(!msr_ok(m, bad, &p), "a guest WRMSR gets the same answer");
+        }
+        let mut c = good();
+        c.sfmask = 1 << 32;
+        assert_eq!(validate_context(&c, &p), Err(ContextError::Msr(GuestMsr::Sfmask)));
+        let mut c = good();
+        c.efer = 0;
+        assert_eq!(validate_context(&c, &p), Err(ContextError::Msr(GuestMsr::Efer)));
+        let mut c = good();
+        c.pat = 0x02;
+        assert_eq!(validate_context(&c, &p), Err(ContextError::Pat));
+        let mut c = good();
+        c.tsc_aux = 1 << 32;
+        assert_eq!(validate_context(&c, &p), Err(ContextError::Msr(GuestMsr::TscAux)));
+    }
+
+    #[test]
+    fn control_and_debug_registers_follow_the_guest_write_rules() {
+        let p = policy();
+        let cases: [(fn(&mut VcpuContext), ContextError); 9] = [
+            (|c| c.cr0 &= !cr0::PG, ContextError::Cr0),
+            (|c| c.cr0 |= 1 << 40, ContextError::Cr0),
+            (|c| c.cr0 |= cr0::NW, ContextError::Cr0),
+            (|c| c.cr4 |= cr4::PKE, ContextError::Cr4),
+            (|c| c.cr4 &= !cr4::PAE, ContextError::Cr4),
+            (|c| c.cr3 = 1 << 50, ContextError::Cr3),
+            (|c| c.cr8 = 16, ContextError::Cr8),
+            (|c| c.dr7 = 1 << 32, ContextError::Dr7),
+            (|c| c.rflags |= rflags::VM, ContextError::Rflags),
+        ];
+        for (set, want) in cases {
+            let mut c = good();
+            set(&mut c);
+            assert_eq!(validate_context(&c, &p), Err(want));
+        }
+        let mut c = good();
+        c.rip = 0x0001_0000_0000_0000;
+        assert_eq!(validate_context(&c, &p), Err(ContextError::Rip));
+    }
+
+    #[test]
+    fn segments_that_would_fail_a_vm_entry_are_refused() {
+        let p = policy();
+        let cases: [(fn(&mut VcpuContext), &str); 6] = [
+            (|c| c.cs = Segment::data(0x10), "cs"),
+            (|c| c.cs.attrs |= ATTR_DB, "cs"),
+            (|c| c.tr = Segment::null(), "tr"),
+            (|c| c.ss.attrs |= 3 << ATTR_DPL_SHIFT, "ss"),
+            (|c| c.fs.base = 0x0000_8000_0000_0000, "fs"),
+            (|c| c.ldtr = Segment::data(0x18), "ldtr"),
+        ];
+        for (set, name) in cases {
+            let mut c = good();
+            set(&mut c);
+            let e = validate_context(&c, &p).unwrap_err();
+            assert!(matches!(e, ContextError::Segment(n) if n == name) || matches!(e, ContextError::Msr(_)), "{name}: {e:?}");
+        }
+        let mut c = good();
+        c.idtr_limit = 0x1_0000;
+        assert_eq!(validate_context(&c, &p), Err(ContextError::DescriptorTable("idtr")));
+    }
+
+    #[test]
+    fn cr0_writes_that_leave_long_mode_are_told_apart_from_faults() {
+        let lm = cr0::PE | cr0::PG | cr0::ET | cr0::NE;
+        assert_eq!(cr0_write(lm | cr0::WP, true), Cr0Verdict::Apply);
+        assert_eq!(cr0_write(lm & !cr0::PG, true), Cr0Verdict::Fault, "64-bit code cannot clear PG");
+        assert_eq!(cr0_write(lm & !cr0::PG, false), Cr0Verdict::LeavesLongMode);
+        assert_eq!(cr0_write(cr0::PG, false), Cr0Verdict::Fault, "PG without PE");
+        assert_eq!(cr0_write(lm | cr0::NW, true), Cr0Verdict::Fault);
+        assert_eq!(cr0_write(lm | cr0::NW | cr0::CD, true), Cr0Verdict::Apply);
+    }
+
+    #[test]
+    fn extended_state_from_outside_is_checked_before_it_reaches_fxrstor() {
+        let mut e = ExtendedState::default();
+        assert_eq!(validate_extended(&e, MXCSR_MASK_DEFAULT), Ok(()));
+        e.fxsave[24..28].copy_from_slice(&0x1_0000u32.to_le_bytes());
+        assert_eq!(validate_extended(&e, MXCSR_MASK_DEFAULT), Err(ContextError::Mxcsr));
+        let mut e = ExtendedState::default();
+        e.dr[2] = 0x0000_8000_0000_0000;
+        assert_eq!(validate_extended(&e, MXCSR_MASK_DEFAULT), Err(ContextError::DebugAddress(2)));
+        let mut e = ExtendedState::default();
+        e.dr6 = 1 << 40;
+        assert_eq!(validate_extended(&e, MXCSR_MASK_DEFAULT), Err(ContextError::Dr6));
+    }
+}
