@@ -25,7 +25,14 @@ pub enum Bench {
     Density { image: String, mem_mib: u64, max: u32 },
     /// Copy-on-write fault against a 4 KiB copy plus a null hypercall.
     Cow { image: String },
+    /// Create, clone and destroy `count` times; free frames and heap must come back exactly.
+    Lifecycle { image: String, count: u32 },
 }
+
+/// Memory of the domains the lifecycle benchmark creates and clones.
+const LIFECYCLE_MEM_MIB: u64 = 2;
+/// The lifecycle benchmark prints its progress this often.
+const LIFECYCLE_REPORT_EVERY: u32 = 2500;
 
 /// How long a template may take to freeze itself.
 const FREEZE_WAIT_SECS: u64 = 300;
@@ -104,7 +111,40 @@ impl<H: Hypercalls> Shell<H> {
             Bench::Memory { image, count, mem_mib } => self.bench_memory(&image, count, mem_mib, out),
             Bench::Density { image, mem_mib, max } => self.bench_density(&image, mem_mib, max, out),
             Bench::Cow { image } => self.bench_cow(&image, out),
+            Bench::Lifecycle { image, count } => self.bench_lifecycle(&image, count, out),
         }
+    }
+
+    fn bench_lifecycle(&mut self, image: &str, count: u32, out: &mut dyn Write) -> HvResult<()> {
+        let img = self.image(image)?;
+        let t = self.template(img, "bench-life-t", LIFECYCLE_MEM_MIB, TEMPLATE_CMDLINE)?;
+        let baseline = self.ctl.hv_info()?;
+        let c0 = (self.cycles)();
+        for i in 0..count {
+            let d = self.ctl.create("bench-life-d", LIFECYCLE_MEM_MIB << 20)?;
+            let c = self.ctl.clone_domain(t, "bench-life-c", i, QUOTA_DEFAULT)?;
+            self.ctl.destroy(c)?;
+            self.ctl.destroy(d)?;
+            if (i + 1) % LIFECYCLE_REPORT_EVERY == 0 {
+                let now = self.ctl.hv_info()?;
+                let _ = writeln!(out, "bench lifecycle: {} cycles, {} KiB free, {} KiB heap free", i + 1, now.free_kib, now.heap_free_kib);
+            }
+        }
+        let c1 = (self.cycles)();
+        let end = self.ctl.hv_info()?;
+        let exact = end.free_kib == baseline.free_kib && end.heap_free_kib == baseline.heap_free_kib;
+        let _ = writeln!(
+            out,
+            "bench lifecycle: {count} create/clone/destroy cycles, {} cycles each on average; free {} KiB (was {}), heap free {} KiB (was {}): {}",
+            (c1 - c0) / u64::from(count.max(1)),
+            end.free_kib,
+            baseline.free_kib,
+            end.heap_free_kib,
+            baseline.heap_free_kib,
+            if exact { "back exactly" } else { "NOT BACK" }
+        );
+        self.ctl.destroy(t)?;
+        Ok(())
     }
 
     fn bench_clone(&mut self, image: &str, sizes: &[u64], count: u32, out: &mut dyn Write) -> HvResult<()> {

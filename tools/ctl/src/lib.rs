@@ -11,6 +11,7 @@ pub mod boot_tables;
 pub mod control;
 pub mod launch;
 pub mod line;
+pub mod registers;
 pub mod shell;
 pub mod builder;
 pub mod elf;

@@ -107,8 +107,10 @@ pub enum Command {
     Info,
     Poweroff,
     Freeze { target: Target, name: Option<String> },
-    Clone { template: Target, count: u32, prefix: Option<String>, quota_mib: Option<u64> },
+    Clone { template: Target, count: u32, prefix: Option<String>, quota_kib: Option<u64> },
     Stat(Target),
+    /// Show a domain's vCPU registers, or set some (`reg=value`).
+    Vcpu { target: Target, set: Vec<(String, u64)> },
     Wait { target: Target, state: WaitState, secs: u64 },
     Check,
     /// Sleep (for scripts).
@@ -176,6 +178,14 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, ParseError> {
 
 fn number<T: core::str::FromStr>(key: &str, v: &str) -> Result<T, ParseError> {
     v.parse().map_err(|_| ParseError::Bad(format!("{key}={v} is not a number")))
+}
+
+/// A register value: decimal or `0x` hex.
+fn parse_register_value(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16).ok(),
+        None => v.parse().ok(),
+    }
 }
 
 /// Longest `sleep`.
@@ -281,12 +291,28 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             if count == 0 || count > CLONE_COUNT_MAX {
                 return Err(ParseError::Bad(format!("count must be 1..={CLONE_COUNT_MAX}")));
             }
-            let quota_mib = opt("quota").map(|v| number("quota", v)).transpose()?;
-            Command::Clone { template: take_target("template")?, count, prefix: opt("name").map(String::from), quota_mib }
+            // MiB, or KiB with a `k` suffix.
+            let quota_kib = match opt("quota") {
+                Some(v) => Some(match v.strip_suffix('k') {
+                    Some(k) => number::<u64>("quota", k)?,
+                    None => number::<u64>("quota", v)?.saturating_mul(1024),
+                }),
+                None => None,
+            };
+            Command::Clone { template: take_target("template")?, count, prefix: opt("name").map(String::from), quota_kib }
         }
         "stat" => {
             no_extra(&[], 1)?;
             Command::Stat(take_target("domain")?)
+        }
+        "vcpu" => {
+            no_extra(crate::registers::NAMES, 1)?;
+            let mut set = Vec::new();
+            for (k, v) in &options {
+                let value = parse_register_value(v).ok_or_else(|| ParseError::Bad(format!("{k}={v} is not a number")))?;
+                set.push((k.to_string(), value));
+            }
+            Command::Vcpu { target: take_target("domain")?, set }
         }
         "wait" => {
             no_extra(&[], 3)?;
@@ -306,7 +332,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             Command::Check
         }
         "bench" => {
-            let what = positional.first().ok_or(ParseError::Missing("benchmark (clone memory density cow)"))?;
+            let what = positional.first().ok_or(ParseError::Missing("benchmark (clone memory density cow lifecycle)"))?;
             let image = opt("image").unwrap_or(if *what == "cow" { "cowbench" } else { "demo" }).to_string();
             let count = |default: u32| -> Result<u32, ParseError> {
                 match opt("count") {
@@ -343,11 +369,15 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                     };
                     Bench::Density { image, mem_mib: mib(16)?, max }
                 }
+                "lifecycle" => {
+                    no_extra(&["image", "count"], 1)?;
+                    Bench::Lifecycle { image, count: count(10_000)? }
+                }
                 "cow" => {
                     no_extra(&["image"], 1)?;
                     Bench::Cow { image }
                 }
-                other => return Err(ParseError::Bad(format!("unknown benchmark {other:?} (clone memory density cow)"))),
+                other => return Err(ParseError::Bad(format!("unknown benchmark {other:?} (clone memory density cow lifecycle)"))),
             };
             Command::Bench(b)
         }
@@ -393,8 +423,9 @@ commands (a domain is an ID or a NAME):
   console DOMAIN                  the domain's console output
   pause DOMAIN | unpause DOMAIN | destroy DOMAIN...
   freeze DOMAIN [name=NAME]       turn a domain into a template
-  clone TEMPLATE [count=N] [name=PREFIX] [quota=MIB]
+  clone TEMPLATE [count=N] [name=PREFIX] [quota=MIB|KIBk]
   stat DOMAIN                     copy-on-write and exit statistics
+  vcpu DOMAIN [REG=VALUE]...      show the vCPU's registers, or set some (checked)
   wait DOMAIN STATE [SECS]        STATE: running blocked paused frozen dead crashed
   info                            machine figures
   check                           verify the hypervisor's frame accounting
@@ -403,6 +434,7 @@ commands (a domain is an ID or a NAME):
   bench memory [count=N] [mib=M]  hypervisor memory per idle clone
   bench density [mib=M] [max=N]   clone a template until memory runs out
   bench cow                       copy-on-write fault vs a 4 KiB copy + null hypercall
+  bench lifecycle [count=N]       create/clone/destroy N times; memory must come back exactly
   poweroff                        end the machine
 ";
 
@@ -469,6 +501,7 @@ impl<H: Hypercalls> Shell<H> {
         };
         let target = match &cmd {
             Command::Console(t) | Command::Pause(t) | Command::Unpause(t) | Command::Stat(t) => Some(t.clone()),
+            Command::Vcpu { target, .. } => Some(target.clone()),
             Command::Freeze { target, .. } | Command::Wait { target, .. } => Some(target.clone()),
             Command::Clone { template, .. } => Some(template.clone()),
             _ => None,
@@ -611,7 +644,7 @@ impl<H: Hypercalls> Shell<H> {
                 let info = self.ctl.info(id)?;
                 let _ = writeln!(out, "froze domain {id} {} into a template", name_str(&info.name));
             }
-            Command::Clone { template, count, prefix, quota_mib } => {
+            Command::Clone { template, count, prefix, quota_kib } => {
                 let tid = self.resolve(&template)?;
                 let tinfo = self.ctl.info(tid)?;
                 let tname = String::from(name_str(&tinfo.name));
@@ -619,7 +652,7 @@ impl<H: Hypercalls> Shell<H> {
                 // instead of colliding with the clones already there.
                 let taken = if prefix.is_none() { self.names()? } else { Vec::new() };
                 let prefix = prefix.unwrap_or_else(|| format!("{tname}-"));
-                let quota = quota_mib.map(|m| m.saturating_mul(256)).unwrap_or(QUOTA_DEFAULT);
+                let quota = quota_kib.map(|k| k / 4).unwrap_or(QUOTA_DEFAULT);
                 let mut index = 0u32;
                 for made in 0..count {
                     while taken.contains(&format!("{prefix}{index}")) {
@@ -659,6 +692,8 @@ impl<H: Hypercalls> Shell<H> {
                     let _ = writeln!(out, "quota_pages: {}", s.quota_pages);
                     let _ = writeln!(out, "quota_kib: {}", kib(s.quota_pages));
                 }
+                let _ = writeln!(out, "quota_used_kib: {}", kib(s.quota_used_pages));
+                let _ = writeln!(out, "quota_pagetable_kib: {}", kib(s.quota_table_pages));
                 let _ = writeln!(out, "shared_kib: {}", kib(s.shared_pages));
                 let _ = writeln!(out, "pagetable_kib: {}", kib(s.pagetable_pages));
                 let _ = writeln!(out, "overhead_bytes: {}", s.overhead_bytes);
@@ -670,6 +705,21 @@ impl<H: Hypercalls> Shell<H> {
                 }
                 if info.clones > 0 {
                     let _ = writeln!(out, "clones: {}", info.clones);
+                }
+            }
+            Command::Vcpu { target, set } => {
+                let id = self.resolve(&target)?;
+                let mut ctx = self.ctl.vcpu_get(id)?;
+                if set.is_empty() {
+                    for name in crate::registers::NAMES {
+                        let _ = writeln!(out, "{name}: {:#x}", crate::registers::get(&ctx, name).unwrap_or(0));
+                    }
+                } else {
+                    for (name, value) in &set {
+                        crate::registers::set(&mut ctx, name, *value);
+                    }
+                    self.ctl.vcpu_set(id, &ctx)?;
+                    let _ = writeln!(out, "set {} registers of domain {id}", set.len());
                 }
             }
             Command::Wait { target, state: want, secs } => {

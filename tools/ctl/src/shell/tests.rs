@@ -217,7 +217,21 @@ fn commands_parse_with_defaults_and_reject_junk() {
     assert_eq!(parse("destroy 1 web").unwrap(), Command::Destroy(vec![Target::Id(1), Target::Name("web".into())]));
     assert_eq!(
         parse("clone demo count=3 name=c quota=2").unwrap(),
-        Command::Clone { template: Target::Name("demo".into()), count: 3, prefix: Some("c".into()), quota_mib: Some(2) }
+        Command::Clone { template: Target::Name("demo".into()), count: 3, prefix: Some("c".into()), quota_kib: Some(2048) }
+    );
+    assert_eq!(
+        parse("clone demo quota=300k").unwrap(),
+        Command::Clone { template: Target::Name("demo".into()), count: 1, prefix: None, quota_kib: Some(300) }
+    );
+    assert_eq!(
+        parse("vcpu web lstar=0xffff800000001000 cr8=5").unwrap(),
+        Command::Vcpu { target: Target::Name("web".into()), set: alloc::vec![("lstar".into(), 0xffff_8000_0000_1000), ("cr8".into(), 5)] }
+    );
+    assert!(parse("vcpu web xmm0=1").is_err(), "unknown registers are refused");
+    assert!(parse("vcpu web rax=zz").is_err());
+    assert_eq!(
+        parse("vcpu 3").unwrap(),
+        Command::Vcpu { target: Target::Id(3), set: alloc::vec![] }
     );
     assert_eq!(parse("wait 3 frozen 5").unwrap(), Command::Wait { target: Target::Id(3), state: WaitState::Frozen, secs: 5 });
     assert!(matches!(parse("frobnicate"), Err(ParseError::UnknownCommand(_))));
