@@ -39,23 +39,38 @@ pub enum Accel {
 /// run after run.
 pub const ICOUNT_ARGS: &[&str] = &["-icount", "shift=0,sleep=off", "-rtc", "base=2024-01-01T00:00:00,clock=vm"];
 
-/// Builds the QEMU command.
+/// Whether `f` is a QEMU CPU feature switch: `+` or `-` and a lower-case name.
+pub fn valid_cpu_feature(f: &str) -> bool {
+    let mut chars = f.chars();
+    matches!(chars.next(), Some('+' | '-'))
+        && f.len() > 1
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.')
+}
+
+/// Builds the QEMU command; `cpu_features` are added to TCG's CPU model.
+#[allow(clippy::too_many_arguments)]
 pub fn qemu_command(
     image: &Path,
     firmware: Firmware,
     mem_mib: u32,
     icount: bool,
     accel: Accel,
+    cpu_features: &[String],
     serial_tty: &Path,
     run_dir: &Path,
 ) -> Result<Command, BootError> {
     let mut cmd = Command::new("qemu-system-x86_64");
-    let kvm = accel == Accel::Auto && setup::kvm_nested_available() && !icount;
+    let kvm = accel == Accel::Auto && setup::kvm_nested_available() && !icount && cpu_features.is_empty();
     cmd.args(["-machine", "q35"]);
     if kvm {
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
-        cmd.args(["-accel", "tcg", "-cpu", "qemu64,+svm,+npt"]);
+        let mut model = String::from("qemu64,+svm,+npt");
+        for f in cpu_features.iter().filter(|f| valid_cpu_feature(f)) {
+            model.push(',');
+            model.push_str(f);
+        }
+        cmd.args(["-accel", "tcg", "-cpu", &model]);
     }
     cmd.args(["-m", &mem_mib.to_string(), "-smp", "1"])
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])

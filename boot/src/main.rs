@@ -4,7 +4,7 @@
 //! ```text
 //! boot [run] [--emulator qemu|bochs] [--uefi] [--script FILE] [--timeout SECS]
 //!            [--guest NAME=PATH]... [--mem MIB] [--icount]
-//!            [--log-level LEVEL] [--config KEY=VALUE]... [--accel auto|tcg]
+//!            [--log-level LEVEL] [--config KEY=VALUE]... [--accel auto|tcg] [--cpu-feature +FLAG]...
 //!            [--no-default-guests] [--keep] [--quiet]
 //! ```
 //! Exit status: 0 the machine powered off normally, 1 the hypervisor reported a failure,
@@ -37,6 +37,8 @@ options:
   --log-level LEVEL       hypervisor log level: off|error|warn|info|debug|trace
   --config KEY=VALUE      extra hypervisor boot configuration (repeatable)
   --accel auto|tcg        QEMU acceleration (default auto)
+  --cpu-feature +FLAG     add a feature to QEMU TCG's CPU model, e.g. +pku or +rdtscp
+                          (repeatable; QEMU then uses TCG even where KVM works)
   --no-default-guests     do not bundle the default guest images
   --keep                  keep the run directory (disk image, emulator logs)
   --quiet                 do not copy the console to stdout
@@ -87,6 +89,13 @@ fn parse(args: &[String]) -> Result<RunOptions, BootError> {
                     "tcg" => Accel::Tcg,
                     v => return Err(usage(format!("unknown accel {v:?} (auto|tcg)"))),
                 }
+            }
+            "--cpu-feature" => {
+                let v = value("--cpu-feature")?;
+                if !boot::emulator::valid_cpu_feature(&v) {
+                    return Err(usage(format!("--cpu-feature takes +NAME or -NAME (a QEMU CPU flag), got {v:?}")));
+                }
+                opts.cpu_features.push(v);
             }
             "--no-default-guests" => opts.default_guests = false,
             "--keep" => opts.keep = true,

@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub echo: bool,
     /// Keep the run directory (image, logs) even on success.
     pub keep: bool,
+    /// Extra CPU features for QEMU TCG's `-cpu` (`+pku`, `+rdtscp`, ...).
+    pub cpu_features: Vec<String>,
 }
 
 impl Default for RunOptions {
@@ -61,6 +63,7 @@ impl Default for RunOptions {
             accel: Accel::Auto,
             config: Vec::new(),
             echo: false,
+            cpu_features: Vec::new(),
             keep: false,
         }
     }
@@ -204,7 +207,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, BootError> {
     let pty = Pty::open().map_err(io_err("opening a pty for the serial console"))?;
     let mut cmd = match opts.emulator {
         Emulator::Qemu => {
-            emulator::qemu_command(&image_path, firmware, opts.mem_mib, opts.icount, opts.accel, &pty.path, &run_dir)?
+            emulator::qemu_command(&image_path, firmware, opts.mem_mib, opts.icount, opts.accel, &opts.cpu_features, &pty.path, &run_dir)?
         }
         Emulator::Bochs => emulator::bochs_command(&image_path, opts.mem_mib, &pty.path, &run_dir)?,
     };
