@@ -36,6 +36,15 @@ pub const DEFAULT_GUESTS: &[GuestSpec] = &[
     GuestSpec { image: "xstate", package: "guests", bin: "xstate" },
     GuestSpec { image: "userspace", package: "guests", bin: "userspace" },
     GuestSpec { image: "upcall", package: "guests", bin: "upcall" },
+    GuestSpec { image: "cr8-tpr", package: "guests", bin: "cr8-tpr" },
+    GuestSpec { image: "swapgs-kgs", package: "guests", bin: "swapgs-kgs" },
+    GuestSpec { image: "tsc-aux", package: "guests", bin: "tsc-aux" },
+    GuestSpec { image: "dr7-state", package: "guests", bin: "dr7-state" },
+    GuestSpec { image: "hidden-features", package: "guests", bin: "hidden-features" },
+    GuestSpec { image: "long-mode-exit", package: "guests", bin: "long-mode-exit" },
+    GuestSpec { image: "fxsave-leak", package: "guests", bin: "fxsave-leak" },
+    GuestSpec { image: "console-flood", package: "guests", bin: "console-flood" },
+    GuestSpec { image: "quota-tables", package: "guests", bin: "quota-tables" },
 ];
 
 /// The path of a built image by its bundle name.

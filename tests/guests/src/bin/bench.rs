@@ -16,6 +16,14 @@ guest_abi::guest_main!(bench);
 const NULL_CALLS: u64 = 1000;
 /// Pages written in each write loop.
 const WRITE_PAGES: u64 = 256;
+/// A pause before each measurement, so the console lines printed before it have reached
+/// the serial line and their draining does not ride on the exits being timed.
+const SETTLE_NS: u64 = 20_000_000;
+
+fn settle() {
+    let _ = hc::block(SETTLE_NS);
+    let _ = hc::event_ack();
+}
 
 /// Average and minimum of a series of cycle counts.
 #[derive(Clone, Copy)]
@@ -55,6 +63,7 @@ fn time_writes(base: u64, pages: u64, value: u64) -> Cycles {
 }
 
 fn bench(si: &'static StartInfo) -> i32 {
+    settle();
     let mut null = Cycles::new();
     for _ in 0..NULL_CALLS {
         let t0 = rdtsc();
@@ -73,6 +82,7 @@ fn bench(si: &'static StartInfo) -> i32 {
         println!("bench: {} pages of RAM above the image needed", 2 * WRITE_PAGES);
         report(Status::Error);
     }
+    settle();
     // Touch both regions first so neither measurement includes a first-touch fault.
     time_writes(plain_base, 2 * WRITE_PAGES, 1);
     let plain = time_writes(plain_base, WRITE_PAGES, 2);

@@ -1,0 +1,127 @@
+//! Test guest `cr8-tpr`: each vCPU's task priority (CR8) is its own. Writing CR8 must not
+//! reach the real local APIC (on VMX a `mov cr8, 15` used to mask the hypervisor's own timer,
+//! so no timer ever fired again and the machine hung), must read back, must survive
+//! preemption by another domain with a different value, and must hold back an event upcall
+//! whose priority class it masks until it is lowered.
+//!
+//! Options: `tpr=N` (0-15, default 15) is the value kept while spinning; `ms=` how long to
+//! spin sharing the CPU (default 200).
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+use guest_abi::println;
+use guest_abi::rt::test::{Status, Verdict, report};
+use guest_abi::rt::{self, events, hc, rdtsc};
+use guest_abi::start_info::StartInfo;
+
+guest_abi::guest_main!(cr8_tpr);
+
+const DEFAULT_TPR: u64 = 15;
+const DEFAULT_SPIN_MS: u64 = 200;
+/// A timed block that must come back: if CR8 reached the APIC, it never does.
+const BLOCK_NS: u64 = 20_000_000;
+/// How long to wait for an upcall that should (or should not) arrive.
+const UPCALL_WAIT_MS: u64 = 50;
+/// A gap between two TSC reads longer than this means the vCPU was descheduled.
+const PREEMPTION_GAP_US: u64 = 200;
+
+static UPCALLS: AtomicU64 = AtomicU64::new(0);
+
+fn on_events(_bits: u64) {
+    UPCALLS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn write_cr8(v: u64) {
+    // SAFETY: CR8 is the task priority; with the value validated by the caller (0-15) it only
+    // changes which interrupts this vCPU accepts.
+    unsafe { asm!("mov cr8, {}", in(reg) v, options(nomem, nostack)) };
+}
+
+fn read_cr8() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR8 has no side effects.
+    unsafe { asm!("mov {}, cr8", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// Spins with interrupts on for `ms`; returns the upcalls that arrived meanwhile.
+fn upcalls_during(si: &StartInfo, ms: u64) -> u64 {
+    let before = UPCALLS.load(Ordering::Relaxed);
+    let start = rdtsc();
+    while rdtsc().wrapping_sub(start) < ms * si.tsc_khz {
+        core::hint::spin_loop();
+    }
+    UPCALLS.load(Ordering::Relaxed) - before
+}
+
+fn cr8_tpr(si: &'static StartInfo) -> i32 {
+    let (tpr, spin_ms) = match (rt::cmdline_u64("tpr"), rt::cmdline_u64("ms")) {
+        (Ok(t), Ok(m)) if t.unwrap_or(DEFAULT_TPR) <= 15 => (t.unwrap_or(DEFAULT_TPR), m.unwrap_or(DEFAULT_SPIN_MS)),
+        _ => {
+            println!("cr8-tpr: bad tpr= or ms= option");
+            report(Status::Error);
+        }
+    };
+    let name = si.name();
+    let mut v = Verdict::new();
+
+    // 1. CR8 = 15 must not stop the machine's timer: a timed block comes back.
+    write_cr8(15);
+    if read_cr8() != 15 {
+        v.fail(format_args!("cr8 reads {} after writing 15", read_cr8()));
+    }
+    let before = hc::time_ns().unwrap_or(0);
+    let _ = hc::block(BLOCK_NS);
+    let slept = hc::time_ns().unwrap_or(0).saturating_sub(before);
+    if slept < BLOCK_NS / 2 {
+        v.fail(format_args!("block({BLOCK_NS} ns) came back after {slept} ns"));
+    }
+    let _ = hc::event_ack();
+
+    // 2. The TPR holds back an upcall whose class (vector / 16) it masks.
+    events::set_callback(on_events);
+    let class = u64::from(events::UPCALL_VECTOR >> 4);
+    write_cr8(class);
+    if let Err(e) = events::enable() {
+        println!("cr8-tpr: set_upcall failed: {e}");
+        report(Status::Error);
+    }
+    // A timer event becomes pending while the TPR masks its upcall.
+    let _ = hc::block(1_000_000);
+    let held = upcalls_during(si, UPCALL_WAIT_MS);
+    if held != 0 {
+        v.fail(format_args!("{held} upcalls arrived with cr8 = {class} masking vector {:#x}", events::UPCALL_VECTOR));
+    }
+    let before = UPCALLS.load(Ordering::Relaxed);
+    write_cr8(class - 1);
+    let _ = upcalls_during(si, UPCALL_WAIT_MS);
+    let taken = UPCALLS.load(Ordering::Relaxed) - before;
+    if taken == 0 {
+        v.fail(format_args!("no upcall after lowering cr8 to {}", class - 1));
+    }
+    let _ = events::disable();
+
+    // 3. Its own value survives other domains running on the CPU.
+    write_cr8(tpr);
+    let gap = si.tsc_khz * PREEMPTION_GAP_US / 1000;
+    let (mut checks, mut preemptions) = (0u64, 0u64);
+    let begin = rdtsc();
+    let mut last = begin;
+    while rdtsc().wrapping_sub(begin) < spin_ms * si.tsc_khz {
+        let got = read_cr8();
+        if got != tpr {
+            v.fail(format_args!("cr8 changed to {got} (wrote {tpr}) after {preemptions} preemptions"));
+            break;
+        }
+        checks += 1;
+        let now = rdtsc();
+        if now.wrapping_sub(last) > gap {
+            preemptions += 1;
+        }
+        last = now;
+    }
+    write_cr8(0);
+    println!("cr8-tpr {name}: timer survived cr8=15, upcall held {held} taken {taken}, cr8 {tpr} kept over {checks} checks and {preemptions} preemptions");
+    v.report()
+}

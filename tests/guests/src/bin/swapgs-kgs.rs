@@ -1,0 +1,72 @@
+//! Test guest `swapgs-kgs`: KERNEL_GS_BASE changes without a VM exit (`swapgs`), so the
+//! hypervisor must read it back whenever the vCPU stops holding the CPU. The guest sets GS
+//! and KERNEL_GS_BASE to values of its own, swaps, sleeps while other domains (other copies of
+//! this guest, with other values) run, swaps back, and checks both registers every round.
+//! It used to fail on VMX: the hardware MSR was loaded on entry and never saved.
+//!
+//! Options: `rounds=` (default 200).
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+use core::arch::asm;
+use guest_abi::println;
+use guest_abi::rt::test::{Status, Verdict, report};
+use guest_abi::rt::{self, hc};
+use guest_abi::start_info::StartInfo;
+
+guest_abi::guest_main!(swapgs_kgs);
+
+const MSR_GS_BASE: u32 = 0xC000_0101;
+const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
+const DEFAULT_ROUNDS: u64 = 200;
+/// Each round sleeps this long, so other domains run in between.
+const SLEEP_NS: u64 = 200_000;
+
+fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: GS_BASE and KERNEL_GS_BASE exist on every 64-bit CPU; the read exits.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+fn wrmsr(msr: u32, v: u64) {
+    // SAFETY: canonical values for GS_BASE/KERNEL_GS_BASE; nothing in this guest uses GS.
+    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nomem, nostack)) };
+}
+
+fn swapgs() {
+    // SAFETY: exchanges GS_BASE and KERNEL_GS_BASE; nothing in this guest uses GS.
+    unsafe { asm!("swapgs", options(nomem, nostack)) };
+}
+
+fn swapgs_kgs(si: &'static StartInfo) -> i32 {
+    let rounds = match rt::cmdline_u64("rounds") {
+        Ok(r) => r.unwrap_or(DEFAULT_ROUNDS),
+        Err(e) => {
+            println!("swapgs-kgs: bad rounds= option: {e}");
+            report(Status::Error);
+        }
+    };
+    let seed = u64::from(si.domid).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let gs = 0x0000_1000_0000_0000 | (seed & 0x0FFF_FFFF_F000);
+    let kgs = 0xFFFF_9000_0000_0000 | ((seed >> 12) & 0x0FFF_FFFF_F000);
+    let mut v = Verdict::new();
+    wrmsr(MSR_GS_BASE, gs);
+    wrmsr(MSR_KERNEL_GS_BASE, kgs);
+    for round in 0..rounds {
+        swapgs();
+        let _ = hc::block(SLEEP_NS);
+        let _ = hc::event_ack();
+        let (g1, k1) = (rdmsr(MSR_GS_BASE), rdmsr(MSR_KERNEL_GS_BASE));
+        swapgs();
+        let _ = hc::yield_now();
+        let (g2, k2) = (rdmsr(MSR_GS_BASE), rdmsr(MSR_KERNEL_GS_BASE));
+        if (g1, k1) != (kgs, gs) || (g2, k2) != (gs, kgs) {
+            v.fail(format_args!(
+                "round {round}: after swapgs gs {g1:#x} kgs {k1:#x}, after swapping back gs {g2:#x} kgs {k2:#x} (want gs {gs:#x} kgs {kgs:#x})"
+            ));
+            break;
+        }
+    }
+    println!("swapgs-kgs {}: {rounds} rounds of swapgs around sleeps", si.name());
+    v.report()
+}
