@@ -1,6 +1,45 @@
 //! The architectural state of a virtual CPU, vendor-neutral. dom0 sets and reads it through
 //! `vcpu_set`/`vcpu_get`; the hypervisor keeps a frozen template's state in it and starts
-//! clones from it; save images carry it.
+//! clones from it; save images carry it. Register bits are the `x86_64` crate's flag types.
+
+use bitflags::bitflags;
+pub use x86_64::registers::control::{Cr0Flags, Cr4Flags};
+pub use x86_64::registers::model_specific::EferFlags;
+pub use x86_64::registers::rflags::RFlags;
+
+bitflags! {
+    /// The compact 12-bit segment attributes of [`Segment::attrs`]: bits 0-7 are descriptor
+    /// byte 5, bits 8-11 descriptor bits 52-55 (Intel SDM Vol 3A 3.4.5; the layout of the AMD
+    /// VMCB's attribute fields, AMD APM Vol 2 15.5.1).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SegmentAttrs: u16 {
+        /// Type bit 0: accessed.
+        const ACCESSED = 1 << 0;
+        /// Type bit 1: writable (data) or readable (code).
+        const WRITABLE_OR_READABLE = 1 << 1;
+        /// Type bit 2: expand-down (data) or conforming (code).
+        const EXPAND_DOWN_OR_CONFORMING = 1 << 2;
+        /// Type bit 3: a code segment.
+        const CODE = 1 << 3;
+        /// S: a code or data segment (clear for system segments such as the TSS).
+        const CODE_OR_DATA = 1 << 4;
+        const DPL_0 = 1 << 5;
+        const DPL_1 = 1 << 6;
+        const PRESENT = 1 << 7;
+        const AVAILABLE = 1 << 8;
+        /// L: 64-bit code.
+        const LONG = 1 << 9;
+        /// D/B: 32-bit default operand size.
+        const DEFAULT_BIG = 1 << 10;
+        const GRANULARITY = 1 << 11;
+    }
+}
+
+/// The type field (bits 3:0) of [`SegmentAttrs`].
+pub const SEGMENT_TYPE_MASK: u16 = 0xF;
+/// System-segment types (Intel SDM Vol 3A table 3-2): LDT, busy 64-bit TSS.
+pub const SEGMENT_TYPE_LDT: u16 = 2;
+pub const SEGMENT_TYPE_TSS_BUSY: u16 = 11;
 
 /// A segment register. `attrs` uses the compact 12-bit form: bits 0-7 are descriptor byte 5
 /// (type, S, DPL, P) and bits 8-11 are descriptor bits 52-55 (AVL, L, D/B, G). `attrs == 0`
@@ -15,24 +54,47 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Present bit of `attrs`.
-    pub const ATTR_PRESENT: u16 = 1 << 7;
-    /// 64-bit code bit of `attrs`.
-    pub const ATTR_LONG: u16 = 1 << 9;
+    /// The attribute flags.
+    pub const fn flags(&self) -> SegmentAttrs {
+        SegmentAttrs::from_bits_retain(self.attrs)
+    }
+
+    /// The descriptor privilege level.
+    pub const fn dpl(&self) -> u8 {
+        ((self.attrs >> 5) & 3) as u8
+    }
+
+    /// The type field.
+    pub const fn segment_type(&self) -> u16 {
+        self.attrs & SEGMENT_TYPE_MASK
+    }
 
     /// A flat 64-bit ring-0 code segment.
     pub const fn code64(selector: u16) -> Self {
-        Self { selector, attrs: 0x0A9B, limit: 0xFFFF_FFFF, base: 0 }
+        let a = SegmentAttrs::ACCESSED.bits()
+            | SegmentAttrs::WRITABLE_OR_READABLE.bits()
+            | SegmentAttrs::CODE.bits()
+            | SegmentAttrs::CODE_OR_DATA.bits()
+            | SegmentAttrs::PRESENT.bits()
+            | SegmentAttrs::LONG.bits()
+            | SegmentAttrs::GRANULARITY.bits();
+        Self { selector, attrs: a, limit: 0xFFFF_FFFF, base: 0 }
     }
 
     /// A flat ring-0 read/write data segment.
     pub const fn data(selector: u16) -> Self {
-        Self { selector, attrs: 0x0C93, limit: 0xFFFF_FFFF, base: 0 }
+        let a = SegmentAttrs::ACCESSED.bits()
+            | SegmentAttrs::WRITABLE_OR_READABLE.bits()
+            | SegmentAttrs::CODE_OR_DATA.bits()
+            | SegmentAttrs::PRESENT.bits()
+            | SegmentAttrs::DEFAULT_BIG.bits()
+            | SegmentAttrs::GRANULARITY.bits();
+        Self { selector, attrs: a, limit: 0xFFFF_FFFF, base: 0 }
     }
 
     /// A busy 64-bit TSS descriptor (required by VMX even if never used).
     pub const fn busy_tss(selector: u16, base: u64, limit: u32) -> Self {
-        Self { selector, attrs: 0x008B, limit, base }
+        Self { selector, attrs: SEGMENT_TYPE_TSS_BUSY | SegmentAttrs::PRESENT.bits(), limit, base }
     }
 
     /// A null segment.
@@ -42,7 +104,7 @@ impl Segment {
 
     /// Whether the segment is usable (not null).
     pub const fn usable(&self) -> bool {
-        self.attrs & Self::ATTR_PRESENT != 0
+        self.flags().contains(SegmentAttrs::PRESENT)
     }
 }
 
@@ -102,67 +164,10 @@ pub struct VcpuContext {
     pub tsc_aux: u64,
 }
 
-/// CR0 bits (Intel SDM Vol 3A 2.5, AMD APM Vol 2 3.1.1).
-pub mod cr0 {
-    pub const PE: u64 = 1 << 0;
-    pub const MP: u64 = 1 << 1;
-    pub const EM: u64 = 1 << 2;
-    pub const TS: u64 = 1 << 3;
-    pub const ET: u64 = 1 << 4;
-    pub const NE: u64 = 1 << 5;
-    pub const WP: u64 = 1 << 16;
-    pub const AM: u64 = 1 << 18;
-    pub const NW: u64 = 1 << 29;
-    pub const CD: u64 = 1 << 30;
-    pub const PG: u64 = 1 << 31;
-}
-
-/// CR4 bits (Intel SDM Vol 3A 2.5, AMD APM Vol 2 3.1.3).
-pub mod cr4 {
-    pub const VME: u64 = 1 << 0;
-    pub const PVI: u64 = 1 << 1;
-    pub const TSD: u64 = 1 << 2;
-    pub const DE: u64 = 1 << 3;
-    pub const PSE: u64 = 1 << 4;
-    pub const PAE: u64 = 1 << 5;
-    pub const MCE: u64 = 1 << 6;
-    pub const PGE: u64 = 1 << 7;
-    pub const PCE: u64 = 1 << 8;
-    pub const OSFXSR: u64 = 1 << 9;
-    pub const OSXMMEXCPT: u64 = 1 << 10;
-    pub const UMIP: u64 = 1 << 11;
-    pub const LA57: u64 = 1 << 12;
-    pub const VMXE: u64 = 1 << 13;
-    pub const SMXE: u64 = 1 << 14;
-    pub const FSGSBASE: u64 = 1 << 16;
-    pub const PCIDE: u64 = 1 << 17;
-    pub const OSXSAVE: u64 = 1 << 18;
-    pub const KL: u64 = 1 << 19;
-    pub const SMEP: u64 = 1 << 20;
-    pub const SMAP: u64 = 1 << 21;
-    pub const PKE: u64 = 1 << 22;
-    pub const CET: u64 = 1 << 23;
-    pub const PKS: u64 = 1 << 24;
-}
-
-/// EFER bits (Intel SDM Vol 3A 2.2.1, AMD APM Vol 2 3.1.7).
-pub mod efer {
-    pub const SCE: u64 = 1 << 0;
-    pub const LME: u64 = 1 << 8;
-    pub const LMA: u64 = 1 << 10;
-    pub const NXE: u64 = 1 << 11;
-    pub const SVME: u64 = 1 << 12;
-}
-
-/// RFLAGS bits (Intel SDM Vol 1 3.4.3).
-pub mod rflags {
-    pub const RESERVED_1: u64 = 1 << 1;
-    pub const TF: u64 = 1 << 8;
-    pub const IF: u64 = 1 << 9;
-    pub const VM: u64 = 1 << 17;
-    /// Bits that read as zero and must be written as zero: 3, 5, 15 and 22-63.
-    pub const RESERVED_0: u64 = (1 << 3) | (1 << 5) | (1 << 15) | !((1 << 22) - 1);
-}
+/// RFLAGS bit 1, which always reads as one (not one of [`RFlags`]).
+pub const RFLAGS_RESERVED_ONE: u64 = 1 << 1;
+/// RFLAGS bits that read as zero and must be written as zero (3, 5, 15 and 22-63).
+pub const RFLAGS_RESERVED_ZERO: u64 = !(RFlags::all().bits() | RFLAGS_RESERVED_ONE);
 
 /// Highest value CR8 holds (it is the top four bits of the task-priority register).
 pub const CR8_MAX: u64 = 15;
@@ -178,11 +183,17 @@ impl VcpuContext {
             rip,
             rsp,
             rdi,
-            rflags: rflags::RESERVED_1,
-            cr0: cr0::PE | cr0::MP | cr0::ET | cr0::NE | cr0::WP | cr0::PG,
+            rflags: RFLAGS_RESERVED_ONE,
+            cr0: (Cr0Flags::PROTECTED_MODE_ENABLE
+                | Cr0Flags::MONITOR_COPROCESSOR
+                | Cr0Flags::EXTENSION_TYPE
+                | Cr0Flags::NUMERIC_ERROR
+                | Cr0Flags::WRITE_PROTECT
+                | Cr0Flags::PAGING)
+                .bits(),
             cr3,
-            cr4: cr4::PAE | cr4::OSFXSR | cr4::OSXMMEXCPT,
-            efer: efer::LME | efer::LMA | efer::NXE,
+            cr4: (Cr4Flags::PHYSICAL_ADDRESS_EXTENSION | Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE).bits(),
+            efer: (EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE | EferFlags::NO_EXECUTE_ENABLE).bits(),
             pat: DEFAULT_PAT,
             dr7: 0x400,
             cs: Segment::code64(0x08),
@@ -197,5 +208,18 @@ impl VcpuContext {
             gdtr_limit: 3 * 8 - 1,
             ..Self::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flat_segments_have_the_encodings_the_cpus_expect() {
+        assert_eq!(Segment::code64(8).attrs, 0x0A9B);
+        assert_eq!(Segment::data(0x10).attrs, 0x0C93);
+        assert_eq!(Segment::busy_tss(0, 0, 0x67).attrs, 0x008B);
+        assert_eq!(RFLAGS_RESERVED_ZERO, (1 << 3) | (1 << 5) | (1 << 15) | !((1u64 << 22) - 1));
     }
 }

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod hv;
 pub mod insn;
 pub mod mm;
+pub mod msr;
 pub mod p2m;
 pub mod platform;
 pub mod policy;

@@ -3,6 +3,7 @@
 //! runs unchanged on both vendors and against a mock in host tests.
 
 use crate::mm::frame::{FrameTable, Pfn};
+use crate::msr;
 use crate::p2m::EntryFormat;
 pub use guest_abi::vcpu::{Segment, VcpuContext};
 use guest_abi::hypercall::CallInsn;
@@ -216,19 +217,19 @@ impl GuestMsr {
     /// The MSR for an index, if emulated.
     pub fn from_index(index: u32) -> Option<Self> {
         Some(match index {
-            0xC000_0080 => Self::Efer,
-            0x277 => Self::Pat,
-            0xC000_0100 => Self::FsBase,
-            0xC000_0101 => Self::GsBase,
-            0xC000_0102 => Self::KernelGsBase,
-            0xC000_0081 => Self::Star,
-            0xC000_0082 => Self::Lstar,
-            0xC000_0083 => Self::Cstar,
-            0xC000_0084 => Self::Sfmask,
-            0x174 => Self::SysenterCs,
-            0x175 => Self::SysenterEsp,
-            0x176 => Self::SysenterEip,
-            0xC000_0103 => Self::TscAux,
+            msr::IA32_EFER => Self::Efer,
+            msr::IA32_PAT => Self::Pat,
+            msr::IA32_FS_BASE => Self::FsBase,
+            msr::IA32_GS_BASE => Self::GsBase,
+            msr::IA32_KERNEL_GS_BASE => Self::KernelGsBase,
+            msr::IA32_STAR => Self::Star,
+            msr::IA32_LSTAR => Self::Lstar,
+            msr::IA32_CSTAR => Self::Cstar,
+            msr::IA32_FMASK => Self::Sfmask,
+            msr::IA32_SYSENTER_CS => Self::SysenterCs,
+            msr::IA32_SYSENTER_ESP => Self::SysenterEsp,
+            msr::IA32_SYSENTER_EIP => Self::SysenterEip,
+            msr::IA32_TSC_AUX => Self::TscAux,
             _ => return None,
         })
     }
@@ -272,13 +273,19 @@ impl GuestMsr {
     }
 }
 
-/// Exceptions the hypervisor injects or intercepts.
+/// Exceptions the hypervisor injects or intercepts (the `x86_64` crate's numbering).
 pub mod vector {
-    pub const DE: u8 = 0;
-    pub const DB: u8 = 1;
-    pub const UD: u8 = 6;
-    pub const AC: u8 = 17;
-    pub const GP: u8 = 13;
+    use x86_64::structures::idt::ExceptionVector;
+
+    pub const DE: u8 = ExceptionVector::Division as u8;
+    pub const DB: u8 = ExceptionVector::Debug as u8;
+    pub const UD: u8 = ExceptionVector::InvalidOpcode as u8;
+    pub const GP: u8 = ExceptionVector::GeneralProtection as u8;
+    pub const AC: u8 = ExceptionVector::AlignmentCheck as u8;
+    /// The exceptions both backends intercept, as an exception bitmap: #DB and #AC, which a
+    /// guest could otherwise make the CPU deliver to itself forever (CVE-2015-8104,
+    /// CVE-2015-5307); they are reflected back into the guest.
+    pub const INTERCEPTED: u32 = 1 << DB | 1 << AC;
 }
 
 /// Bytes of an FXSAVE image (x87, MMX, SSE and MXCSR).

@@ -110,47 +110,55 @@ impl CpuInfo {
     }
 }
 
-const CPUID1_ECX_VMX: u32 = 1 << 5;
-const CPUID_EXT1_ECX_SVM: u32 = 1 << 2;
-const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
-const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
+use super::svm::SvmFeatures;
+use super::vmx::{PinControls, Proc2Controls, ProcControls, caps};
+use crate::policy::cpuid::{Ext1Ecx, Leaf1Ecx};
 
 fn detect_vmx() -> VmxCaps {
     // SAFETY: CPUID reported VMX, so the VMX capability MSRs and IA32_FEATURE_CONTROL exist.
     unsafe {
         let basic = rdmsr(msr::IA32_VMX_BASIC);
-        let true_ctls = basic & (1 << 55) != 0;
+        let true_ctls = basic & caps::BASIC_TRUE_CONTROLS != 0;
         let pin = rdmsr(if true_ctls { msr::IA32_VMX_TRUE_PINBASED_CTLS } else { msr::IA32_VMX_PINBASED_CTLS });
         let proc = rdmsr(if true_ctls { msr::IA32_VMX_TRUE_PROCBASED_CTLS } else { msr::IA32_VMX_PROCBASED_CTLS });
-        let secondary_allowed = proc & (1 << 63) != 0;
-        let proc2 = if secondary_allowed { rdmsr(msr::IA32_VMX_PROCBASED_CTLS2) } else { 0 };
-        let ept = secondary_allowed && proc2 & (1 << (32 + 1)) != 0;
+        // The may-be-one half of each control MSR.
+        let allowed = |cap: u64| (cap >> caps::ALLOWED_ONE_SHIFT) as u32;
+        let secondary_allowed = ProcControls::from_bits_retain(allowed(proc)).contains(ProcControls::SECONDARY_CONTROLS);
+        let proc2 = Proc2Controls::from_bits_retain(if secondary_allowed { allowed(rdmsr(msr::IA32_VMX_PROCBASED_CTLS2)) } else { 0 });
+        let ept = proc2.contains(Proc2Controls::ENABLE_EPT);
         let cap = if ept { rdmsr(msr::IA32_VMX_EPT_VPID_CAP) } else { 0 };
         let fc = rdmsr(msr::IA32_FEATURE_CONTROL);
+        let all = |bits: u64| cap & bits == bits;
         VmxCaps {
-            revision: (basic & 0x7FFF_FFFF) as u32,
+            revision: (basic & caps::BASIC_REVISION_MASK) as u32,
             ept,
-            ept_wb_4level: cap & (1 << 6) != 0 && cap & (1 << 14) != 0,
-            vpid: secondary_allowed && proc2 & (1 << (32 + 5)) != 0,
-            unrestricted: secondary_allowed && proc2 & (1 << (32 + 7)) != 0,
-            invept_single: cap & (1 << 20) != 0 && cap & (1 << 25) != 0,
-            preemption_timer: pin & (1 << (32 + 6)) != 0,
-            disabled_by_firmware: fc & FEATURE_CONTROL_LOCKED != 0 && fc & FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0,
+            ept_wb_4level: all(caps::EPT_WALK_4_LEVELS | caps::EPT_WRITE_BACK),
+            vpid: proc2.contains(Proc2Controls::ENABLE_VPID),
+            unrestricted: proc2.contains(Proc2Controls::UNRESTRICTED_GUEST),
+            invept_single: all(caps::EPT_INVEPT | caps::EPT_INVEPT_SINGLE),
+            preemption_timer: PinControls::from_bits_retain(allowed(pin)).contains(PinControls::PREEMPTION_TIMER),
+            disabled_by_firmware: fc & caps::FEATURE_CONTROL_LOCKED != 0 && fc & caps::FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0,
         }
     }
 }
+
+/// CPUID 0x8000_000A EAX bits 7:0: the SVM revision.
+const SVM_REVISION_MASK: u32 = 0xFF;
+/// VM_CR bit 4: SVM disabled by firmware (AMD APM Vol 2 15.30.1).
+const VM_CR_SVMDIS: u64 = 1 << 4;
 
 fn detect_svm() -> SvmCaps {
     let l = cpuid(0x8000_000A, 0);
     // SAFETY: CPUID reported SVM, so VM_CR exists.
     let vm_cr = unsafe { rdmsr(msr::AMD_VM_CR) };
+    let f = SvmFeatures::from_bits_retain(l.edx);
     SvmCaps {
-        revision: l.eax & 0xFF,
+        revision: l.eax & SVM_REVISION_MASK,
         asids: l.ebx,
-        npt: l.edx & (1 << 0) != 0,
-        nrips: l.edx & (1 << 3) != 0,
-        flush_by_asid: l.edx & (1 << 6) != 0,
-        disabled_by_firmware: vm_cr & (1 << 4) != 0,
+        npt: f.contains(SvmFeatures::NESTED_PAGING),
+        nrips: f.contains(SvmFeatures::NRIP_SAVE),
+        flush_by_asid: f.contains(SvmFeatures::FLUSH_BY_ASID),
+        disabled_by_firmware: vm_cr & VM_CR_SVMDIS != 0,
     }
 }
 
@@ -170,9 +178,10 @@ pub fn detect() -> CpuInfo {
     let base_family = (l1.eax >> 8) & 0xF;
     let family = if base_family == 0xF { base_family + ((l1.eax >> 20) & 0xFF) } else { base_family };
     let model = ((l1.eax >> 4) & 0xF) | (((l1.eax >> 16) & 0xF) << 4);
-    let vmx = (l1.ecx & CPUID1_ECX_VMX != 0).then(detect_vmx);
+    let vmx = Leaf1Ecx::from_bits_retain(l1.ecx).contains(Leaf1Ecx::VMX).then(detect_vmx);
     let max_ext = cpuid(0x8000_0000, 0).eax;
-    let svm = (max_ext >= 0x8000_000A && cpuid(0x8000_0001, 0).ecx & CPUID_EXT1_ECX_SVM != 0).then(detect_svm);
+    let svm = (max_ext >= 0x8000_000A && Ext1Ecx::from_bits_retain(cpuid(0x8000_0001, 0).ecx).contains(Ext1Ecx::SVM))
+        .then(detect_svm);
     CpuInfo { vendor, vendor_string, family, model, vmx, svm }
 }
 

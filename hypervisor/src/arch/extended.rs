@@ -8,6 +8,7 @@ use super::x86::{msr, wrmsr};
 use crate::vcpu::ExtendedState;
 use core::arch::asm;
 use core::sync::atomic::{AtomicUsize, Ordering};
+use x86_64::registers::control::{Cr0Flags, Cr4Flags};
 
 /// Address of the [`ExtendedState`] whose values the CPU holds (0 = none).
 static OWNER: AtomicUsize = AtomicUsize::new(0);
@@ -24,16 +25,6 @@ pub fn forget(s: &ExtendedState) {
     let _ = OWNER.compare_exchange(s as *const ExtendedState as usize, 0, Ordering::Relaxed, Ordering::Relaxed);
 }
 
-/// CR0.MP: WAIT honours TS.
-const CR0_MP: u64 = 1 << 1;
-/// CR0.EM: x87 instructions trap.
-const CR0_EM: u64 = 1 << 2;
-/// CR0.TS: the next x87/SSE instruction traps.
-const CR0_TS: u64 = 1 << 3;
-/// CR4.OSFXSR: FXSAVE/FXRSTOR include the XMM registers and MXCSR.
-const CR4_OSFXSR: u64 = 1 << 9;
-/// CR4.OSXMMEXCPT: unmasked SIMD exceptions raise #XM.
-const CR4_OSXMMEXCPT: u64 = 1 << 10;
 
 /// Lets the hypervisor save and restore x87/SSE state: FXSAVE must cover the XMM registers,
 /// and no x87/SSE instruction may trap. Called once at boot, before VMXON/EFER.SVME, so the
@@ -42,8 +33,11 @@ pub fn enable() {
     // SAFETY: setting MP/OSFXSR/OSXMMEXCPT and clearing EM/TS only changes how x87/SSE
     // instructions behave, and the hypervisor executes none except FXSAVE/FXRSTOR below.
     unsafe {
-        super::x86::write_cr0((super::x86::read_cr0() | CR0_MP) & !(CR0_EM | CR0_TS));
-        super::x86::write_cr4(super::x86::read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT);
+        // MP: WAIT honours TS; EM and TS off: x87/SSE instructions do not trap.
+        let (mp, em, ts) = (Cr0Flags::MONITOR_COPROCESSOR, Cr0Flags::EMULATE_COPROCESSOR, Cr0Flags::TASK_SWITCHED);
+        super::x86::write_cr0((super::x86::read_cr0() | mp.bits()) & !(em | ts).bits());
+        // OSFXSR: FXSAVE/FXRSTOR include the XMM registers; OSXMMEXCPT: SIMD exceptions raise #XM.
+        super::x86::write_cr4(super::x86::read_cr4() | (Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE).bits());
     }
 }
 

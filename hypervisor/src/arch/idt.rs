@@ -2,10 +2,11 @@
 //! [`TrapFrame`]; exceptions are reported (vector, error code, RIP, CR2, registers) and the
 //! machine is powered off with a failure status; interrupt vectors go to their handlers.
 
-use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
-use super::x86::{self, DescriptorTablePointer};
-use core::arch::{asm, global_asm};
-use core::cell::UnsafeCell;
+use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
+use super::x86;
+use core::arch::global_asm;
+use x86_64::VirtAddr;
+use x86_64::structures::idt::InterruptDescriptorTable;
 
 /// Vector of the local APIC timer (preemption tick).
 pub const TIMER_VECTOR: u8 = 0xF0;
@@ -110,65 +111,54 @@ unsafe extern "C" {
 
 const STUB_BYTES: u64 = 16;
 
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Gate {
-    offset_low: u16,
-    selector: u16,
-    ist: u8,
-    type_attr: u8,
-    offset_mid: u16,
-    offset_high: u32,
-    _reserved: u32,
-}
+static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
 
-impl Gate {
-    const EMPTY: Self = Self { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, _reserved: 0 };
-
-    fn interrupt(handler: u64, ist: u8) -> Self {
-        Self {
-            offset_low: handler as u16,
-            selector: KERNEL_CS,
-            ist,
-            type_attr: 0x8E, // present, DPL 0, 64-bit interrupt gate
-            offset_mid: (handler >> 16) as u16,
-            offset_high: (handler >> 32) as u32,
-            _reserved: 0,
-        }
-    }
-}
-
-struct Idt(UnsafeCell<[Gate; 256]>);
-
-// SAFETY: written once in `init` on the boot CPU before interrupts are enabled.
-unsafe impl Sync for Idt {}
-
-static IDT: Idt = Idt(UnsafeCell::new([Gate::EMPTY; 256]));
-
-/// Fills and loads the IDT.
-pub fn init() {
+/// The stub for `vector`.
+fn stub(vector: u8) -> VirtAddr {
     // SAFETY: taking the address of the stub table defined in the assembly above.
     let base = unsafe { &hv_trap_stubs as *const u8 as u64 };
-    // SAFETY: single boot CPU, interrupts disabled, no other reference to the IDT exists.
-    unsafe {
-        let idt = &mut *IDT.0.get();
-        for (vector, gate) in idt.iter_mut().enumerate() {
-            let ist = match vector {
-                8 => IST_DOUBLE_FAULT,
-                2 => IST_NMI,
-                18 => IST_MACHINE_CHECK,
-                _ => 0,
-            };
-            *gate = Gate::interrupt(base + vector as u64 * STUB_BYTES, ist);
-        }
-        let ptr = DescriptorTablePointer { limit: (256 * 16 - 1) as u16, base: idt.as_ptr() as u64 };
-        asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
-    }
+    VirtAddr::new_truncate(base + u64::from(vector) * STUB_BYTES)
 }
 
-/// Linear base of the IDT (for VMCS host state).
+/// Fills and loads the IDT: every vector enters its stub; double faults, NMIs and machine
+/// checks on their own IST stacks. Called after the GDT is loaded (gates take the current CS).
+pub fn init() {
+    let idt = IDT.call_once(|| {
+        let mut t = InterruptDescriptorTable::new();
+        // SAFETY: each address is the stub for that vector: it saves every register, calls
+        // the dispatcher and returns with IRETQ after dropping the error-code slot, which the
+        // stubs of the vectors without a CPU error code push themselves; the IST indexes
+        // name the TSS's three stacks.
+        unsafe {
+            macro_rules! gate {
+                ($($field:ident = $v:expr),* $(,)?) => { $( t.$field.set_handler_addr(stub($v)); )* };
+            }
+            gate!(
+                divide_error = 0, debug = 1, breakpoint = 3, overflow = 4, bound_range_exceeded = 5,
+                invalid_opcode = 6, device_not_available = 7,
+                invalid_tss = 10, segment_not_present = 11, stack_segment_fault = 12,
+                general_protection_fault = 13, page_fault = 14, x87_floating_point = 16,
+                alignment_check = 17, simd_floating_point = 19, virtualization = 20,
+                cp_protection_exception = 21, hv_injection_exception = 28,
+                vmm_communication_exception = 29, security_exception = 30,
+            );
+            t.double_fault.set_handler_addr(stub(8)).set_stack_index(u16::from(IST_DOUBLE_FAULT - 1));
+            t.non_maskable_interrupt.set_handler_addr(stub(2)).set_stack_index(u16::from(IST_NMI - 1));
+            t.machine_check.set_handler_addr(stub(18)).set_stack_index(u16::from(IST_MACHINE_CHECK - 1));
+            // Vector 9 (coprocessor segment overrun) is reserved on 64-bit CPUs and cannot occur.
+            t[9].set_handler_addr(stub(9));
+            for v in 32..=255u8 {
+                t[v].set_handler_addr(stub(v));
+            }
+        }
+        t
+    });
+    idt.load();
+}
+
+/// Linear base of the IDT (for VMCS host state; 0 before [`init`]).
 pub fn idt_base() -> u64 {
-    IDT.0.get() as u64
+    IDT.get().map_or(0, |t| t as *const InterruptDescriptorTable as u64)
 }
 
 const EXCEPTION_NAMES: [&str; 32] = [

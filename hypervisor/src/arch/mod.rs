@@ -63,6 +63,7 @@ const _: () = {
 
 pub mod apic;
 pub mod cpu;
+pub mod event;
 pub mod extended;
 pub mod gdt;
 pub mod idt;

@@ -10,12 +10,14 @@ use crate::mm::physmem::PhysMem;
 use crate::platform::Platform;
 use crate::sched::DomId;
 use crate::vcpu::{Backend, Vcpu, VcpuContext};
-use guest_abi::vcpu::{Segment, cr0, efer};
+use guest_abi::vcpu::{Cr0Flags, EferFlags, SegmentAttrs};
 
-/// Segment attribute bit D/B (compact form): a 32-bit code segment.
-const ATTR_DB: u16 = 1 << 10;
 /// LMSW writes CR0 bits 3:0 and cannot clear PE (Intel SDM Vol 2A LMSW).
-const LMSW_BITS: u64 = cr0::PE | cr0::MP | cr0::EM | cr0::TS;
+const LMSW_BITS: u64 = Cr0Flags::PROTECTED_MODE_ENABLE
+    .union(Cr0Flags::MONITOR_COPROCESSOR)
+    .union(Cr0Flags::EMULATE_COPROCESSOR)
+    .union(Cr0Flags::TASK_SWITCHED)
+    .bits();
 
 /// A domain's memory as the page walker reads it.
 struct DomainMemory<'a, B: Backend, M: PhysMem, P: Platform> {
@@ -30,9 +32,9 @@ impl<B: Backend, M: PhysMem, P: Platform> GuestPhys for DomainMemory<'_, B, M, P
 }
 
 fn mode(c: &VcpuContext) -> CpuMode {
-    if c.efer & efer::LMA != 0 && c.cs.attrs & Segment::ATTR_LONG != 0 {
+    if c.efer & EferFlags::LONG_MODE_ACTIVE.bits() != 0 && c.cs.flags().contains(SegmentAttrs::LONG) {
         CpuMode::Long64
-    } else if c.cs.attrs & ATTR_DB != 0 {
+    } else if c.cs.flags().contains(SegmentAttrs::DEFAULT_BIG) {
         CpuMode::Compat32
     } else {
         CpuMode::Compat16
@@ -111,7 +113,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let operand_mask = if mode == CpuMode::Long64 { u64::MAX } else { 0xFFFF_FFFF };
         let value = match d.access {
             CrAccess::Write { cr: w, gpr } if w == cr => gprs[usize::from(gpr & 15)] & operand_mask,
-            CrAccess::Clts if cr == 0 => c.cr0 & !cr0::TS,
+            CrAccess::Clts if cr == 0 => c.cr0 & !Cr0Flags::TASK_SWITCHED.bits(),
             CrAccess::Lmsw(op) if cr == 0 => {
                 let source = match op {
                     Operand16::Register(r) => gprs[usize::from(r & 15)],
@@ -127,7 +129,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                         u64::from(u16::from_le_bytes(w))
                     }
                 };
-                (c.cr0 & !LMSW_BITS) | (source & LMSW_BITS) | (c.cr0 & cr0::PE)
+                (c.cr0 & !LMSW_BITS) | (source & LMSW_BITS) | (c.cr0 & Cr0Flags::PROTECTED_MODE_ENABLE.bits())
             }
             other => return Err(Failure::Mismatch(other)),
         };

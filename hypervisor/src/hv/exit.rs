@@ -7,6 +7,7 @@ use super::{Hypervisor, Next, START_INFO_GFN};
 use crate::domain::{PauseReason, Reason};
 use crate::mm::frame::PAGE_SIZE;
 use crate::mm::physmem::PhysMem;
+use crate::msr;
 use crate::p2m::{P2mError, P2mType, WritePolicy};
 use crate::platform::Platform;
 use crate::sched::DomId;
@@ -15,21 +16,14 @@ use crate::policy::state::{cr0_write, cr4_ok, cr8_ok, msr_ok};
 use crate::vcpu::{Backend, Exit, GuestMsr, Vcpu, vector};
 use core::fmt::Write as _;
 use guest_abi::hypercall::{ABI_VERSION, CPUID_LEAF_FEATURES, CPUID_LEAF_SIGNATURE, SIGNATURE};
-use guest_abi::vcpu::efer;
+use guest_abi::vcpu::{EferFlags, SegmentAttrs};
 
-/// MSRs read as constants: MTRR capabilities (none), the MTRR default type (MTRRs on,
-/// write-back) and MISC_ENABLE (fast strings). Intel SDM Vol 3A 13.11, Vol 4 table 2-2.
-const MSR_MTRRCAP: u32 = 0xFE;
-const MSR_MTRR_DEF_TYPE: u32 = 0x2FF;
-const MSR_MISC_ENABLE: u32 = 0x1A0;
+/// Constant values of the MSRs read as constants: MTRR capabilities (none), the MTRR
+/// default type (MTRRs on, write-back), MISC_ENABLE (fast strings). Intel SDM Vol 3A 13.11.
 const MTRR_DEF_TYPE_ENABLED_WB: u64 = 0xC06;
 const MISC_ENABLE_FAST_STRINGS: u64 = 1;
-/// Variable and fixed MTRRs (0x200-0x2FF): writes are accepted and ignored.
-const MSR_MTRR_RANGE: core::ops::RangeInclusive<u32> = 0x200..=0x2FF;
 /// The hypervisor's own CPUID leaves.
 const CPUID_HV_LEAVES: core::ops::RangeInclusive<u32> = 0x4000_0000..=0x4FFF_FFFF;
-/// Bit of the segment attributes that marks 64-bit code.
-const CS_LONG: u16 = guest_abi::vcpu::Segment::ATTR_LONG;
 
 /// The debug console port: a byte written here goes to the domain's console.
 pub const DEBUG_CONSOLE_PORT: u16 = 0xE9;
@@ -247,12 +241,12 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let index = v.regs().rcx as u32;
         let value = match GuestMsr::from_index(index) {
             Some(GuestMsr::TscAux) if !tsc_aux => None,
-            Some(GuestMsr::Efer) => Some(v.msr(GuestMsr::Efer) & !efer::SVME),
+            Some(GuestMsr::Efer) => Some(v.msr(GuestMsr::Efer) & !EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits()),
             Some(m) => Some(v.msr(m)),
             None => match index {
-                MSR_MTRRCAP => Some(0),
-                MSR_MTRR_DEF_TYPE => Some(MTRR_DEF_TYPE_ENABLED_WB),
-                MSR_MISC_ENABLE => Some(MISC_ENABLE_FAST_STRINGS),
+                msr::IA32_MTRRCAP => Some(0),
+                msr::IA32_MTRR_DEF_TYPE => Some(MTRR_DEF_TYPE_ENABLED_WB),
+                msr::IA32_MISC_ENABLE => Some(MISC_ENABLE_FAST_STRINGS),
                 _ => None,
             },
         };
@@ -277,7 +271,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let ok = match msr {
             Some(m) => msr_ok(m, value, &policy),
             // MTRR and MISC_ENABLE writes are accepted and ignored.
-            None => index == MSR_MISC_ENABLE || MSR_MTRR_RANGE.contains(&index),
+            None => index == msr::IA32_MISC_ENABLE || (msr::IA32_MTRR_FIRST..=msr::IA32_MTRR_LAST).contains(&index),
         };
         if !ok {
             v.inject_exception(vector::GP, Some(0));
@@ -296,7 +290,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let policy = self.policy;
         let Some(v) = self.vcpu(id) else { return Next::Reschedule };
         let ok = match cr {
-            0 => match cr0_write(value, v.code_segment().attrs & CS_LONG != 0) {
+            0 => match cr0_write(value, v.code_segment().flags().contains(SegmentAttrs::LONG)) {
                 Cr0Verdict::Apply => true,
                 Cr0Verdict::Fault => false,
                 Cr0Verdict::LeavesLongMode => {

@@ -14,6 +14,7 @@ use core::mem::MaybeUninit;
 use guest_abi::domctl::{CreateArgs, QUOTA_DEFAULT, name_field, pause, state};
 use guest_abi::error::decode_ret;
 use guest_abi::hypercall::{CallInsn, nr};
+use guest_abi::vcpu::{Cr0Flags, Cr4Flags, EferFlags};
 
 #[derive(Default)]
 struct MockVcpu {
@@ -649,7 +650,7 @@ fn msr_accesses_are_filtered() {
     let mut h = hv();
     let u = started(&mut h, "u", 2 * MIB);
     let v = vcpu(&mut h, u);
-    v.ctx.efer = guest_abi::vcpu::efer::LME | guest_abi::vcpu::efer::LMA | guest_abi::vcpu::efer::SVME;
+    v.ctx.efer = (EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE | EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE).bits();
     v.regs.rcx = 0xC000_0080;
     h.handle_exit(u, Exit::Rdmsr);
     assert_eq!(vcpu(&mut h, u).regs.rax & (1 << 12), 0, "SVME hidden");
@@ -673,7 +674,6 @@ fn msr_accesses_are_filtered() {
 /// A domain whose vCPU runs 64-bit code at `rip` through identity-mapping page tables
 /// (one 2 MiB page) with `code` at `rip`.
 fn with_code(h: &mut Hv, code: &[u8]) -> DomId {
-    use guest_abi::vcpu::{cr0, cr4, efer};
     let u = started(h, "", 4 * MIB);
     h.write_guest(u, 0x10000, &(0x11000u64 | 1).to_le_bytes(), false).unwrap();
     h.write_guest(u, 0x11000, &(0x12000u64 | 1).to_le_bytes(), false).unwrap();
@@ -681,28 +681,27 @@ fn with_code(h: &mut Hv, code: &[u8]) -> DomId {
     h.write_guest(u, 0x20000, code, false).unwrap();
     let v = vcpu(h, u);
     v.ctx = VcpuContext::long_mode(0x20000, 0x30000, 0x10000, 0, 0x2000);
-    v.ctx.cr0 |= cr0::PE | cr0::PG;
-    v.ctx.cr4 |= cr4::PAE;
-    v.ctx.efer = efer::LME | efer::LMA;
+    v.ctx.cr0 |= Cr0Flags::PROTECTED_MODE_ENABLE.bits() | Cr0Flags::PAGING.bits();
+    v.ctx.cr4 |= Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
+    v.ctx.efer = EferFlags::LONG_MODE_ENABLE.bits() | EferFlags::LONG_MODE_ACTIVE.bits();
     u
 }
 
 #[test]
 fn undecoded_cr_writes_are_fetched_decoded_and_vetted_like_decoded_ones() {
-    use guest_abi::vcpu::{cr0, cr4};
     let mut h = hv();
     // mov cr4, rax
     let u = with_code(&mut h, &[0x0F, 0x22, 0xE0]);
     let old = vcpu(&mut h, u).ctx.cr4;
-    vcpu(&mut h, u).regs.rax = old | cr4::PKE;
+    vcpu(&mut h, u).regs.rax = old | Cr4Flags::PROTECTION_KEY_USER.bits();
     h.handle_exit(u, Exit::ControlRegisterUndecoded { cr: 4 });
     assert_eq!(vcpu(&mut h, u).injected.pop(), Some((vector::GP, true)), "a hidden feature's bit");
     assert_eq!(vcpu(&mut h, u).ctx.cr4, old);
-    vcpu(&mut h, u).regs.rax = old | cr4::PGE;
+    vcpu(&mut h, u).regs.rax = old | Cr4Flags::PAGE_GLOBAL.bits();
     let flushes = vcpu(&mut h, u).flushes;
     h.handle_exit(u, Exit::ControlRegisterUndecoded { cr: 4 });
     let v = vcpu(&mut h, u);
-    assert_eq!((v.ctx.cr4, v.ctx.rip), (old | cr4::PGE, 0x20003), "applied, RIP past the 3 bytes");
+    assert_eq!((v.ctx.cr4, v.ctx.rip), (old | Cr4Flags::PAGE_GLOBAL.bits(), 0x20003), "applied, RIP past the 3 bytes");
     assert!(v.flushes > flushes, "the emulated write flushes like the CPU would");
     // lock mov cr0, rcx is AMD's way to write CR8.
     let u2 = with_code(&mut h, &[0xF0, 0x0F, 0x22, 0xC1]);
@@ -711,28 +710,28 @@ fn undecoded_cr_writes_are_fetched_decoded_and_vetted_like_decoded_ones() {
     assert_eq!((vcpu(&mut h, u2).tpr, vcpu(&mut h, u2).ctx.rip), (9, 0x20004));
     // clts
     let u3 = with_code(&mut h, &[0x0F, 0x06]);
-    vcpu(&mut h, u3).ctx.cr0 |= cr0::TS;
+    vcpu(&mut h, u3).ctx.cr0 |= Cr0Flags::TASK_SWITCHED.bits();
     h.handle_exit(u3, Exit::ControlRegisterUndecoded { cr: 0 });
-    assert_eq!(vcpu(&mut h, u3).ctx.cr0 & cr0::TS, 0);
+    assert_eq!(vcpu(&mut h, u3).ctx.cr0 & Cr0Flags::TASK_SWITCHED.bits(), 0);
     h.check_invariants().unwrap();
 }
 
 #[test]
 fn leaving_long_mode_stops_the_domain_and_undecodable_writes_crash_it() {
-    use guest_abi::vcpu::{Segment, cr0};
+    use guest_abi::vcpu::Segment;
     let mut h = hv();
     // mov cr0, rax from a 32-bit compatibility-mode segment with PG cleared.
     let u = with_code(&mut h, &[0x0F, 0x22, 0xC0]);
     let v = vcpu(&mut h, u);
     v.ctx.cs = Segment { selector: 0x18, attrs: 0x0C9B, limit: 0xFFFF_FFFF, base: 0 };
-    v.regs.rax = v.ctx.cr0 & !cr0::PG;
+    v.regs.rax = v.ctx.cr0 & !Cr0Flags::PAGING.bits();
     h.handle_exit(u, Exit::ControlRegisterUndecoded { cr: 0 });
     let i = h.domain_info(u).unwrap();
     assert_eq!(i.state, state::CRASHED);
     assert!(guest_abi::domctl::name_str(&i.reason).starts_with("guest left long mode"), "{}", guest_abi::domctl::name_str(&i.reason));
     // The same from 64-bit code is #GP, as on the CPU.
     let w = with_code(&mut h, &[0x0F, 0x22, 0xC0]);
-    vcpu(&mut h, w).regs.rax = vcpu(&mut h, w).ctx.cr0 & !cr0::PG;
+    vcpu(&mut h, w).regs.rax = vcpu(&mut h, w).ctx.cr0 & !Cr0Flags::PAGING.bits();
     h.handle_exit(w, Exit::ControlRegisterUndecoded { cr: 0 });
     assert_eq!(vcpu(&mut h, w).injected.pop(), Some((vector::GP, true)));
     // Bytes that are not a CR write, and a RIP on an unmapped page.

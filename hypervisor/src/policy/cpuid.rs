@@ -8,7 +8,8 @@
 //! Bit positions: Intel SDM Vol 2A, CPUID (Tables 3-8 to 3-10 and "Structured Extended
 //! Feature Flags"); AMD APM Vol 3, Appendix E.
 
-use guest_abi::vcpu::cr4;
+use bitflags::bitflags;
+use guest_abi::vcpu::Cr4Flags;
 
 /// Highest basic leaf shown (7: structured extended features).
 pub const MAX_BASIC_LEAF: u32 = 0x7;
@@ -17,74 +18,208 @@ pub const MAX_EXTENDED_LEAF: u32 = 0x8000_0008;
 /// Guest-physical addresses the second-level tables translate (four levels: 48 bits).
 pub const P2M_PHYS_ADDR_BITS: u8 = 48;
 
-const fn bits(list: &[u32]) -> u32 {
-    let mut m = 0;
-    let mut i = 0;
-    while i < list.len() {
-        m |= 1 << list[i];
-        i += 1;
+bitflags! {
+    /// CPUID leaf 1 ECX.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Leaf1Ecx: u32 {
+        const SSE3 = 1 << 0; const PCLMULQDQ = 1 << 1; const DTES64 = 1 << 2; const MONITOR = 1 << 3;
+        const DS_CPL = 1 << 4; const VMX = 1 << 5; const SMX = 1 << 6; const EST = 1 << 7; const TM2 = 1 << 8;
+        const SSSE3 = 1 << 9; const CNXT_ID = 1 << 10; const SDBG = 1 << 11; const FMA = 1 << 12;
+        const CX16 = 1 << 13; const XTPR = 1 << 14; const PDCM = 1 << 15; const PCID = 1 << 17;
+        const DCA = 1 << 18; const SSE4_1 = 1 << 19; const SSE4_2 = 1 << 20; const X2APIC = 1 << 21;
+        const MOVBE = 1 << 22; const POPCNT = 1 << 23; const TSC_DEADLINE = 1 << 24; const AES = 1 << 25;
+        const XSAVE = 1 << 26; const OSXSAVE = 1 << 27; const AVX = 1 << 28; const F16C = 1 << 29;
+        const RDRAND = 1 << 30; const HYPERVISOR = 1 << 31;
     }
-    m
+
+    /// CPUID leaf 1 EDX.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Leaf1Edx: u32 {
+        const FPU = 1 << 0; const VME = 1 << 1; const DE = 1 << 2; const PSE = 1 << 3; const TSC = 1 << 4;
+        const MSR = 1 << 5; const PAE = 1 << 6; const MCE = 1 << 7; const CX8 = 1 << 8; const APIC = 1 << 9;
+        const SEP = 1 << 11; const MTRR = 1 << 12; const PGE = 1 << 13; const MCA = 1 << 14; const CMOV = 1 << 15;
+        const PAT = 1 << 16; const PSE36 = 1 << 17; const PSN = 1 << 18; const CLFSH = 1 << 19; const DS = 1 << 21;
+        const ACPI = 1 << 22; const MMX = 1 << 23; const FXSR = 1 << 24; const SSE = 1 << 25; const SSE2 = 1 << 26;
+        const SS = 1 << 27; const HTT = 1 << 28; const TM = 1 << 29; const PBE = 1 << 31;
+    }
+
+    /// CPUID leaf 7 subleaf 0 EBX.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Leaf7Ebx: u32 {
+        const FSGSBASE = 1 << 0; const TSC_ADJUST = 1 << 1; const SGX = 1 << 2; const BMI1 = 1 << 3;
+        const HLE = 1 << 4; const AVX2 = 1 << 5; const FDP_EXCPTN_ONLY = 1 << 6; const SMEP = 1 << 7;
+        const BMI2 = 1 << 8; const ERMS = 1 << 9; const INVPCID = 1 << 10; const RTM = 1 << 11;
+        const RDT_M = 1 << 12; const FPU_CS_DS_DEPRECATED = 1 << 13; const MPX = 1 << 14; const RDT_A = 1 << 15;
+        const AVX512F = 1 << 16; const AVX512DQ = 1 << 17; const RDSEED = 1 << 18; const ADX = 1 << 19;
+        const SMAP = 1 << 20; const AVX512_IFMA = 1 << 21; const CLFLUSHOPT = 1 << 23; const CLWB = 1 << 24;
+        const PT = 1 << 25; const AVX512PF = 1 << 26; const AVX512ER = 1 << 27; const AVX512CD = 1 << 28;
+        const SHA = 1 << 29; const AVX512BW = 1 << 30; const AVX512VL = 1 << 31;
+    }
+
+    /// CPUID leaf 7 subleaf 0 ECX.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Leaf7Ecx: u32 {
+        const PREFETCHWT1 = 1 << 0; const AVX512_VBMI = 1 << 1; const UMIP = 1 << 2; const PKU = 1 << 3;
+        const OSPKE = 1 << 4; const WAITPKG = 1 << 5; const AVX512_VBMI2 = 1 << 6; const CET_SS = 1 << 7;
+        const GFNI = 1 << 8; const VAES = 1 << 9; const VPCLMULQDQ = 1 << 10; const AVX512_VNNI = 1 << 11;
+        const AVX512_BITALG = 1 << 12; const TME = 1 << 13; const AVX512_VPOPCNTDQ = 1 << 14; const LA57 = 1 << 16;
+        const RDPID = 1 << 22; const KL = 1 << 23; const CLDEMOTE = 1 << 25; const MOVDIRI = 1 << 27;
+        const MOVDIR64B = 1 << 28; const ENQCMD = 1 << 29; const SGX_LC = 1 << 30; const PKS = 1 << 31;
+    }
+
+    /// CPUID leaf 7 subleaf 0 EDX.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Leaf7Edx: u32 {
+        const AVX512_4VNNIW = 1 << 2; const AVX512_4FMAPS = 1 << 3; const FSRM = 1 << 4; const UINTR = 1 << 5;
+        const AVX512_VP2INTERSECT = 1 << 8; const SRBDS_CTRL = 1 << 9; const MD_CLEAR = 1 << 10;
+        const TSX_FORCE_ABORT = 1 << 13; const SERIALIZE = 1 << 14; const HYBRID = 1 << 15; const TSXLDTRK = 1 << 16;
+        const PCONFIG = 1 << 18; const ARCH_LBR = 1 << 19; const CET_IBT = 1 << 20; const AMX_BF16 = 1 << 22;
+        const AVX512_FP16 = 1 << 23; const AMX_TILE = 1 << 24; const AMX_INT8 = 1 << 25; const IBRS_IBPB = 1 << 26;
+        const STIBP = 1 << 27; const L1D_FLUSH = 1 << 28; const ARCH_CAPABILITIES = 1 << 29;
+        const CORE_CAPABILITIES = 1 << 30; const SSBD = 1 << 31;
+    }
+
+    /// CPUID leaf 0x8000_0001 ECX.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Ext1Ecx: u32 {
+        const LAHF_LM = 1 << 0; const CMP_LEGACY = 1 << 1; const SVM = 1 << 2; const EXTAPIC = 1 << 3;
+        const CR8_LEGACY = 1 << 4; const ABM = 1 << 5; const SSE4A = 1 << 6; const MISALIGNSSE = 1 << 7;
+        const PREFETCHW = 1 << 8; const OSVW = 1 << 9; const IBS = 1 << 10; const XOP = 1 << 11;
+        const SKINIT = 1 << 12; const WDT = 1 << 13; const LWP = 1 << 15; const FMA4 = 1 << 16; const TCE = 1 << 17;
+        const NODEID_MSR = 1 << 19; const TBM = 1 << 21; const TOPOEXT = 1 << 22; const PERFCTR_CORE = 1 << 23;
+        const PERFCTR_NB = 1 << 24; const DBX = 1 << 26; const PERFTSC = 1 << 27; const PCX_L2I = 1 << 28;
+        const MONITORX = 1 << 29;
+    }
+
+    /// CPUID leaf 0x8000_0001 EDX (AMD repeats most leaf-1 EDX bits here).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Ext1Edx: u32 {
+        const FPU = 1 << 0; const VME = 1 << 1; const DE = 1 << 2; const PSE = 1 << 3; const TSC = 1 << 4;
+        const MSR = 1 << 5; const PAE = 1 << 6; const MCE = 1 << 7; const CX8 = 1 << 8; const APIC = 1 << 9;
+        const SYSCALL = 1 << 11; const MTRR = 1 << 12; const PGE = 1 << 13; const MCA = 1 << 14; const CMOV = 1 << 15;
+        const PAT = 1 << 16; const PSE36 = 1 << 17; const NX = 1 << 20; const MMXEXT = 1 << 22; const MMX = 1 << 23;
+        const FXSR = 1 << 24; const FXSR_OPT = 1 << 25; const PDPE1GB = 1 << 26; const RDTSCP = 1 << 27;
+        const LM = 1 << 29; const EXT_3DNOW = 1 << 30; const THREE_DNOW = 1 << 31;
+    }
+
+    /// CPUID leaf 0x8000_0007 EDX (power management).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Ext7Edx: u32 {
+        const INVARIANT_TSC = 1 << 8;
+    }
+
+    /// CPUID leaf 0x8000_0008 EBX.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Ext8Ebx: u32 {
+        const CLZERO = 1 << 0; const IRPERF = 1 << 1; const XSAVE_ERPTR = 1 << 2; const RDPRU = 1 << 4;
+        const WBNOINVD = 1 << 9; const IBPB = 1 << 12; const IBRS = 1 << 14; const STIBP = 1 << 15;
+        const SSBD = 1 << 24;
+    }
 }
 
-/// Leaf 1 ECX: SSE3 0, PCLMULQDQ 1, SSSE3 9, CX16 13, PCID 17, SSE4.1 19, SSE4.2 20,
-/// MOVBE 22, POPCNT 23, AES 25, RDRAND 30. Hidden: MONITOR, VMX, SMX, the power and debug
-/// interfaces, FMA/AVX/F16C (AVX state needs XSAVE), XSAVE/OSXSAVE, x2APIC, TSC-deadline.
-pub const LEAF1_ECX: u32 = bits(&[0, 1, 9, 13, 17, 19, 20, 22, 23, 25, 30]);
-/// Leaf 1 ECX bit 31: "running under a hypervisor", always set.
-pub const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
-/// Leaf 1 EDX: FPU 0, VME 1, DE 2, PSE 3, TSC 4, MSR 5, PAE 6, MCE 7, CX8 8, SEP 11, MTRR 12,
-/// PGE 13, CMOV 15, PAT 16, PSE36 17, CLFSH 19, MMX 23, FXSR 24, SSE 25, SSE2 26, SS 27.
-/// Hidden: APIC 9 (none is emulated yet), MCA 14, PSN 18, DS 21, ACPI 22, HTT 28, TM 29, PBE 31.
-pub const LEAF1_EDX: u32 = bits(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 15, 16, 17, 19, 23, 24, 25, 26, 27]);
+/// Leaf 1 ECX shown. Hidden: MONITOR, VMX, SMX, the power and debug interfaces, FMA/AVX/F16C
+/// (AVX state needs XSAVE), XSAVE/OSXSAVE, x2APIC and TSC-deadline (no APIC is emulated yet).
+pub const LEAF1_ECX: Leaf1Ecx = Leaf1Ecx::SSE3
+    .union(Leaf1Ecx::PCLMULQDQ)
+    .union(Leaf1Ecx::SSSE3)
+    .union(Leaf1Ecx::CX16)
+    .union(Leaf1Ecx::PCID)
+    .union(Leaf1Ecx::SSE4_1)
+    .union(Leaf1Ecx::SSE4_2)
+    .union(Leaf1Ecx::MOVBE)
+    .union(Leaf1Ecx::POPCNT)
+    .union(Leaf1Ecx::AES)
+    .union(Leaf1Ecx::RDRAND);
+/// Leaf 1 EDX shown. Hidden: APIC, MCA, PSN, DS, ACPI, HTT, TM, PBE.
+pub const LEAF1_EDX: Leaf1Edx = Leaf1Edx::FPU
+    .union(Leaf1Edx::VME)
+    .union(Leaf1Edx::DE)
+    .union(Leaf1Edx::PSE)
+    .union(Leaf1Edx::TSC)
+    .union(Leaf1Edx::MSR)
+    .union(Leaf1Edx::PAE)
+    .union(Leaf1Edx::MCE)
+    .union(Leaf1Edx::CX8)
+    .union(Leaf1Edx::SEP)
+    .union(Leaf1Edx::MTRR)
+    .union(Leaf1Edx::PGE)
+    .union(Leaf1Edx::CMOV)
+    .union(Leaf1Edx::PAT)
+    .union(Leaf1Edx::PSE36)
+    .union(Leaf1Edx::CLFSH)
+    .union(Leaf1Edx::MMX)
+    .union(Leaf1Edx::FXSR)
+    .union(Leaf1Edx::SSE)
+    .union(Leaf1Edx::SSE2)
+    .union(Leaf1Edx::SS);
 /// Leaf 1 EBX: only the CLFLUSH line size (bits 15:8) and brand index (7:0); the APIC id
 /// and logical-processor count read as zero (one vCPU).
 pub const LEAF1_EBX: u32 = 0xFFFF;
-
-/// Leaf 7.0 EBX: FSGSBASE 0, BMI1 3, FDP_EXCPTN_ONLY 6, SMEP 7, BMI2 8, ERMS 9, INVPCID 10,
-/// FPU-CS/DS deprecated 13, RDSEED 18, ADX 19, SMAP 20, CLFLUSHOPT 23, CLWB 24, SHA 29.
-/// Hidden: TSC_ADJUST, TSX (HLE/RTM), AVX2/AVX-512, MPX, resource monitoring, Intel PT.
-pub const LEAF7_EBX: u32 = bits(&[0, 3, 6, 7, 8, 9, 10, 13, 18, 19, 20, 23, 24, 29]);
-/// Leaf 7.0 ECX: UMIP 2, RDPID 22, CLDEMOTE 25, MOVDIRI 27, MOVDIR64B 28. Hidden: PKU 3 and
-/// OSPKE 4 (PKRU is not switched), WAITPKG, CET shadow stacks, LA57, key locker, SGX, AVX-512.
-pub const LEAF7_ECX: u32 = bits(&[2, 22, 25, 27, 28]);
-/// Leaf 7.0 EDX: FSRM 4, MD_CLEAR 10 (VERW clears buffers), SERIALIZE 14. Hidden: the
-/// speculation-control MSRs (IBRS/IBPB 26, STIBP 27, L1D_FLUSH 28, ARCH_CAPABILITIES 29,
-/// CORE_CAPABILITIES 30, SSBD 31: not emulated), CET-IBT, AMX, hybrid, user interrupts.
-pub const LEAF7_EDX: u32 = bits(&[4, 10, 14]);
-
-/// Leaf 0x8000_0001 ECX: LAHF 0, ABM/LZCNT 5, SSE4A 6, MISALIGNSSE 7, PREFETCHW 8, TBM 21.
-/// Hidden: SVM, the extended APIC, AltMovCr8, OSVW, IBS, XOP/FMA4 (AVX state), SKINIT, WDT,
-/// LWP, topology and performance-counter extensions, MONITORX.
-pub const EXT1_ECX: u32 = bits(&[0, 5, 6, 7, 8, 21]);
-/// Leaf 0x8000_0001 EDX: the leaf-1 bits AMD repeats, SYSCALL 11, NX 20, MMXEXT 22,
-/// PDPE1GB 26, RDTSCP 27, LM 29, 3DNOWEXT 30, 3DNOW 31. Hidden: FFXSR 25 (EFER.FFXSR is refused).
-pub const EXT1_EDX: u32 = (LEAF1_EDX & bits(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 15, 16, 17, 23, 24]))
-    | bits(&[11, 20, 22, 26, 27, 29, 30, 31]);
-/// Leaf 0x8000_0007 EDX: invariant TSC 8.
-pub const EXT7_EDX: u32 = bits(&[8]);
-/// Leaf 0x8000_0008 EBX: CLZERO 0, XSAVEERPTR 2 (FXSAVE always saves the error pointers).
-/// Hidden: IRPERF, RDPRU, the speculation-control bits (IBPB 12 and up).
-pub const EXT8_EBX: u32 = bits(&[0, 2]);
-
-/// CPUID leaf 1 ECX PCID.
-const LEAF1_ECX_PCID: u32 = 1 << 17;
-/// CPUID leaf 1 EDX bits that CR4 bits depend on.
-const LEAF1_EDX_VME: u32 = 1 << 1;
-const LEAF1_EDX_DE: u32 = 1 << 2;
-const LEAF1_EDX_PSE: u32 = 1 << 3;
-const LEAF1_EDX_TSC: u32 = 1 << 4;
-const LEAF1_EDX_PAE: u32 = 1 << 6;
-const LEAF1_EDX_MCE: u32 = 1 << 7;
-const LEAF1_EDX_PGE: u32 = 1 << 13;
-const LEAF1_EDX_FXSR: u32 = 1 << 24;
-const LEAF1_EDX_SSE: u32 = 1 << 25;
-const LEAF7_EBX_FSGSBASE: u32 = 1 << 0;
-const LEAF7_EBX_SMEP: u32 = 1 << 7;
-const LEAF7_EBX_SMAP: u32 = 1 << 20;
-const LEAF7_ECX_UMIP: u32 = 1 << 2;
-const LEAF7_ECX_RDPID: u32 = 1 << 22;
-const EXT1_EDX_RDTSCP: u32 = 1 << 27;
+/// Leaf 7.0 EBX shown. Hidden: TSC_ADJUST, SGX, TSX (HLE/RTM), AVX2/AVX-512, MPX, resource
+/// monitoring, Intel PT.
+pub const LEAF7_EBX: Leaf7Ebx = Leaf7Ebx::FSGSBASE
+    .union(Leaf7Ebx::BMI1)
+    .union(Leaf7Ebx::FDP_EXCPTN_ONLY)
+    .union(Leaf7Ebx::SMEP)
+    .union(Leaf7Ebx::BMI2)
+    .union(Leaf7Ebx::ERMS)
+    .union(Leaf7Ebx::INVPCID)
+    .union(Leaf7Ebx::FPU_CS_DS_DEPRECATED)
+    .union(Leaf7Ebx::RDSEED)
+    .union(Leaf7Ebx::ADX)
+    .union(Leaf7Ebx::SMAP)
+    .union(Leaf7Ebx::CLFLUSHOPT)
+    .union(Leaf7Ebx::CLWB)
+    .union(Leaf7Ebx::SHA);
+/// Leaf 7.0 ECX shown. Hidden: PKU and OSPKE (PKRU is not switched), WAITPKG, CET shadow
+/// stacks, LA57, key locker, SGX, AVX-512, ENQCMD, PKS.
+pub const LEAF7_ECX: Leaf7Ecx = Leaf7Ecx::UMIP
+    .union(Leaf7Ecx::RDPID)
+    .union(Leaf7Ecx::CLDEMOTE)
+    .union(Leaf7Ecx::MOVDIRI)
+    .union(Leaf7Ecx::MOVDIR64B);
+/// Leaf 7.0 EDX shown. Hidden: the speculation-control MSRs (not emulated), CET-IBT, AMX,
+/// hybrid, user interrupts.
+pub const LEAF7_EDX: Leaf7Edx = Leaf7Edx::FSRM.union(Leaf7Edx::MD_CLEAR).union(Leaf7Edx::SERIALIZE);
+/// Leaf 0x8000_0001 ECX shown. Hidden: SVM, the extended APIC, AltMovCr8, OSVW, IBS,
+/// XOP/FMA4 (AVX state), SKINIT, WDT, LWP, topology and performance-counter extensions.
+pub const EXT1_ECX: Ext1Ecx = Ext1Ecx::LAHF_LM
+    .union(Ext1Ecx::ABM)
+    .union(Ext1Ecx::SSE4A)
+    .union(Ext1Ecx::MISALIGNSSE)
+    .union(Ext1Ecx::PREFETCHW)
+    .union(Ext1Ecx::TBM);
+/// Leaf 0x8000_0001 EDX shown: the leaf-1 bits AMD repeats (those shown there), and SYSCALL,
+/// NX, MMXEXT, 1 GiB pages, RDTSCP, long mode, 3DNow!. Hidden: FFXSR (EFER.FFXSR is refused).
+pub const EXT1_EDX: Ext1Edx = Ext1Edx::FPU
+    .union(Ext1Edx::VME)
+    .union(Ext1Edx::DE)
+    .union(Ext1Edx::PSE)
+    .union(Ext1Edx::TSC)
+    .union(Ext1Edx::MSR)
+    .union(Ext1Edx::PAE)
+    .union(Ext1Edx::MCE)
+    .union(Ext1Edx::CX8)
+    .union(Ext1Edx::MTRR)
+    .union(Ext1Edx::PGE)
+    .union(Ext1Edx::CMOV)
+    .union(Ext1Edx::PAT)
+    .union(Ext1Edx::PSE36)
+    .union(Ext1Edx::MMX)
+    .union(Ext1Edx::FXSR)
+    .union(Ext1Edx::SYSCALL)
+    .union(Ext1Edx::NX)
+    .union(Ext1Edx::MMXEXT)
+    .union(Ext1Edx::PDPE1GB)
+    .union(Ext1Edx::RDTSCP)
+    .union(Ext1Edx::LM)
+    .union(Ext1Edx::EXT_3DNOW)
+    .union(Ext1Edx::THREE_DNOW);
+/// Leaf 0x8000_0007 EDX shown: the invariant TSC.
+pub const EXT7_EDX: Ext7Edx = Ext7Edx::INVARIANT_TSC;
+/// Leaf 0x8000_0008 EBX shown: CLZERO, XSAVEERPTR. Hidden: IRPERF, RDPRU, the speculation
+/// controls.
+pub const EXT8_EBX: Ext8Ebx = Ext8Ebx::CLZERO.union(Ext8Ebx::XSAVE_ERPTR);
 
 /// The CPUID leaves shown to guests, filtered once from the host's at boot.
 #[derive(Clone, Copy, Debug)]
@@ -115,9 +250,9 @@ impl CpuidPolicy {
         Self {
             max_basic,
             max_extended,
-            leaf1: [h1[0], h1[1] & LEAF1_EBX, (h1[2] & LEAF1_ECX) | LEAF1_ECX_HYPERVISOR, h1[3] & LEAF1_EDX],
-            leaf7: [0, h7[1] & LEAF7_EBX, h7[2] & LEAF7_ECX, h7[3] & LEAF7_EDX],
-            ext1: [e1[0], e1[1], e1[2] & EXT1_ECX, e1[3] & EXT1_EDX],
+            leaf1: [h1[0], h1[1] & LEAF1_EBX, (h1[2] & LEAF1_ECX.bits()) | Leaf1Ecx::HYPERVISOR.bits(), h1[3] & LEAF1_EDX.bits()],
+            leaf7: [0, h7[1] & LEAF7_EBX.bits(), h7[2] & LEAF7_ECX.bits(), h7[3] & LEAF7_EDX.bits()],
+            ext1: [e1[0], e1[1], e1[2] & EXT1_ECX.bits(), e1[3] & EXT1_EDX.bits()],
             ext8_eax: u32::from(phys) | (linear.min(48) << 8),
         }
     }
@@ -142,49 +277,49 @@ impl CpuidPolicy {
             0x8000_0001 => self.ext1,
             // Brand string and L1/L2/L3 cache and TLB descriptions.
             0x8000_0002..=0x8000_0006 => host,
-            0x8000_0007 => [0, 0, 0, host[3] & EXT7_EDX],
+            0x8000_0007 => [0, 0, 0, host[3] & EXT7_EDX.bits()],
             // Address sizes; the core count (ECX) reads as one.
-            0x8000_0008 => [self.ext8_eax, host[1] & EXT8_EBX, 0, 0],
+            0x8000_0008 => [self.ext8_eax, host[1] & EXT8_EBX.bits(), 0, 0],
             _ => [0; 4],
         }
-    }
-
-    /// Whether the guest sees `bit` of leaf-1 EDX.
-    fn leaf1_edx(&self, bit: u32) -> bool {
-        self.leaf1[3] & bit != 0
     }
 
     /// CR4 bits a guest may set: the architectural ones whose feature is shown, and nothing
     /// that enables hidden state (PKE, OSXSAVE, CET, LA57, VMXE, SMXE, key locker, PKS).
     pub fn cr4_allowed(&self) -> u64 {
-        let mut a = cr4::PCE;
+        let edx = Leaf1Edx::from_bits_retain(self.leaf1[3]);
+        let ecx = Leaf1Ecx::from_bits_retain(self.leaf1[2]);
+        let ebx7 = Leaf7Ebx::from_bits_retain(self.leaf7[1]);
+        let ecx7 = Leaf7Ecx::from_bits_retain(self.leaf7[2]);
         let pairs = [
-            (LEAF1_EDX_TSC, cr4::TSD),
-            (LEAF1_EDX_VME, cr4::VME | cr4::PVI),
-            (LEAF1_EDX_DE, cr4::DE),
-            (LEAF1_EDX_PSE, cr4::PSE),
-            (LEAF1_EDX_PAE, cr4::PAE),
-            (LEAF1_EDX_MCE, cr4::MCE),
-            (LEAF1_EDX_PGE, cr4::PGE),
-            (LEAF1_EDX_FXSR, cr4::OSFXSR),
-            (LEAF1_EDX_SSE, cr4::OSXMMEXCPT),
+            (edx.contains(Leaf1Edx::TSC), Cr4Flags::TIMESTAMP_DISABLE),
+            (edx.contains(Leaf1Edx::VME), Cr4Flags::VIRTUAL_8086_MODE_EXTENSIONS | Cr4Flags::PROTECTED_MODE_VIRTUAL_INTERRUPTS),
+            (edx.contains(Leaf1Edx::DE), Cr4Flags::DEBUGGING_EXTENSIONS),
+            (edx.contains(Leaf1Edx::PSE), Cr4Flags::PAGE_SIZE_EXTENSION),
+            (edx.contains(Leaf1Edx::PAE), Cr4Flags::PHYSICAL_ADDRESS_EXTENSION),
+            (edx.contains(Leaf1Edx::MCE), Cr4Flags::MACHINE_CHECK_EXCEPTION),
+            (edx.contains(Leaf1Edx::PGE), Cr4Flags::PAGE_GLOBAL),
+            (edx.contains(Leaf1Edx::FXSR), Cr4Flags::OSFXSR),
+            (edx.contains(Leaf1Edx::SSE), Cr4Flags::OSXMMEXCPT_ENABLE),
+            (ecx.contains(Leaf1Ecx::PCID), Cr4Flags::PCID),
+            (ebx7.contains(Leaf7Ebx::FSGSBASE), Cr4Flags::FSGSBASE),
+            (ebx7.contains(Leaf7Ebx::SMEP), Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION),
+            (ebx7.contains(Leaf7Ebx::SMAP), Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION),
+            (ecx7.contains(Leaf7Ecx::UMIP), Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION),
         ];
-        for (feature, bit) in pairs {
-            if self.leaf1_edx(feature) {
-                a |= bit;
+        let mut a = Cr4Flags::PERFORMANCE_MONITOR_COUNTER;
+        for (shown, bits) in pairs {
+            if shown {
+                a |= bits;
             }
         }
-        let shown = |word: u32, bit: u32, cr: u64| if word & bit != 0 { cr } else { 0 };
-        a | shown(self.leaf1[2], LEAF1_ECX_PCID, cr4::PCIDE)
-            | shown(self.leaf7[1], LEAF7_EBX_FSGSBASE, cr4::FSGSBASE)
-            | shown(self.leaf7[1], LEAF7_EBX_SMEP, cr4::SMEP)
-            | shown(self.leaf7[1], LEAF7_EBX_SMAP, cr4::SMAP)
-            | shown(self.leaf7[2], LEAF7_ECX_UMIP, cr4::UMIP)
+        a.bits()
     }
 
     /// Whether RDTSCP or RDPID is shown, so IA32_TSC_AUX exists for guests (and for the host).
     pub fn shows_tsc_aux(&self) -> bool {
-        self.ext1[3] & EXT1_EDX_RDTSCP != 0 || self.leaf7[2] & LEAF7_ECX_RDPID != 0
+        Ext1Edx::from_bits_retain(self.ext1[3]).contains(Ext1Edx::RDTSCP)
+            || Leaf7Ecx::from_bits_retain(self.leaf7[2]).contains(Leaf7Ecx::RDPID)
     }
 
     /// Physical-address width shown.
@@ -211,9 +346,9 @@ mod tests {
     fn a_host_with_every_feature_shows_only_the_allow_list() {
         let host = everything(0x20, 0x8000_0021);
         let p = CpuidPolicy::new(&host);
-        assert_eq!(p.filter(1, 0, host(1, 0)), [!0, LEAF1_EBX, LEAF1_ECX | LEAF1_ECX_HYPERVISOR, LEAF1_EDX]);
-        assert_eq!(p.filter(7, 0, host(7, 0)), [0, LEAF7_EBX, LEAF7_ECX, LEAF7_EDX]);
-        assert_eq!(p.filter(0x8000_0001, 0, host(0x8000_0001, 0))[2..], [EXT1_ECX, EXT1_EDX]);
+        assert_eq!(p.filter(1, 0, host(1, 0)), [!0, LEAF1_EBX, (LEAF1_ECX | Leaf1Ecx::HYPERVISOR).bits(), LEAF1_EDX.bits()]);
+        assert_eq!(p.filter(7, 0, host(7, 0)), [0, LEAF7_EBX.bits(), LEAF7_ECX.bits(), LEAF7_EDX.bits()]);
+        assert_eq!(p.filter(0x8000_0001, 0, host(0x8000_0001, 0))[2..], [EXT1_ECX.bits(), EXT1_EDX.bits()]);
         assert_eq!(p.filter(0, 0, host(0, 0))[0], MAX_BASIC_LEAF);
         assert_eq!(p.filter(0x8000_0000, 0, host(0x8000_0000, 0))[0], MAX_EXTENDED_LEAF);
     }
@@ -229,7 +364,7 @@ mod tests {
         assert_eq!(l7[1] & (1 << 5), 0, "AVX2");
         assert_eq!(l7[3] & (0x3F << 26), 0, "IBRS/IBPB, STIBP, L1D_FLUSH, ARCH_CAPABILITIES, SSBD");
         assert_eq!(p.filter(0x8000_0001, 0, host(0x8000_0001, 0))[2] & (1 << 2), 0, "SVM");
-        assert_eq!(p.filter(0x8000_0008, 0, host(0x8000_0008, 0))[1] & !EXT8_EBX, 0, "AMD IBPB and friends");
+        assert_eq!(p.filter(0x8000_0008, 0, host(0x8000_0008, 0))[1] & !EXT8_EBX.bits(), 0, "AMD IBPB and friends");
         for leaf in [0xA, 0xD, 0x14, 0x8000_000A, 0x8000_001F] {
             assert_eq!(p.filter(leaf, 0, host(leaf, 0)), [0; 4], "leaf {leaf:#x}");
         }
@@ -240,21 +375,39 @@ mod tests {
     fn cr4_allows_only_bits_of_shown_features() {
         let host = everything(0x20, 0x8000_0021);
         let a = CpuidPolicy::new(&host).cr4_allowed();
-        for forbidden in [cr4::PKE, cr4::OSXSAVE, cr4::CET, cr4::LA57, cr4::VMXE, cr4::SMXE, cr4::KL, cr4::PKS] {
-            assert_eq!(a & forbidden, 0, "{forbidden:#x}");
-        }
-        for allowed in [cr4::PAE, cr4::PGE, cr4::OSFXSR, cr4::FSGSBASE, cr4::SMEP, cr4::SMAP, cr4::PCIDE, cr4::UMIP] {
-            assert_ne!(a & allowed, 0, "{allowed:#x}");
-        }
+        let a = Cr4Flags::from_bits_retain(a);
+        let forbidden = Cr4Flags::PROTECTION_KEY_USER
+            | Cr4Flags::OSXSAVE
+            | Cr4Flags::CONTROL_FLOW_ENFORCEMENT
+            | Cr4Flags::L5_PAGING
+            | Cr4Flags::VIRTUAL_MACHINE_EXTENSIONS
+            | Cr4Flags::SAFER_MODE_EXTENSIONS
+            | Cr4Flags::KEY_LOCKER
+            | Cr4Flags::PROTECTION_KEY_SUPERVISOR;
+        assert!(!a.intersects(forbidden), "{a:?}");
+        let allowed = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION
+            | Cr4Flags::PAGE_GLOBAL
+            | Cr4Flags::OSFXSR
+            | Cr4Flags::FSGSBASE
+            | Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION
+            | Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION
+            | Cr4Flags::PCID
+            | Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION;
+        assert!(a.contains(allowed), "{a:?}");
         // A host without FSGSBASE/SMEP/SMAP/UMIP/PCID: their bits are refused.
         let bare = |leaf: u32, sub: u32| match leaf {
             1 => [0, 0, 0, !0],
             7 => [0, 0, 0, 0],
             _ => everything(0x20, 0x8000_0008)(leaf, sub),
         };
-        let a = CpuidPolicy::new(&bare).cr4_allowed();
-        assert_eq!(a & (cr4::FSGSBASE | cr4::SMEP | cr4::SMAP | cr4::UMIP | cr4::PCIDE), 0);
-        assert_ne!(a & cr4::PAE, 0);
+        let a = Cr4Flags::from_bits_retain(CpuidPolicy::new(&bare).cr4_allowed());
+        let feature_bits = Cr4Flags::FSGSBASE
+            | Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION
+            | Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION
+            | Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION
+            | Cr4Flags::PCID;
+        assert!(!a.intersects(feature_bits));
+        assert!(a.contains(Cr4Flags::PHYSICAL_ADDRESS_EXTENSION));
     }
 
     #[test]
@@ -265,7 +418,7 @@ mod tests {
         assert_eq!(p.filter(7, 0, host(7, 0)), [0; 4]);
         assert_eq!(p.filter(0x8000_0008, 0, host(0x8000_0008, 0)), [0; 4]);
         assert_eq!(p.filter(0x5, 0, host(5, 0)), [0; 4]);
-        assert!(!p.shows_tsc_aux() || p.filter(0x8000_0001, 0, host(0x8000_0001, 0))[3] & EXT1_EDX_RDTSCP != 0);
+        assert!(!p.shows_tsc_aux() || p.filter(0x8000_0001, 0, host(0x8000_0001, 0))[3] & Ext1Edx::RDTSCP.bits() != 0);
     }
 
     #[test]
@@ -278,8 +431,8 @@ mod tests {
             }
         };
         assert!(!CpuidPolicy::new(&with(0, 0)).shows_tsc_aux());
-        assert!(CpuidPolicy::new(&with(EXT1_EDX_RDTSCP, 0)).shows_tsc_aux());
-        assert!(CpuidPolicy::new(&with(0, LEAF7_ECX_RDPID)).shows_tsc_aux());
+        assert!(CpuidPolicy::new(&with(Ext1Edx::RDTSCP.bits(), 0)).shows_tsc_aux());
+        assert!(CpuidPolicy::new(&with(0, Leaf7Ecx::RDPID.bits())).shows_tsc_aux());
     }
 
     #[test]

@@ -3,18 +3,8 @@
 //! x87 pointer scrub for FXRSTOR on older AMD CPUs, and whether IA32_TSC_AUX exists to be
 //! switched. Pure decisions, tested on the host; `arch::spec` and `arch::extended` act on them.
 
-/// CPUID 7.0 EDX: MD_CLEAR 10, IBRS/IBPB 26, ARCH_CAPABILITIES 29 (Intel SDM Vol 2A CPUID).
-const LEAF7_EDX_MD_CLEAR: u32 = 1 << 10;
-const LEAF7_EDX_IBRS_IBPB: u32 = 1 << 26;
-const LEAF7_EDX_ARCH_CAPABILITIES: u32 = 1 << 29;
-/// CPUID 7.0 ECX: RDPID 22.
-const LEAF7_ECX_RDPID: u32 = 1 << 22;
-/// CPUID 0x8000_0001 EDX: RDTSCP 27.
-const EXT1_EDX_RDTSCP: u32 = 1 << 27;
-/// CPUID 0x8000_0008 EBX: XSaveErPtr 2 (FXSAVE always saves the error pointers), IBPB 12
-/// (AMD APM Vol 3 E.4.7).
-const EXT8_EBX_XSAVE_ERPTR: u32 = 1 << 2;
-const EXT8_EBX_IBPB: u32 = 1 << 12;
+use super::cpuid::{Ext1Edx, Ext8Ebx, Leaf7Ecx, Leaf7Edx};
+
 /// IA32_ARCH_CAPABILITIES bit 5, MDS_NO (Intel SDM Vol 4 table 2-2).
 pub const ARCH_CAP_MDS_NO: u64 = 1 << 5;
 /// "AuthenticAMD" as CPUID leaf 0 returns it in EBX, EDX, ECX.
@@ -44,12 +34,14 @@ impl Isolation {
         let ext1 = if max_ext >= 0x8000_0001 { cpuid(0x8000_0001, 0) } else { [0; 4] };
         let ext8 = if max_ext >= 0x8000_0008 { cpuid(0x8000_0008, 0) } else { [0; 4] };
         let amd = (l0[1], l0[3], l0[2]) == AMD_VENDOR;
-        let mds_no = l7[3] & LEAF7_EDX_ARCH_CAPABILITIES != 0 && arch_capabilities() & ARCH_CAP_MDS_NO != 0;
+        let (ecx7, edx7) = (Leaf7Ecx::from_bits_retain(l7[2]), Leaf7Edx::from_bits_retain(l7[3]));
+        let (edx_ext1, ebx_ext8) = (Ext1Edx::from_bits_retain(ext1[3]), Ext8Ebx::from_bits_retain(ext8[1]));
+        let mds_no = edx7.contains(Leaf7Edx::ARCH_CAPABILITIES) && arch_capabilities() & ARCH_CAP_MDS_NO != 0;
         Self {
-            ibpb: l7[3] & LEAF7_EDX_IBRS_IBPB != 0 || ext8[1] & EXT8_EBX_IBPB != 0,
-            verw: l7[3] & LEAF7_EDX_MD_CLEAR != 0 && !mds_no,
-            scrub_x87_pointers: amd && ext8[1] & EXT8_EBX_XSAVE_ERPTR == 0,
-            tsc_aux: ext1[3] & EXT1_EDX_RDTSCP != 0 || l7[2] & LEAF7_ECX_RDPID != 0,
+            ibpb: edx7.contains(Leaf7Edx::IBRS_IBPB) || ebx_ext8.contains(Ext8Ebx::IBPB),
+            verw: edx7.contains(Leaf7Edx::MD_CLEAR) && !mds_no,
+            scrub_x87_pointers: amd && !ebx_ext8.contains(Ext8Ebx::XSAVE_ERPTR),
+            tsc_aux: edx_ext1.contains(Ext1Edx::RDTSCP) || ecx7.contains(Leaf7Ecx::RDPID),
         }
     }
 }
@@ -74,23 +66,23 @@ mod tests {
     fn old_amd_cpus_scrub_the_x87_pointers_and_new_ones_do_not() {
         let never = || unreachable!("no ARCH_CAPABILITIES");
         assert!(Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0, 0), &never).scrub_x87_pointers);
-        assert!(!Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0, EXT8_EBX_XSAVE_ERPTR), &never).scrub_x87_pointers);
+        assert!(!Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0, Ext8Ebx::XSAVE_ERPTR.bits()), &never).scrub_x87_pointers);
         assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &never).scrub_x87_pointers, "Intel always saves them");
     }
 
     #[test]
     fn ibpb_comes_from_either_vendors_bit() {
         let never = || 0;
-        assert!(Isolation::new(&cpu(INTEL, [0, 0, 0, LEAF7_EDX_IBRS_IBPB], 0, 0), &never).ibpb);
-        assert!(Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0, EXT8_EBX_IBPB), &never).ibpb);
+        assert!(Isolation::new(&cpu(INTEL, [0, 0, 0, Leaf7Edx::IBRS_IBPB.bits()], 0, 0), &never).ibpb);
+        assert!(Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0, Ext8Ebx::IBPB.bits()), &never).ibpb);
         assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &never).ibpb);
     }
 
     #[test]
     fn verw_is_issued_unless_the_cpu_says_it_is_not_affected_by_mds() {
-        let md_clear = [0, 0, 0, LEAF7_EDX_MD_CLEAR];
+        let md_clear = [0, 0, 0, Leaf7Edx::MD_CLEAR.bits()];
         assert!(Isolation::new(&cpu(INTEL, md_clear, 0, 0), &|| unreachable!()).verw);
-        let with_caps = [0, 0, 0, LEAF7_EDX_MD_CLEAR | LEAF7_EDX_ARCH_CAPABILITIES];
+        let with_caps = [0, 0, 0, Leaf7Edx::MD_CLEAR.bits() | Leaf7Edx::ARCH_CAPABILITIES.bits()];
         assert!(!Isolation::new(&cpu(INTEL, with_caps, 0, 0), &|| ARCH_CAP_MDS_NO).verw);
         assert!(Isolation::new(&cpu(INTEL, with_caps, 0, 0), &|| 0).verw);
         assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &|| 0).verw, "no MD_CLEAR: VERW clears nothing");
@@ -100,7 +92,7 @@ mod tests {
     fn tsc_aux_exists_with_rdtscp_or_rdpid() {
         let never = || 0;
         assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &never).tsc_aux);
-        assert!(Isolation::new(&cpu(INTEL, [0; 4], EXT1_EDX_RDTSCP, 0), &never).tsc_aux);
-        assert!(Isolation::new(&cpu(INTEL, [0, 0, LEAF7_ECX_RDPID, 0], 0, 0), &never).tsc_aux);
+        assert!(Isolation::new(&cpu(INTEL, [0; 4], Ext1Edx::RDTSCP.bits(), 0), &never).tsc_aux);
+        assert!(Isolation::new(&cpu(INTEL, [0, 0, Leaf7Ecx::RDPID.bits(), 0], 0, 0), &never).tsc_aux);
     }
 }

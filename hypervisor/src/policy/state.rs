@@ -11,7 +11,10 @@
 use super::Policy;
 use crate::vcpu::{ExtendedState, GuestMsr};
 use core::fmt;
-use guest_abi::vcpu::{CR8_MAX, Segment, VcpuContext, cr0, cr4, efer, rflags};
+use guest_abi::vcpu::{
+    CR8_MAX, Cr0Flags, Cr4Flags, EferFlags, RFLAGS_RESERVED_ZERO, RFlags, SEGMENT_TYPE_LDT, SEGMENT_TYPE_TSS_BUSY,
+    SegmentAttrs, VcpuContext,
+};
 
 /// Whether `v` is a canonical 48-bit linear address (Intel SDM Vol 1 3.3.7.1).
 pub fn canonical(v: u64) -> bool {
@@ -25,11 +28,15 @@ pub fn valid_pat(v: u64) -> bool {
 }
 
 /// EFER bits a guest may set: SYSCALL, long mode, NX. Long mode must stay on.
-pub const EFER_ALLOWED: u64 = efer::SCE | efer::LME | efer::LMA | efer::NXE;
+pub const EFER_ALLOWED: EferFlags = EferFlags::SYSTEM_CALL_EXTENSIONS
+    .union(EferFlags::LONG_MODE_ENABLE)
+    .union(EferFlags::LONG_MODE_ACTIVE)
+    .union(EferFlags::NO_EXECUTE_ENABLE);
 
 /// Whether `v` is an EFER a long-mode guest may hold.
 pub fn efer_ok(v: u64) -> bool {
-    v & !EFER_ALLOWED == 0 && v & (efer::LME | efer::LMA) == efer::LME | efer::LMA
+    let long = EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE;
+    v & !EFER_ALLOWED.bits() == 0 && EferFlags::from_bits_retain(v).contains(long)
 }
 
 /// What a MOV to CR0 with a given value does.
@@ -46,10 +53,13 @@ pub enum Cr0Verdict {
 
 /// Decides a MOV to CR0; `code64` is whether the guest runs 64-bit code (CS.L).
 pub fn cr0_write(v: u64, code64: bool) -> Cr0Verdict {
-    if v >> 32 != 0 || (v & cr0::NW != 0 && v & cr0::CD == 0) || (v & cr0::PG != 0 && v & cr0::PE == 0) {
+    let f = Cr0Flags::from_bits_retain(v);
+    let nw_without_cd = f.contains(Cr0Flags::NOT_WRITE_THROUGH) && !f.contains(Cr0Flags::CACHE_DISABLE);
+    let pg_without_pe = f.contains(Cr0Flags::PAGING) && !f.contains(Cr0Flags::PROTECTED_MODE_ENABLE);
+    if v >> 32 != 0 || nw_without_cd || pg_without_pe {
         return Cr0Verdict::Fault;
     }
-    if v & (cr0::PG | cr0::PE) != cr0::PG | cr0::PE {
+    if !f.contains(Cr0Flags::PAGING | Cr0Flags::PROTECTED_MODE_ENABLE) {
         return if code64 { Cr0Verdict::Fault } else { Cr0Verdict::LeavesLongMode };
     }
     Cr0Verdict::Apply
@@ -58,7 +68,7 @@ pub fn cr0_write(v: u64, code64: bool) -> Cr0Verdict {
 /// Whether a MOV to CR4 of `v` is allowed: only bits of features the guest is shown, and
 /// PAE stays set (clearing it in long mode is #GP).
 pub fn cr4_ok(v: u64, policy: &Policy) -> bool {
-    v & !policy.cr4_allowed == 0 && v & cr4::PAE != 0
+    v & !policy.cr4_allowed == 0 && Cr4Flags::from_bits_retain(v).contains(Cr4Flags::PHYSICAL_ADDRESS_EXTENSION)
 }
 
 /// Whether a MOV to CR8 of `v` is allowed (bits 63:4 are reserved).
@@ -124,23 +134,10 @@ impl fmt::Display for ContextError {
     }
 }
 
-/// Segment attribute bits (the compact 12-bit form of [`Segment`]).
-const ATTR_TYPE: u16 = 0xF;
-const ATTR_TYPE_CODE: u16 = 1 << 3;
-const ATTR_TYPE_WRITABLE_OR_READABLE: u16 = 1 << 1;
-const ATTR_S: u16 = 1 << 4;
-const ATTR_DPL_SHIFT: u16 = 5;
-const ATTR_DB: u16 = 1 << 10;
+/// Attribute bits the compact form has (12).
 const ATTR_BITS: u16 = 0xFFF;
-/// System-segment types (Intel SDM Vol 3A 3.5): LDT, busy 64-bit TSS.
-const TYPE_LDT: u16 = 2;
-const TYPE_TSS_BUSY: u16 = 11;
 /// Longest GDT/IDT limit.
 const DESCRIPTOR_TABLE_LIMIT_MAX: u32 = 0xFFFF;
-
-fn dpl(s: &Segment) -> u16 {
-    (s.attrs >> ATTR_DPL_SHIFT) & 3
-}
 
 /// The checks a VM entry makes on the segment registers in IA-32e mode (Intel SDM Vol 3C
 /// 28.3.1.2; AMD's VMRUN is more lenient), so a refused context is an error for its sender
@@ -152,27 +149,27 @@ fn check_segments(c: &VcpuContext) -> Result<(), ContextError> {
             return Err(ContextError::Segment(name));
         }
     }
-    let cs = &c.cs;
-    let code = cs.usable() && cs.attrs & ATTR_S != 0 && cs.attrs & ATTR_TYPE_CODE != 0;
-    if !code || (cs.attrs & Segment::ATTR_LONG != 0 && cs.attrs & ATTR_DB != 0) {
+    let cs = c.cs.flags();
+    let code = c.cs.usable() && cs.contains(SegmentAttrs::CODE_OR_DATA | SegmentAttrs::CODE);
+    if !code || cs.contains(SegmentAttrs::LONG | SegmentAttrs::DEFAULT_BIG) {
         return Err(ContextError::Segment("cs"));
     }
-    let ss = &c.ss;
-    if ss.usable()
-        && (ss.attrs & ATTR_S == 0 || ss.attrs & ATTR_TYPE_CODE != 0 || ss.attrs & ATTR_TYPE_WRITABLE_OR_READABLE == 0 || dpl(ss) != dpl(cs))
-    {
+    let ss = c.ss.flags();
+    let writable_data = ss.contains(SegmentAttrs::CODE_OR_DATA | SegmentAttrs::WRITABLE_OR_READABLE) && !ss.contains(SegmentAttrs::CODE);
+    if c.ss.usable() && (!writable_data || c.ss.dpl() != c.cs.dpl()) {
         return Err(ContextError::Segment("ss"));
     }
     for (name, s) in [("ds", &c.ds), ("es", &c.es), ("fs", &c.fs), ("gs", &c.gs)] {
-        let readable = s.attrs & ATTR_TYPE_CODE == 0 || s.attrs & ATTR_TYPE_WRITABLE_OR_READABLE != 0;
-        if s.usable() && (s.attrs & ATTR_S == 0 || !readable) {
+        let f = s.flags();
+        let readable = !f.contains(SegmentAttrs::CODE) || f.contains(SegmentAttrs::WRITABLE_OR_READABLE);
+        if s.usable() && (!f.contains(SegmentAttrs::CODE_OR_DATA) || !readable) {
             return Err(ContextError::Segment(name));
         }
     }
-    if !c.tr.usable() || c.tr.attrs & ATTR_S != 0 || c.tr.attrs & ATTR_TYPE != TYPE_TSS_BUSY {
+    if !c.tr.usable() || c.tr.flags().contains(SegmentAttrs::CODE_OR_DATA) || c.tr.segment_type() != SEGMENT_TYPE_TSS_BUSY {
         return Err(ContextError::Segment("tr"));
     }
-    if c.ldtr.usable() && (c.ldtr.attrs & ATTR_S != 0 || c.ldtr.attrs & ATTR_TYPE != TYPE_LDT) {
+    if c.ldtr.usable() && (c.ldtr.flags().contains(SegmentAttrs::CODE_OR_DATA) || c.ldtr.segment_type() != SEGMENT_TYPE_LDT) {
         return Err(ContextError::Segment("ldtr"));
     }
     for (name, s) in [("fs", &c.fs), ("gs", &c.gs), ("tr", &c.tr), ("ldtr", &c.ldtr)] {
@@ -194,7 +191,7 @@ pub fn validate_context(c: &VcpuContext, policy: &Policy) -> Result<(), ContextE
     if !canonical(c.rip) {
         return Err(ContextError::Rip);
     }
-    if c.rflags & (rflags::RESERVED_0 | rflags::VM) != 0 {
+    if c.rflags & (RFLAGS_RESERVED_ZERO | RFlags::VIRTUAL_8086_MODE.bits()) != 0 {
         return Err(ContextError::Rflags);
     }
     if cr0_write(c.cr0, true) != Cr0Verdict::Apply {
@@ -261,6 +258,7 @@ pub fn validate_extended(e: &ExtendedState, mxcsr_mask: u32) -> Result<(), Conte
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guest_abi::vcpu::Segment;
 
     fn policy() -> Policy {
         Policy::new(&|leaf, _| match leaf {
@@ -326,15 +324,15 @@ mod tests {
     fn control_and_debug_registers_follow_the_guest_write_rules() {
         let p = policy();
         let cases: [(fn(&mut VcpuContext), ContextError); 9] = [
-            (|c| c.cr0 &= !cr0::PG, ContextError::Cr0),
+            (|c| c.cr0 &= !Cr0Flags::PAGING.bits(), ContextError::Cr0),
             (|c| c.cr0 |= 1 << 40, ContextError::Cr0),
-            (|c| c.cr0 |= cr0::NW, ContextError::Cr0),
-            (|c| c.cr4 |= cr4::PKE, ContextError::Cr4),
-            (|c| c.cr4 &= !cr4::PAE, ContextError::Cr4),
+            (|c| c.cr0 |= Cr0Flags::NOT_WRITE_THROUGH.bits(), ContextError::Cr0),
+            (|c| c.cr4 |= Cr4Flags::PROTECTION_KEY_USER.bits(), ContextError::Cr4),
+            (|c| c.cr4 &= !Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits(), ContextError::Cr4),
             (|c| c.cr3 = 1 << 50, ContextError::Cr3),
             (|c| c.cr8 = 16, ContextError::Cr8),
             (|c| c.dr7 = 1 << 32, ContextError::Dr7),
-            (|c| c.rflags |= rflags::VM, ContextError::Rflags),
+            (|c| c.rflags |= RFlags::VIRTUAL_8086_MODE.bits(), ContextError::Rflags),
         ];
         for (set, want) in cases {
             let mut c = good();
@@ -351,9 +349,9 @@ mod tests {
         let p = policy();
         let cases: [(fn(&mut VcpuContext), &str); 6] = [
             (|c| c.cs = Segment::data(0x10), "cs"),
-            (|c| c.cs.attrs |= ATTR_DB, "cs"),
+            (|c| c.cs.attrs |= SegmentAttrs::DEFAULT_BIG.bits(), "cs"),
             (|c| c.tr = Segment::null(), "tr"),
-            (|c| c.ss.attrs |= 3 << ATTR_DPL_SHIFT, "ss"),
+            (|c| c.ss.attrs |= (SegmentAttrs::DPL_0 | SegmentAttrs::DPL_1).bits(), "ss"),
             (|c| c.fs.base = 0x0000_8000_0000_0000, "fs"),
             (|c| c.ldtr = Segment::data(0x18), "ldtr"),
         ];
@@ -370,13 +368,19 @@ mod tests {
 
     #[test]
     fn cr0_writes_that_leave_long_mode_are_told_apart_from_faults() {
-        let lm = cr0::PE | cr0::PG | cr0::ET | cr0::NE;
-        assert_eq!(cr0_write(lm | cr0::WP, true), Cr0Verdict::Apply);
-        assert_eq!(cr0_write(lm & !cr0::PG, true), Cr0Verdict::Fault, "64-bit code cannot clear PG");
-        assert_eq!(cr0_write(lm & !cr0::PG, false), Cr0Verdict::LeavesLongMode);
-        assert_eq!(cr0_write(cr0::PG, false), Cr0Verdict::Fault, "PG without PE");
-        assert_eq!(cr0_write(lm | cr0::NW, true), Cr0Verdict::Fault);
-        assert_eq!(cr0_write(lm | cr0::NW | cr0::CD, true), Cr0Verdict::Apply);
+        let (pe, pg, nw, cd) = (
+            Cr0Flags::PROTECTED_MODE_ENABLE.bits(),
+            Cr0Flags::PAGING.bits(),
+            Cr0Flags::NOT_WRITE_THROUGH.bits(),
+            Cr0Flags::CACHE_DISABLE.bits(),
+        );
+        let lm = pe | pg | Cr0Flags::EXTENSION_TYPE.bits() | Cr0Flags::NUMERIC_ERROR.bits();
+        assert_eq!(cr0_write(lm | Cr0Flags::WRITE_PROTECT.bits(), true), Cr0Verdict::Apply);
+        assert_eq!(cr0_write(lm & !pg, true), Cr0Verdict::Fault, "64-bit code cannot clear PG");
+        assert_eq!(cr0_write(lm & !pg, false), Cr0Verdict::LeavesLongMode);
+        assert_eq!(cr0_write(pg, false), Cr0Verdict::Fault, "PG without PE");
+        assert_eq!(cr0_write(lm | nw, true), Cr0Verdict::Fault);
+        assert_eq!(cr0_write(lm | nw | cd, true), Cr0Verdict::Apply);
     }
 
     #[test]

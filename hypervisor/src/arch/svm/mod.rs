@@ -9,13 +9,27 @@ use crate::arch::x86::{msr, rdmsr, wrmsr};
 use crate::mm::frame::{FrameKind, FrameTable, OWNER_HYPERVISOR, Pfn};
 use crate::mm::phys;
 use crate::p2m::Npt;
-use crate::arch::{extended, spec};
+use crate::arch::{event, extended, spec};
 use crate::vcpu::{Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Segment, Vcpu, VcpuContext, VcpuError, vector};
 use alloc::boxed::Box;
 use core::arch::global_asm;
 use guest_abi::hypercall::CallInsn;
-use guest_abi::vcpu::{efer, rflags};
-use vmcb::{Vmcb, cr_intercept, ctl, exit, misc1, misc2, save};
+use guest_abi::vcpu::{EferFlags, RFLAGS_RESERVED_ONE, RFlags};
+use vmcb::{
+    CrIntercepts, INTERRUPT_SHADOW_ACTIVE, Intercepts1, Intercepts2, IoioInfo, MSR_INFO_WRITE, NpfInfo, VINTR_PRIO_MAX,
+    VINTR_TPR_MASK, VIntr, Vmcb, ctl, exit, save,
+};
+
+bitflags::bitflags! {
+    /// SVM features (CPUID 0x8000_000A EDX; AMD APM Vol 3 E.4.9).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SvmFeatures: u32 {
+        const NESTED_PAGING = 1 << 0;
+        const NRIP_SAVE = 1 << 3;
+        const FLUSH_BY_ASID = 1 << 6;
+        const DECODE_ASSISTS = 1 << 7;
+    }
+}
 
 /// Frames of the I/O permission map (12 KiB).
 pub const IOPM_FRAMES: u64 = 3;
@@ -24,24 +38,17 @@ pub const MSRPM_FRAMES: u64 = 2;
 /// Boot-pool frames the backend takes: IOPM, MSRPM, host save area, host VMCB.
 pub const POOL_FRAMES_NEEDED: u64 = IOPM_FRAMES + MSRPM_FRAMES + 2;
 
-/// #DB and #AC: a guest could otherwise hang the CPU by raising one while delivering it
-/// (CVE-2015-5307, CVE-2015-8104); they are reflected back into the guest.
-const INTERCEPTED_EXCEPTIONS: u32 = 1 << vector::DB | 1 << vector::AC;
+/// TLB_CONTROL values (AMD APM Vol 2 15.16.1): nothing, flush everything, flush this ASID.
 const TLB_CONTROL_NONE: u8 = 0;
 const TLB_CONTROL_FLUSH_ALL: u8 = 1;
 const TLB_CONTROL_FLUSH_ASID: u8 = 3;
-const EVENT_VALID: u64 = 1 << 31;
-const EVENT_TYPE_INTR: u64 = 0 << 8;
-const EVENT_TYPE_EXCEPTION: u64 = 3 << 8;
-const EVENT_ERROR_VALID: u64 = 1 << 11;
-/// VINTR fields (AMD APM Vol 2 15.21.1, VMCB offset 0x60): V_TPR 3:0, V_IRQ 8,
-/// V_INTR_PRIO 19:16, V_IGN_TPR 20, V_INTR_MASKING 24.
-const VINTR_TPR: u64 = 0xF;
-const VINTR_V_IRQ: u64 = 1 << 8;
-const VINTR_PRIO_MAX: u64 = 0xF << 16;
-const VINTR_IGN_TPR: u64 = 1 << 20;
-const VINTR_MASKING: u64 = 1 << 24;
-const DR6_INIT: u64 = 0xFFFF_0FF0;
+/// Where EVENTINJ keeps the error code (bits 63:32).
+const EVENTINJ_ERROR_SHIFT: u32 = 32;
+/// Lengths of the instructions whose intercepts advance RIP without NRIP.
+const VMMCALL_BYTES: u64 = 3;
+const CPUID_BYTES: u64 = 2;
+const HLT_BYTES: u64 = 1;
+const RDMSR_WRMSR_BYTES: u64 = 2;
 
 global_asm!(concat!(
     r#"
@@ -133,7 +140,7 @@ impl Svm {
         // SAFETY: CPUID reported SVM (checked by the caller); enabling EFER.SVME and pointing
         // VM_HSAVE_PA at a zeroed page we own is the architected way to start it.
         unsafe {
-            wrmsr(msr::IA32_EFER, rdmsr(msr::IA32_EFER) | efer::SVME);
+            wrmsr(msr::IA32_EFER, rdmsr(msr::IA32_EFER) | EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits());
             wrmsr(msr::AMD_VM_HSAVE_PA, hsave.addr());
             core::arch::asm!("vmsave rax", in("rax") host_vmcb.pa(), options(nostack));
         }
@@ -169,43 +176,27 @@ impl Backend for Svm {
         // CR0 and CR4 writes are vetted by the policy (long mode only, no hidden features).
         // CR8 is the virtual TPR (V_TPR, under V_INTR_MASKING): reads need no exit, writes
         // exit so the core sees an upcall the TPR held back become deliverable, as on VMX.
-        vmcb.write::<u32>(
-            ctl::INTERCEPT_CR,
-            cr_intercept::WRITE_CR0 | cr_intercept::WRITE_CR4 | cr_intercept::WRITE_CR8,
-        );
-        vmcb.write::<u32>(ctl::INTERCEPT_EXCEPTIONS, INTERCEPTED_EXCEPTIONS);
-        vmcb.write::<u32>(
-            ctl::INTERCEPT_MISC1,
-            misc1::INTR
-                | misc1::NMI
-                | misc1::SMI
-                | misc1::INIT
-                | misc1::CPUID
-                | misc1::INVD
-                | misc1::RDPMC
-                | misc1::HLT
-                | misc1::INVLPGA
-                | misc1::IOIO_PROT
-                | misc1::MSR_PROT
-                | misc1::SHUTDOWN,
-        );
-        vmcb.write::<u32>(
-            ctl::INTERCEPT_MISC2,
-            misc2::VMRUN
-                | misc2::VMMCALL
-                | misc2::VMLOAD
-                | misc2::VMSAVE
-                | misc2::STGI
-                | misc2::CLGI
-                | misc2::SKINIT
-                | misc2::MONITOR
-                | misc2::MWAIT
-                | misc2::XSETBV,
-        );
+        vmcb.write::<u32>(ctl::INTERCEPT_CR, (CrIntercepts::WRITE_CR0 | CrIntercepts::WRITE_CR4 | CrIntercepts::WRITE_CR8).bits());
+        vmcb.write::<u32>(ctl::INTERCEPT_EXCEPTIONS, vector::INTERCEPTED);
+        let i1 = Intercepts1::INTR
+            | Intercepts1::NMI
+            | Intercepts1::SMI
+            | Intercepts1::INIT
+            | Intercepts1::CPUID
+            | Intercepts1::INVD
+            | Intercepts1::RDPMC
+            | Intercepts1::HLT
+            | Intercepts1::INVLPGA
+            | Intercepts1::IOIO_PROT
+            | Intercepts1::MSR_PROT
+            | Intercepts1::SHUTDOWN;
+        vmcb.write::<u32>(ctl::INTERCEPT_MISC1, i1.bits());
+        // All of the virtualization instructions, and the monitor/mwait and XSETBV ones.
+        vmcb.write::<u32>(ctl::INTERCEPT_MISC2, Intercepts2::all().bits());
         vmcb.write::<u64>(ctl::IOPM_BASE_PA, self.iopm.addr());
         vmcb.write::<u64>(ctl::MSRPM_BASE_PA, self.msrpm.addr());
         vmcb.write::<u64>(ctl::TSC_OFFSET, 0);
-        vmcb.write::<u64>(ctl::VINTR, VINTR_MASKING);
+        vmcb.write::<u64>(ctl::VINTR, VIntr::V_INTR_MASKING.bits());
         vmcb.write::<u64>(ctl::NP_ENABLE, 1);
         vmcb.write::<u64>(ctl::N_CR3, root.addr());
         vmcb.write::<u32>(ctl::VMCB_CLEAN, 0);
@@ -242,7 +233,7 @@ impl Backend for Svm {
         };
         vmcb.write::<u8>(ctl::TLB_CONTROL, tlb);
         v.flush = false;
-        if v.reinject & EVENT_VALID != 0 && vmcb.read::<u64>(ctl::EVENT_INJ) & EVENT_VALID == 0 {
+        if event::is_valid(v.reinject as u32) && !event::is_valid(vmcb.read::<u64>(ctl::EVENT_INJ) as u32) {
             vmcb.write::<u64>(ctl::EVENT_INJ, v.reinject);
         }
         v.reinject = 0;
@@ -254,7 +245,7 @@ impl Backend for Svm {
         v.regs.rax = vmcb.read::<u64>(save::RAX);
         vmcb.write::<u8>(ctl::TLB_CONTROL, TLB_CONTROL_NONE);
         let int_info: u64 = vmcb.read(ctl::EXIT_INT_INFO);
-        if int_info & EVENT_VALID != 0 {
+        if event::is_valid(int_info as u32) {
             v.reinject = int_info;
         }
         let code: u64 = vmcb.read(ctl::EXIT_CODE);
@@ -265,34 +256,39 @@ impl Backend for Svm {
         let len = |v: &mut SvmVcpu, n: u64| v.next_rip = Some(rip + n);
         match code {
             exit::VMMCALL => {
-                len(v, 3);
+                len(v, VMMCALL_BYTES);
                 Exit::Hypercall
             }
-            exit::NPF => Exit::NestedPageFault { gpa: info2, write: info1 & 0x2 != 0, fetch: info1 & 0x10 != 0 },
+            exit::NPF => {
+                let f = NpfInfo::from_bits_truncate(info1);
+                Exit::NestedPageFault { gpa: info2, write: f.contains(NpfInfo::WRITE), fetch: f.contains(NpfInfo::FETCH) }
+            }
             exit::INTR | exit::NMI | exit::SMI | exit::INIT => Exit::ExternalInterrupt,
             exit::VINTR => Exit::InterruptWindow,
             exit::CPUID => {
-                len(v, 2);
+                len(v, CPUID_BYTES);
                 Exit::Cpuid
             }
             exit::HLT => {
-                len(v, 1);
+                len(v, HLT_BYTES);
                 Exit::Hlt
             }
             exit::IOIO => {
+                // EXITINFO2 holds the address of the next instruction.
                 v.next_rip = Some(info2);
-                let size = if info1 & (1 << 4) != 0 {
+                let f = IoioInfo::from_bits_truncate(info1);
+                let size = if f.contains(IoioInfo::SIZE_8) {
                     1
-                } else if info1 & (1 << 5) != 0 {
+                } else if f.contains(IoioInfo::SIZE_16) {
                     2
                 } else {
                     4
                 };
-                Exit::Io { port: (info1 >> 16) as u16, size, write: info1 & 1 == 0, string: info1 & (1 << 2) != 0 }
+                Exit::Io { port: (info1 >> 16) as u16, size, write: !f.contains(IoioInfo::IN), string: f.contains(IoioInfo::STRING) }
             }
             exit::MSR => {
-                len(v, 2);
-                if info1 & 1 == 0 { Exit::Rdmsr } else { Exit::Wrmsr }
+                len(v, RDMSR_WRMSR_BYTES);
+                if info1 & MSR_INFO_WRITE == 0 { Exit::Rdmsr } else { Exit::Wrmsr }
             }
             exit::SHUTDOWN => Exit::TripleFault,
             exit::WRITE_CR0 => Exit::ControlRegisterUndecoded { cr: 0 },
@@ -354,12 +350,12 @@ impl Vcpu for SvmVcpu {
     }
 
     fn tpr(&self) -> u8 {
-        (self.vmcb.read::<u64>(ctl::VINTR) & VINTR_TPR) as u8
+        (self.vmcb.read::<u64>(ctl::VINTR) & VINTR_TPR_MASK) as u8
     }
 
     fn set_tpr(&mut self, tpr: u8) {
         let vintr: u64 = self.vmcb.read(ctl::VINTR);
-        self.vmcb.write(ctl::VINTR, (vintr & !VINTR_TPR) | (u64::from(tpr) & VINTR_TPR));
+        self.vmcb.write(ctl::VINTR, (vintr & !VINTR_TPR_MASK) | (u64::from(tpr) & VINTR_TPR_MASK));
     }
 
     fn skip_instruction(&mut self) {
@@ -373,33 +369,32 @@ impl Vcpu for SvmVcpu {
     fn interruptible(&self) -> bool {
         let rf: u64 = self.vmcb.read(save::RFLAGS);
         let shadow: u64 = self.vmcb.read(ctl::INTERRUPT_SHADOW);
-        rf & rflags::IF != 0
-            && shadow & 1 == 0
-            && self.vmcb.read::<u64>(ctl::EVENT_INJ) & EVENT_VALID == 0
-            && self.reinject & EVENT_VALID == 0
+        rf & RFlags::INTERRUPT_FLAG.bits() != 0
+            && shadow & INTERRUPT_SHADOW_ACTIVE == 0
+            && !event::is_valid(self.vmcb.read::<u64>(ctl::EVENT_INJ) as u32)
+            && !event::is_valid(self.reinject as u32)
     }
 
     fn inject_interrupt(&mut self, vector: u8) {
-        self.vmcb.write::<u64>(ctl::EVENT_INJ, vector as u64 | EVENT_TYPE_INTR | EVENT_VALID);
+        self.vmcb.write::<u64>(ctl::EVENT_INJ, u64::from(event::interrupt(vector)));
     }
 
     fn inject_exception(&mut self, vector: u8, error: Option<u32>) {
-        let mut e = vector as u64 | EVENT_TYPE_EXCEPTION | EVENT_VALID;
-        if let Some(code) = error {
-            e |= EVENT_ERROR_VALID | ((code as u64) << 32);
-        }
-        self.vmcb.write::<u64>(ctl::EVENT_INJ, e);
+        let info = u64::from(event::exception(vector, error.is_some()));
+        let code = u64::from(error.unwrap_or(0)) << EVENTINJ_ERROR_SHIFT;
+        self.vmcb.write::<u64>(ctl::EVENT_INJ, info | code);
     }
 
     fn set_interrupt_window(&mut self, on: bool) {
         let mut vintr: u64 = self.vmcb.read(ctl::VINTR);
         let mut m1: u32 = self.vmcb.read(ctl::INTERCEPT_MISC1);
+        let request = (VIntr::V_IRQ | VIntr::V_IGN_TPR).bits() | VINTR_PRIO_MAX;
         if on {
-            vintr |= VINTR_V_IRQ | VINTR_PRIO_MAX | VINTR_IGN_TPR;
-            m1 |= misc1::VINTR;
+            vintr |= request;
+            m1 |= Intercepts1::VINTR.bits();
         } else {
-            vintr &= !(VINTR_V_IRQ | VINTR_PRIO_MAX | VINTR_IGN_TPR);
-            m1 &= !misc1::VINTR;
+            vintr &= !request;
+            m1 &= !Intercepts1::VINTR.bits();
         }
         self.vmcb.write(ctl::VINTR, vintr);
         self.vmcb.write(ctl::INTERCEPT_MISC1, m1);
@@ -428,7 +423,7 @@ impl Vcpu for SvmVcpu {
         let vm = self.vmcb;
         match m {
             // SVME must stay set in the guest's EFER or VMRUN fails.
-            GuestMsr::Efer => vm.write(save::EFER, v | efer::SVME),
+            GuestMsr::Efer => vm.write(save::EFER, v | EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits()),
             GuestMsr::Pat => vm.write(save::G_PAT, v),
             GuestMsr::FsBase => vm.write(save::FS + 8, v),
             GuestMsr::GsBase => vm.write(save::GS + 8, v),
@@ -470,7 +465,7 @@ impl Vcpu for SvmVcpu {
         c.cr2 = vm.read(save::CR2);
         c.cr3 = vm.read(save::CR3);
         c.cr4 = vm.read(save::CR4);
-        c.efer = vm.read::<u64>(save::EFER) & !efer::SVME;
+        c.efer = vm.read::<u64>(save::EFER) & !EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits();
         c.pat = vm.read(save::G_PAT);
         c.dr7 = vm.read(save::DR7);
         c.cs = vm.segment(save::CS);
@@ -502,15 +497,15 @@ impl Vcpu for SvmVcpu {
         self.regs = GuestRegs::from_context(c);
         vm.write(save::RSP, c.rsp);
         vm.write(save::RIP, c.rip);
-        vm.write(save::RFLAGS, c.rflags | rflags::RESERVED_1);
+        vm.write(save::RFLAGS, c.rflags | RFLAGS_RESERVED_ONE);
         vm.write(save::CR0, c.cr0);
         vm.write(save::CR2, c.cr2);
         vm.write(save::CR3, c.cr3);
         vm.write(save::CR4, c.cr4);
-        vm.write(save::EFER, c.efer | efer::SVME);
+        vm.write(save::EFER, c.efer | EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits());
         vm.write(save::G_PAT, c.pat);
         vm.write(save::DR7, c.dr7);
-        vm.write(save::DR6, DR6_INIT);
+        vm.write(save::DR6, crate::vcpu::DR6_RESET);
         vm.set_segment(save::CS, &c.cs);
         vm.set_segment(save::DS, &c.ds);
         vm.set_segment(save::ES, &c.es);
@@ -521,7 +516,7 @@ impl Vcpu for SvmVcpu {
         vm.set_segment(save::LDTR, &c.ldtr);
         vm.set_segment(save::GDTR, &guest_abi::vcpu::Segment { selector: 0, attrs: 0, limit: c.gdtr_limit, base: c.gdtr_base });
         vm.set_segment(save::IDTR, &guest_abi::vcpu::Segment { selector: 0, attrs: 0, limit: c.idtr_limit, base: c.idtr_base });
-        vm.write::<u8>(save::CPL, ((c.ss.attrs >> 5) & 3) as u8);
+        vm.write::<u8>(save::CPL, c.ss.dpl());
         vm.write(save::STAR, c.star);
         vm.write(save::LSTAR, c.lstar);
         vm.write(save::CSTAR, c.cstar);

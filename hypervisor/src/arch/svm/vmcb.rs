@@ -1,5 +1,6 @@
 //! The VMCB: a 4 KiB page whose fields sit at fixed offsets (control area at 0, state-save
-//! area at 0x400; AMD APM vol. 2, appendix B). Accessed through a typed view of its frame.
+//! area at 0x400; AMD APM Vol 2 appendix B), its intercept and control flags, and the exit
+//! codes. Accessed through a typed view of its frame.
 
 use crate::mm::frame::Pfn;
 use crate::mm::phys;
@@ -63,43 +64,86 @@ pub mod save {
     pub const G_PAT: usize = 0x668;
 }
 
-/// Control-register intercept bits (offset 0x000): reads in 15:0, writes in 31:16.
-pub mod cr_intercept {
-    pub const WRITE_CR0: u32 = 1 << 16;
-    pub const WRITE_CR4: u32 = 1 << 20;
-    pub const WRITE_CR8: u32 = 1 << 24;
+bitflags::bitflags! {
+    /// Control-register intercepts (offset 0x000): reads in 15:0, writes in 31:16 (AMD APM
+    /// Vol 2 15.9).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct CrIntercepts: u32 {
+        const WRITE_CR0 = 1 << 16;
+        const WRITE_CR4 = 1 << 20;
+        const WRITE_CR8 = 1 << 24;
+    }
+
+    /// The first word of instruction and event intercepts (offset 0x00C; AMD APM Vol 2
+    /// appendix B, table B-1).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Intercepts1: u32 {
+        const INTR = 1 << 0;
+        const NMI = 1 << 1;
+        const SMI = 1 << 2;
+        const INIT = 1 << 3;
+        const VINTR = 1 << 4;
+        const RDPMC = 1 << 15;
+        const CPUID = 1 << 18;
+        const INVD = 1 << 22;
+        const HLT = 1 << 24;
+        const INVLPGA = 1 << 26;
+        const IOIO_PROT = 1 << 27;
+        const MSR_PROT = 1 << 28;
+        const SHUTDOWN = 1 << 31;
+    }
+
+    /// The second word of instruction intercepts (offset 0x010).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Intercepts2: u32 {
+        const VMRUN = 1 << 0;
+        const VMMCALL = 1 << 1;
+        const VMLOAD = 1 << 2;
+        const VMSAVE = 1 << 3;
+        const STGI = 1 << 4;
+        const CLGI = 1 << 5;
+        const SKINIT = 1 << 6;
+        const MONITOR = 1 << 10;
+        const MWAIT = 1 << 11;
+        const XSETBV = 1 << 13;
+    }
+
+    /// The flag bits of the virtual-interrupt control (offset 0x060; AMD APM Vol 2 15.21.1):
+    /// V_TPR is bits 3:0 and V_INTR_PRIO bits 19:16.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct VIntr: u64 {
+        const V_IRQ = 1 << 8;
+        const V_IGN_TPR = 1 << 20;
+        const V_INTR_MASKING = 1 << 24;
+    }
+
+    /// EXITINFO1 of a nested page fault: the #PF-style error code (AMD APM Vol 2 15.25.6).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct NpfInfo: u64 {
+        const PRESENT = 1 << 0;
+        const WRITE = 1 << 1;
+        const USER = 1 << 2;
+        const FETCH = 1 << 4;
+    }
+
+    /// EXITINFO1 of an IOIO intercept (AMD APM Vol 2 15.10.2); the port is bits 31:16.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct IoioInfo: u64 {
+        const IN = 1 << 0;
+        const STRING = 1 << 2;
+        const SIZE_8 = 1 << 4;
+        const SIZE_16 = 1 << 5;
+        const SIZE_32 = 1 << 6;
+    }
 }
 
-/// Intercept bits of the first miscellaneous word (offset 0x00C).
-pub mod misc1 {
-    pub const INTR: u32 = 1 << 0;
-    pub const NMI: u32 = 1 << 1;
-    pub const SMI: u32 = 1 << 2;
-    pub const INIT: u32 = 1 << 3;
-    pub const VINTR: u32 = 1 << 4;
-    pub const RDPMC: u32 = 1 << 15;
-    pub const CPUID: u32 = 1 << 18;
-    pub const INVD: u32 = 1 << 22;
-    pub const HLT: u32 = 1 << 24;
-    pub const INVLPGA: u32 = 1 << 26;
-    pub const IOIO_PROT: u32 = 1 << 27;
-    pub const MSR_PROT: u32 = 1 << 28;
-    pub const SHUTDOWN: u32 = 1 << 31;
-}
-
-/// Intercept bits of the second miscellaneous word (offset 0x010).
-pub mod misc2 {
-    pub const VMRUN: u32 = 1 << 0;
-    pub const VMMCALL: u32 = 1 << 1;
-    pub const VMLOAD: u32 = 1 << 2;
-    pub const VMSAVE: u32 = 1 << 3;
-    pub const STGI: u32 = 1 << 4;
-    pub const CLGI: u32 = 1 << 5;
-    pub const SKINIT: u32 = 1 << 6;
-    pub const MONITOR: u32 = 1 << 10;
-    pub const MWAIT: u32 = 1 << 11;
-    pub const XSETBV: u32 = 1 << 13;
-}
+/// V_TPR (bits 3:0) and V_INTR_PRIO (bits 19:16) of the virtual-interrupt control.
+pub const VINTR_TPR_MASK: u64 = 0xF;
+pub const VINTR_PRIO_MAX: u64 = 0xF << 16;
+/// Bit 0 of the interrupt-shadow field (offset 0x068): the guest is in an STI/MOV SS shadow.
+pub const INTERRUPT_SHADOW_ACTIVE: u64 = 1;
+/// Bit 0 of EXITINFO1 of an MSR intercept: WRMSR (else RDMSR).
+pub const MSR_INFO_WRITE: u64 = 1;
 
 /// Exit codes.
 pub mod exit {

@@ -1,4 +1,5 @@
-//! VMCS field encodings (Intel SDM vol. 3, appendix B) and control bits used by the backend.
+//! VMCS field encodings (Intel SDM Vol 3C appendix B), the VM-execution, exit and entry
+//! control flags, exit reasons and exit-qualification layouts the backend uses.
 
 pub const VPID: u64 = 0x0000;
 
@@ -116,56 +117,126 @@ pub const HOST_SYSENTER_ESP: u64 = 0x6C10;
 pub const HOST_SYSENTER_EIP: u64 = 0x6C12;
 pub const HOST_RIP: u64 = 0x6C16;
 
-/// Pin-based controls.
-pub mod pin {
-    pub const EXTERNAL_INTERRUPT_EXITING: u32 = 1 << 0;
-    pub const NMI_EXITING: u32 = 1 << 3;
-    pub const PREEMPTION_TIMER: u32 = 1 << 6;
+bitflags::bitflags! {
+    /// Pin-based VM-execution controls (Intel SDM Vol 3C 25.6.1).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct PinControls: u32 {
+        const EXTERNAL_INTERRUPT_EXITING = 1 << 0;
+        const NMI_EXITING = 1 << 3;
+        const PREEMPTION_TIMER = 1 << 6;
+    }
+
+    /// Primary processor-based VM-execution controls (Intel SDM Vol 3C 25.6.2).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ProcControls: u32 {
+        const INTERRUPT_WINDOW_EXITING = 1 << 2;
+        const HLT_EXITING = 1 << 7;
+        const MWAIT_EXITING = 1 << 10;
+        const RDPMC_EXITING = 1 << 11;
+        const CR3_LOAD_EXITING = 1 << 15;
+        const CR3_STORE_EXITING = 1 << 16;
+        const CR8_LOAD_EXITING = 1 << 19;
+        const CR8_STORE_EXITING = 1 << 20;
+        const USE_TPR_SHADOW = 1 << 21;
+        const UNCONDITIONAL_IO_EXITING = 1 << 24;
+        const USE_MSR_BITMAPS = 1 << 28;
+        const MONITOR_EXITING = 1 << 29;
+        const SECONDARY_CONTROLS = 1 << 31;
+    }
+
+    /// Secondary processor-based VM-execution controls (Intel SDM Vol 3C 25.6.2).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Proc2Controls: u32 {
+        const ENABLE_EPT = 1 << 1;
+        const ENABLE_RDTSCP = 1 << 3;
+        const ENABLE_VPID = 1 << 5;
+        const UNRESTRICTED_GUEST = 1 << 7;
+        const ENABLE_INVPCID = 1 << 12;
+    }
+
+    /// VM-exit controls (Intel SDM Vol 3C 25.7.1).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ExitControls: u32 {
+        const SAVE_DEBUG_CONTROLS = 1 << 2;
+        const HOST_ADDRESS_SPACE_64 = 1 << 9;
+        const SAVE_PAT = 1 << 18;
+        const LOAD_PAT = 1 << 19;
+        const SAVE_EFER = 1 << 20;
+        const LOAD_EFER = 1 << 21;
+        const SAVE_PREEMPTION_TIMER = 1 << 22;
+    }
+
+    /// VM-entry controls (Intel SDM Vol 3C 25.8.1).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct EntryControls: u32 {
+        const LOAD_DEBUG_CONTROLS = 1 << 2;
+        const IA32E_MODE_GUEST = 1 << 9;
+        const LOAD_PAT = 1 << 14;
+        const LOAD_EFER = 1 << 15;
+    }
+
+    /// Exit qualification of an EPT violation (Intel SDM Vol 3C table 28-7).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct EptViolation: u64 {
+        const READ = 1 << 0;
+        const WRITE = 1 << 1;
+        const FETCH = 1 << 2;
+    }
+
+    /// Flag bits of an I/O-instruction exit qualification (Intel SDM Vol 3C table 28-5);
+    /// the access size is bits 2:0 and the port bits 31:16.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct IoQualification: u64 {
+        const IN = 1 << 3;
+        const STRING = 1 << 4;
+    }
+
+    /// Guest interruptibility state (Intel SDM Vol 3C table 25-3).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Interruptibility: u64 {
+        const BLOCKING_BY_STI = 1 << 0;
+        const BLOCKING_BY_MOV_SS = 1 << 1;
+    }
 }
 
-/// Primary processor-based controls.
-pub mod proc {
-    pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
-    pub const HLT_EXITING: u32 = 1 << 7;
-    pub const MWAIT_EXITING: u32 = 1 << 10;
-    pub const RDPMC_EXITING: u32 = 1 << 11;
-    pub const CR3_LOAD_EXITING: u32 = 1 << 15;
-    pub const CR3_STORE_EXITING: u32 = 1 << 16;
-    pub const CR8_LOAD_EXITING: u32 = 1 << 19;
-    pub const CR8_STORE_EXITING: u32 = 1 << 20;
-    pub const USE_TPR_SHADOW: u32 = 1 << 21;
-    pub const UNCONDITIONAL_IO_EXITING: u32 = 1 << 24;
-    pub const USE_MSR_BITMAPS: u32 = 1 << 28;
-    pub const MONITOR_EXITING: u32 = 1 << 29;
-    pub const SECONDARY_CONTROLS: u32 = 1 << 31;
+/// Exit-qualification layout of a control-register access (Intel SDM Vol 3C table 28-3):
+/// CR number 3:0, access type 5:4, general register 11:8, LMSW source data 31:16.
+pub mod cr_access {
+    pub const CR_MASK: u64 = 0xF;
+    pub const TYPE_SHIFT: u32 = 4;
+    pub const TYPE_MASK: u64 = 3;
+    pub const GPR_SHIFT: u32 = 8;
+    pub const GPR_MASK: u64 = 0xF;
+    pub const LMSW_SOURCE_SHIFT: u32 = 16;
+    pub const MOV_TO: u64 = 0;
+    pub const MOV_FROM: u64 = 1;
+    pub const CLTS: u64 = 2;
+    pub const LMSW: u64 = 3;
 }
 
-/// Secondary processor-based controls.
-pub mod proc2 {
-    pub const ENABLE_EPT: u32 = 1 << 1;
-    pub const ENABLE_RDTSCP: u32 = 1 << 3;
-    pub const ENABLE_VPID: u32 = 1 << 5;
-    pub const ENABLE_INVPCID: u32 = 1 << 12;
+/// Bits of the VMX capability MSRs and IA32_FEATURE_CONTROL (Intel SDM Vol 3D appendix A;
+/// Vol 3C 24.7).
+pub mod caps {
+    /// IA32_FEATURE_CONTROL: locked, and VMX allowed outside SMX.
+    pub const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
+    pub const FEATURE_CONTROL_VMX_OUTSIDE_SMX: u64 = 1 << 2;
+    /// IA32_VMX_BASIC: the VMCS revision (bits 30:0) and the TRUE_* control MSRs (bit 55).
+    pub const BASIC_REVISION_MASK: u64 = 0x7FFF_FFFF;
+    pub const BASIC_TRUE_CONTROLS: u64 = 1 << 55;
+    /// IA32_VMX_MISC bits 4:0: the preemption timer counts TSC >> this.
+    pub const MISC_PREEMPTION_RATE_MASK: u64 = 0x1F;
+    /// The may-be-one half of a control capability MSR starts at bit 32.
+    pub const ALLOWED_ONE_SHIFT: u32 = 32;
+    /// IA32_VMX_EPT_VPID_CAP: 4-level walks, write-back paging structures, INVEPT and its
+    /// single-context type.
+    pub const EPT_WALK_4_LEVELS: u64 = 1 << 6;
+    pub const EPT_WRITE_BACK: u64 = 1 << 14;
+    pub const EPT_INVEPT: u64 = 1 << 20;
+    pub const EPT_INVEPT_SINGLE: u64 = 1 << 25;
 }
 
-/// VM-exit controls.
-pub mod exit_ctl {
-    pub const SAVE_DEBUG_CONTROLS: u32 = 1 << 2;
-    pub const HOST_ADDRESS_SPACE_64: u32 = 1 << 9;
-    pub const SAVE_PAT: u32 = 1 << 18;
-    pub const LOAD_PAT: u32 = 1 << 19;
-    pub const SAVE_EFER: u32 = 1 << 20;
-    pub const LOAD_EFER: u32 = 1 << 21;
-    pub const SAVE_PREEMPTION_TIMER: u32 = 1 << 22;
-}
-
-/// VM-entry controls.
-pub mod entry_ctl {
-    pub const LOAD_DEBUG_CONTROLS: u32 = 1 << 2;
-    pub const IA32E_MODE_GUEST: u32 = 1 << 9;
-    pub const LOAD_PAT: u32 = 1 << 14;
-    pub const LOAD_EFER: u32 = 1 << 15;
-}
+/// The flag bit of the exit reason that says the VM entry failed (Intel SDM Vol 3C 26.9.1).
+pub const EXIT_REASON_ENTRY_FAILURE: u32 = 1 << 31;
 
 /// Basic exit reasons.
 pub mod reason {

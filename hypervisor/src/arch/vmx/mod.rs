@@ -8,6 +8,8 @@
 mod fields;
 mod instr;
 
+pub use fields::{Proc2Controls, ProcControls, PinControls, caps};
+
 use crate::arch::gdt::{KERNEL_CS, KERNEL_DS, TSS_SELECTOR, gdt_base, tss_base};
 use crate::arch::idt::idt_base;
 use crate::arch::x86::{self, msr, rdmsr, wrmsr};
@@ -15,6 +17,7 @@ use crate::arch::cpu::VmxCaps;
 use crate::mm::frame::{FrameKind, FrameTable, OWNER_HYPERVISOR, Pfn};
 use crate::mm::phys;
 use crate::p2m::Ept;
+use crate::arch::event::{self, EventInfo, event_type};
 use crate::arch::{extended, spec};
 use crate::policy::Policy;
 use crate::vcpu::{
@@ -26,7 +29,7 @@ use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use fields::*;
 use guest_abi::hypercall::CallInsn;
-use guest_abi::vcpu::{cr0, cr4, efer, rflags};
+use guest_abi::vcpu::{Cr0Flags, Cr4Flags, EferFlags, RFLAGS_RESERVED_ONE, RFlags};
 pub use instr::VmxFail;
 use instr::{invept, vmclear, vmptrld, vmread, vmwrite, vmxon};
 
@@ -124,34 +127,30 @@ struct Fixed {
 }
 
 fn fixed() -> Fixed {
-    *FIXED.get().unwrap_or(&Fixed { cr0_0: 0, cr0_1: !0, cr4_0: cr4::VMXE, cr4_1: !0 })
+    *FIXED.get().unwrap_or(&Fixed { cr0_0: 0, cr0_1: !0, cr4_0: Cr4Flags::VIRTUAL_MACHINE_EXTENSIONS.bits(), cr4_1: !0 })
 }
 
 /// CR0 bits the guest may not change without the hypervisor seeing it.
-const CR0_MASK: u64 = cr0::PE | cr0::NE | cr0::PG | cr0::NW | cr0::CD;
+const CR0_MASK: u64 = Cr0Flags::PROTECTED_MODE_ENABLE
+    .union(Cr0Flags::NUMERIC_ERROR)
+    .union(Cr0Flags::PAGING)
+    .union(Cr0Flags::NOT_WRITE_THROUGH)
+    .union(Cr0Flags::CACHE_DISABLE)
+    .bits();
 /// CR4 bits likewise, until the policy is known: all of them.
 const CR4_MASK_ALL: u64 = !0;
 /// CR0 bits LMSW writes (Intel SDM Vol 2A LMSW): PE, MP, EM, TS; it cannot clear PE.
-const LMSW_BITS: u64 = cr0::PE | cr0::MP | cr0::EM | cr0::TS;
-/// Exit-qualification access types of a control-register access (Intel SDM Vol 3C table 28-3).
-const CR_ACCESS_MOV_TO: u64 = 0;
-const CR_ACCESS_MOV_FROM: u64 = 1;
-const CR_ACCESS_CLTS: u64 = 2;
-const CR_ACCESS_LMSW: u64 = 3;
-const EVENT_VALID: u32 = 1 << 31;
-const EVENT_ERROR_VALID: u32 = 1 << 11;
-const EVENT_TYPE_EXTERNAL: u32 = 0 << 8;
-const EVENT_TYPE_NMI: u32 = 2 << 8;
-const EVENT_TYPE_HW_EXCEPTION: u32 = 3 << 8;
+const LMSW_BITS: u64 = Cr0Flags::PROTECTED_MODE_ENABLE
+    .union(Cr0Flags::MONITOR_COPROCESSOR)
+    .union(Cr0Flags::EMULATE_COPROCESSOR)
+    .union(Cr0Flags::TASK_SWITCHED)
+    .bits();
 const EPTP_WB_4LEVEL: u64 = 6 | (3 << 3);
-/// #DB and #AC: a guest could otherwise hang the CPU by raising one while delivering it
-/// (CVE-2015-5307, CVE-2015-8104); they are reflected back into the guest.
-const INTERCEPTED_EXCEPTIONS: u64 = 1 << vector::DB | 1 << vector::AC;
 /// DR6 bits a #DB exit reports in its qualification: B0-B3, BD, BS.
 const DR6_EXIT_BITS: u64 = 0x600F;
 const INVEPT_SINGLE: u64 = 1;
 const INVEPT_ALL: u64 = 2;
-const INTERRUPTIBILITY_BLOCKING: u64 = 0b11;
+const INTERRUPTIBILITY_BLOCKING: u64 = Interruptibility::all().bits();
 
 fn make_current(vmcs: Pfn) {
     let pa = vmcs.addr();
@@ -171,17 +170,19 @@ fn write(field: u64, value: u64) {
     }
 }
 
+/// `wanted` with the must-be-one bits of a capability MSR set and its may-be-one bits kept
+/// (Intel SDM Vol 3D A.3).
 fn adjust(wanted: u32, cap: u64) -> u32 {
-    (wanted | cap as u32) & (cap >> 32) as u32
+    (wanted | cap as u32) & (cap >> caps::ALLOWED_ONE_SHIFT) as u32
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Controls {
-    pin: u32,
-    proc: u32,
-    proc2: u32,
-    exit: u32,
-    entry: u32,
+    pin: PinControls,
+    proc: ProcControls,
+    proc2: Proc2Controls,
+    exit: ExitControls,
+    entry: EntryControls,
 }
 
 /// The VMX backend (boot CPU only).
@@ -211,7 +212,7 @@ pub struct VmxVcpu {
     cstar: u64,
     sfmask: u64,
     /// Entry controls (IA-32e mode follows EFER.LMA).
-    entry_controls: u32,
+    entry_controls: EntryControls,
     /// The virtual TPR that CR8 reads and writes (they exit).
     tpr: u8,
     /// x87/SSE, debug registers and CR2 while another vCPU's are in the CPU.
@@ -226,8 +227,8 @@ impl Vmx {
         unsafe {
             let fc = rdmsr(msr::IA32_FEATURE_CONTROL);
             if fc & 1 == 0 {
-                wrmsr(msr::IA32_FEATURE_CONTROL, fc | 1 | (1 << 2));
-            } else if fc & (1 << 2) == 0 {
+                wrmsr(msr::IA32_FEATURE_CONTROL, fc | caps::FEATURE_CONTROL_LOCKED | caps::FEATURE_CONTROL_VMX_OUTSIDE_SMX);
+            } else if fc & caps::FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
                 return Err(VmxError::DisabledByFirmware);
             }
             let f = Fixed {
@@ -238,16 +239,17 @@ impl Vmx {
             };
             FIXED.call_once(|| f);
             // Caches on (the bootloader leaves CD/NW set), NE and the fixed bits.
-            let c0 = ((x86::read_cr0() & !((1 << 29) | (1 << 30))) | f.cr0_0) & f.cr0_1;
+            let cache_off = (Cr0Flags::NOT_WRITE_THROUGH | Cr0Flags::CACHE_DISABLE).bits();
+            let c0 = ((x86::read_cr0() & !cache_off) | f.cr0_0) & f.cr0_1;
             x86::write_cr0(c0);
-            x86::write_cr4((x86::read_cr4() | cr4::VMXE | f.cr4_0) & f.cr4_1);
+            x86::write_cr4((x86::read_cr4() | Cr4Flags::VIRTUAL_MACHINE_EXTENSIONS.bits() | f.cr4_0) & f.cr4_1);
             core::ptr::write_volatile(phys::frame_ptr(pool) as *mut u32, caps.revision);
             vmxon(pool.addr()).map_err(VmxError::Vmxon)?;
         }
         // SAFETY: as above.
         let (basic, pin_cap, proc_cap, proc2_cap, exit_cap, entry_cap) = unsafe {
             let basic = rdmsr(msr::IA32_VMX_BASIC);
-            let t = basic & (1 << 55) != 0;
+            let t = basic & caps::BASIC_TRUE_CONTROLS != 0;
             (
                 basic,
                 rdmsr(if t { msr::IA32_VMX_TRUE_PINBASED_CTLS } else { msr::IA32_VMX_PINBASED_CTLS }),
@@ -258,83 +260,89 @@ impl Vmx {
             )
         };
         let _ = basic;
+        let preemption = if caps.preemption_timer { PinControls::PREEMPTION_TIMER } else { PinControls::empty() };
+        let vpid = if caps.vpid { Proc2Controls::ENABLE_VPID } else { Proc2Controls::empty() };
         let controls = Controls {
-            pin: adjust(
-                pin::EXTERNAL_INTERRUPT_EXITING | pin::NMI_EXITING | if caps.preemption_timer { pin::PREEMPTION_TIMER } else { 0 },
+            pin: PinControls::from_bits_retain(adjust(
+                (PinControls::EXTERNAL_INTERRUPT_EXITING | PinControls::NMI_EXITING | preemption).bits(),
                 pin_cap,
-            ),
-            proc: adjust(
-                proc::HLT_EXITING
-                    | proc::MWAIT_EXITING
-                    | proc::RDPMC_EXITING
-                    | proc::CR8_LOAD_EXITING
-                    | proc::CR8_STORE_EXITING
-                    | proc::MONITOR_EXITING
-                    | proc::UNCONDITIONAL_IO_EXITING
-                    | proc::SECONDARY_CONTROLS,
+            )),
+            proc: ProcControls::from_bits_retain(adjust(
+                (ProcControls::HLT_EXITING
+                    | ProcControls::MWAIT_EXITING
+                    | ProcControls::RDPMC_EXITING
+                    | ProcControls::CR8_LOAD_EXITING
+                    | ProcControls::CR8_STORE_EXITING
+                    | ProcControls::MONITOR_EXITING
+                    | ProcControls::UNCONDITIONAL_IO_EXITING
+                    | ProcControls::SECONDARY_CONTROLS)
+                    .bits(),
                 proc_cap,
-            ),
-            proc2: adjust(
-                proc2::ENABLE_EPT
-                    | proc2::ENABLE_RDTSCP
-                    | proc2::ENABLE_INVPCID
-                    | if caps.vpid { proc2::ENABLE_VPID } else { 0 },
+            )),
+            proc2: Proc2Controls::from_bits_retain(adjust(
+                (Proc2Controls::ENABLE_EPT | Proc2Controls::ENABLE_RDTSCP | Proc2Controls::ENABLE_INVPCID | vpid).bits(),
                 proc2_cap,
-            ),
-            exit: adjust(
-                exit_ctl::SAVE_DEBUG_CONTROLS
-                    | exit_ctl::HOST_ADDRESS_SPACE_64
-                    | exit_ctl::SAVE_PREEMPTION_TIMER
-                    | exit_ctl::SAVE_PAT
-                    | exit_ctl::LOAD_PAT
-                    | exit_ctl::SAVE_EFER
-                    | exit_ctl::LOAD_EFER,
+            )),
+            exit: ExitControls::from_bits_retain(adjust(
+                (ExitControls::SAVE_DEBUG_CONTROLS
+                    | ExitControls::HOST_ADDRESS_SPACE_64
+                    | ExitControls::SAVE_PREEMPTION_TIMER
+                    | ExitControls::SAVE_PAT
+                    | ExitControls::LOAD_PAT
+                    | ExitControls::SAVE_EFER
+                    | ExitControls::LOAD_EFER)
+                    .bits(),
                 exit_cap,
-            ),
-            entry: adjust(
-                entry_ctl::LOAD_DEBUG_CONTROLS | entry_ctl::IA32E_MODE_GUEST | entry_ctl::LOAD_PAT | entry_ctl::LOAD_EFER,
+            )),
+            entry: EntryControls::from_bits_retain(adjust(
+                (EntryControls::LOAD_DEBUG_CONTROLS
+                    | EntryControls::IA32E_MODE_GUEST
+                    | EntryControls::LOAD_PAT
+                    | EntryControls::LOAD_EFER)
+                    .bits(),
                 entry_cap,
-            ),
+            )),
         };
         let need = |ok: bool, what| if ok { Ok(()) } else { Err(VmxError::MissingControl(what)) };
-        need(controls.pin & pin::EXTERNAL_INTERRUPT_EXITING != 0, "external-interrupt exiting")?;
-        need(controls.proc & proc::HLT_EXITING != 0, "HLT exiting")?;
-        need(controls.proc & proc::UNCONDITIONAL_IO_EXITING != 0, "unconditional I/O exiting")?;
-        need(controls.proc & proc::USE_MSR_BITMAPS == 0, "MSR exiting")?;
+        let (p, q) = (controls.proc, controls.proc2);
+        need(controls.pin.contains(PinControls::EXTERNAL_INTERRUPT_EXITING), "external-interrupt exiting")?;
+        need(p.contains(ProcControls::HLT_EXITING), "HLT exiting")?;
+        need(p.contains(ProcControls::UNCONDITIONAL_IO_EXITING), "unconditional I/O exiting")?;
+        need(!p.contains(ProcControls::USE_MSR_BITMAPS), "MSR exiting")?;
         // Each vCPU's TPR is virtual: CR8 accesses exit instead of reaching the local APIC.
-        need(controls.proc & (proc::CR8_LOAD_EXITING | proc::CR8_STORE_EXITING) == proc::CR8_LOAD_EXITING | proc::CR8_STORE_EXITING, "CR8 exiting")?;
-        need(controls.proc & proc::USE_TPR_SHADOW == 0, "CR8 exiting without a TPR shadow")?;
-        need(controls.proc & proc::RDPMC_EXITING != 0, "RDPMC exiting")?;
+        need(p.contains(ProcControls::CR8_LOAD_EXITING | ProcControls::CR8_STORE_EXITING), "CR8 exiting")?;
+        need(!p.contains(ProcControls::USE_TPR_SHADOW), "CR8 exiting without a TPR shadow")?;
+        need(p.contains(ProcControls::RDPMC_EXITING), "RDPMC exiting")?;
         need(
-            controls.exit & exit_ctl::SAVE_DEBUG_CONTROLS != 0 && controls.entry & entry_ctl::LOAD_DEBUG_CONTROLS != 0,
+            controls.exit.contains(ExitControls::SAVE_DEBUG_CONTROLS) && controls.entry.contains(EntryControls::LOAD_DEBUG_CONTROLS),
             "DR7 switching",
         )?;
-        need(controls.proc & proc::SECONDARY_CONTROLS != 0, "secondary controls")?;
-        need(controls.proc2 & proc2::ENABLE_EPT != 0, "EPT")?;
-        need(controls.exit & exit_ctl::HOST_ADDRESS_SPACE_64 != 0, "64-bit host")?;
-        need(controls.exit & exit_ctl::LOAD_EFER != 0 && controls.entry & entry_ctl::LOAD_EFER != 0, "EFER switching")?;
-        need(controls.entry & entry_ctl::IA32E_MODE_GUEST != 0, "IA-32e guests")?;
-        need(controls.proc & (proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING) == 0, "CR3 pass-through")?;
+        need(p.contains(ProcControls::SECONDARY_CONTROLS), "secondary controls")?;
+        need(q.contains(Proc2Controls::ENABLE_EPT), "EPT")?;
+        need(controls.exit.contains(ExitControls::HOST_ADDRESS_SPACE_64), "64-bit host")?;
+        need(controls.exit.contains(ExitControls::LOAD_EFER) && controls.entry.contains(EntryControls::LOAD_EFER), "EFER switching")?;
+        need(controls.entry.contains(EntryControls::IA32E_MODE_GUEST), "IA-32e guests")?;
+        need(!p.intersects(ProcControls::CR3_LOAD_EXITING | ProcControls::CR3_STORE_EXITING), "CR3 pass-through")?;
         let invept_kind = if caps.invept_single { INVEPT_SINGLE } else { INVEPT_ALL };
         // The VMX-preemption timer counts TSC >> rate; with "save" on exit a slice keeps
         // counting across exits. Without both, preemption falls back to the APIC timer.
         // SAFETY: CPUID reported VMX, so IA32_VMX_MISC exists.
-        let rate = unsafe { rdmsr(msr::IA32_VMX_MISC) } & 0x1F;
-        let preemption_rate = (controls.pin & pin::PREEMPTION_TIMER != 0
-            && controls.exit & exit_ctl::SAVE_PREEMPTION_TIMER != 0)
+        let rate = unsafe { rdmsr(msr::IA32_VMX_MISC) } & caps::MISC_PREEMPTION_RATE_MASK;
+        let preemption_rate = (controls.pin.contains(PinControls::PREEMPTION_TIMER)
+            && controls.exit.contains(ExitControls::SAVE_PREEMPTION_TIMER))
             .then_some(rate as u32);
         log::info!(
             "vmx: pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}",
-            controls.pin,
-            controls.proc,
-            controls.proc2,
-            controls.exit,
-            controls.entry
+            controls.pin.bits(),
+            controls.proc.bits(),
+            controls.proc2.bits(),
+            controls.exit.bits(),
+            controls.entry.bits()
         );
         Ok(Self {
             revision: caps.revision,
             controls,
-            vpid: controls.proc2 & proc2::ENABLE_VPID != 0,
+            vpid: controls.proc2.contains(Proc2Controls::ENABLE_VPID),
             invept_kind,
             preemption_rate,
             cr4_mask: CR4_MASK_ALL,
@@ -377,7 +385,7 @@ impl Backend for Vmx {
     const CALL_INSN: CallInsn = CallInsn::Vmcall;
 
     fn apply_policy(&mut self, policy: &Policy) {
-        self.cr4_mask = !policy.cr4_allowed | cr4::PAE;
+        self.cr4_mask = !policy.cr4_allowed | Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
     }
 
     fn create_vcpu(&mut self, ft: &mut FrameTable<'_>, ctx: &VcpuContext, root: Pfn, domid: u32) -> Result<VmxVcpu, VcpuError> {
@@ -393,12 +401,12 @@ impl Backend for Vmx {
         CURRENT_VMCS.store(NO_VMCS, Ordering::Relaxed);
         make_current(frame);
         let c = self.controls;
-        write(PIN_BASED_CONTROLS, c.pin as u64);
-        write(PROC_BASED_CONTROLS, c.proc as u64);
-        write(SECONDARY_CONTROLS, c.proc2 as u64);
-        write(EXIT_CONTROLS, c.exit as u64);
-        write(ENTRY_CONTROLS, c.entry as u64);
-        write(EXCEPTION_BITMAP, INTERCEPTED_EXCEPTIONS);
+        write(PIN_BASED_CONTROLS, u64::from(c.pin.bits()));
+        write(PROC_BASED_CONTROLS, u64::from(c.proc.bits()));
+        write(SECONDARY_CONTROLS, u64::from(c.proc2.bits()));
+        write(EXIT_CONTROLS, u64::from(c.exit.bits()));
+        write(ENTRY_CONTROLS, u64::from(c.entry.bits()));
+        write(EXCEPTION_BITMAP, u64::from(vector::INTERCEPTED));
         write(PAGE_FAULT_ERROR_MASK, 0);
         write(PAGE_FAULT_ERROR_MATCH, 0);
         write(CR3_TARGET_COUNT, 0);
@@ -490,7 +498,7 @@ impl Backend for Vmx {
             v.flush = false;
         }
         if let Some((info, err, len)) = v.reinject.take() {
-            if vmread(ENTRY_INTERRUPTION_INFO) as u32 & EVENT_VALID == 0 {
+            if !event::is_valid(vmread(ENTRY_INTERRUPTION_INFO) as u32) {
                 write(ENTRY_INTERRUPTION_INFO, info as u64);
                 write(ENTRY_EXCEPTION_ERROR, err as u64);
                 write(ENTRY_INSTRUCTION_LENGTH, len);
@@ -525,30 +533,35 @@ impl Backend for Vmx {
         v.launched = true;
         write(ENTRY_INTERRUPTION_INFO, 0);
         let reason = vmread(EXIT_REASON) as u32;
-        if reason & (1 << 31) != 0 {
+        if reason & EXIT_REASON_ENTRY_FAILURE != 0 {
             v.launched = false;
             return Exit::InvalidState(reason & 0xFFFF);
         }
         v.exit_length = vmread(EXIT_INSTRUCTION_LENGTH);
         let idt = vmread(IDT_VECTORING_INFO) as u32;
-        if idt & EVENT_VALID != 0 {
-            let err = if idt & EVENT_ERROR_VALID != 0 { vmread(IDT_VECTORING_ERROR) as u32 } else { 0 };
+        if event::is_valid(idt) {
+            let err = if idt & EventInfo::ERROR_CODE.bits() != 0 { vmread(IDT_VECTORING_ERROR) as u32 } else { 0 };
             v.reinject = Some((idt, err, v.exit_length));
         }
         let q = vmread(EXIT_QUALIFICATION);
         match reason & 0xFFFF {
             reason::VMCALL => Exit::Hypercall,
             reason::EPT_VIOLATION => {
-                Exit::NestedPageFault { gpa: vmread(GUEST_PHYSICAL_ADDRESS), write: q & 2 != 0, fetch: q & 4 != 0 }
+                let f = EptViolation::from_bits_truncate(q);
+                Exit::NestedPageFault {
+                    gpa: vmread(GUEST_PHYSICAL_ADDRESS),
+                    write: f.contains(EptViolation::WRITE),
+                    fetch: f.contains(EptViolation::FETCH),
+                }
             }
             reason::EXTERNAL_INTERRUPT => Exit::ExternalInterrupt,
-            reason::EXCEPTION_OR_NMI if vmread(EXIT_INTERRUPTION_INFO) as u32 & (7 << 8) == EVENT_TYPE_NMI => {
+            reason::EXCEPTION_OR_NMI if vmread(EXIT_INTERRUPTION_INFO) as u32 & event_type::MASK == event_type::NMI => {
                 Exit::ExternalInterrupt
             }
             reason::EXCEPTION_OR_NMI => {
                 let info = vmread(EXIT_INTERRUPTION_INFO) as u32;
                 let vector = info as u8;
-                let error = (info & EVENT_ERROR_VALID != 0).then(|| vmread(EXIT_INTERRUPTION_ERROR) as u32);
+                let error = (info & EventInfo::ERROR_CODE.bits() != 0).then(|| vmread(EXIT_INTERRUPTION_ERROR) as u32);
                 if vector == vector::DB {
                     // A #DB that exits leaves DR6 alone and reports its bits here; the guest
                     // owns the CPU's DR6 while it runs, so put them where it will look.
@@ -559,25 +572,33 @@ impl Backend for Vmx {
             reason::INTERRUPT_WINDOW => Exit::InterruptWindow,
             reason::CPUID => Exit::Cpuid,
             reason::HLT => Exit::Hlt,
-            reason::IO => Exit::Io {
-                port: (q >> 16) as u16,
-                size: (q & 7) as u8 + 1,
-                write: q & 8 == 0,
-                string: q & 16 != 0,
-            },
+            reason::IO => {
+                let f = IoQualification::from_bits_truncate(q);
+                Exit::Io {
+                    port: (q >> 16) as u16,
+                    size: (q & 7) as u8 + 1,
+                    write: !f.contains(IoQualification::IN),
+                    string: f.contains(IoQualification::STRING),
+                }
+            }
             reason::PREEMPTION_TIMER => Exit::ExternalInterrupt,
             reason::RDMSR => Exit::Rdmsr,
             reason::WRMSR => Exit::Wrmsr,
             reason::TRIPLE_FAULT => Exit::TripleFault,
             reason::CR_ACCESS => {
-                let (cr, access, reg) = ((q & 0xF) as u8, (q >> 4) & 3, ((q >> 8) & 0xF) as u8);
+                let cr = (q & cr_access::CR_MASK) as u8;
+                let access = (q >> cr_access::TYPE_SHIFT) & cr_access::TYPE_MASK;
+                let reg = ((q >> cr_access::GPR_SHIFT) & cr_access::GPR_MASK) as u8;
+                let ts = Cr0Flags::TASK_SWITCHED.bits();
                 match (access, cr) {
-                    (CR_ACCESS_MOV_TO, 0 | 4 | 8) => Exit::ControlRegisterWrite { cr, value: v.gpr(reg) },
-                    (CR_ACCESS_MOV_FROM, 8) => Exit::ControlRegisterRead { cr, gpr: reg },
-                    (CR_ACCESS_CLTS, _) => Exit::ControlRegisterWrite { cr: 0, value: v.guest_cr0() & !cr0::TS },
-                    (CR_ACCESS_LMSW, _) => {
+                    (cr_access::MOV_TO, 0 | 4 | 8) => Exit::ControlRegisterWrite { cr, value: v.gpr(reg) },
+                    (cr_access::MOV_FROM, 8) => Exit::ControlRegisterRead { cr, gpr: reg },
+                    (cr_access::CLTS, _) => Exit::ControlRegisterWrite { cr: 0, value: v.guest_cr0() & !ts },
+                    (cr_access::LMSW, _) => {
                         let old = v.guest_cr0();
-                        let value = (old & !LMSW_BITS) | ((q >> 16) & LMSW_BITS) | (old & cr0::PE);
+                        let source = q >> cr_access::LMSW_SOURCE_SHIFT;
+                        let pe = Cr0Flags::PROTECTED_MODE_ENABLE.bits();
+                        let value = (old & !LMSW_BITS) | (source & LMSW_BITS) | (old & pe);
                         Exit::ControlRegisterWrite { cr: 0, value }
                     }
                     _ => Exit::Unhandled(0x1C_0000 | q),
@@ -710,31 +731,29 @@ impl Vcpu for VmxVcpu {
 
     fn interruptible(&self) -> bool {
         make_current(self.vmcs);
-        vmread(GUEST_RFLAGS) & rflags::IF != 0
+        vmread(GUEST_RFLAGS) & RFlags::INTERRUPT_FLAG.bits() != 0
             && vmread(GUEST_INTERRUPTIBILITY) & INTERRUPTIBILITY_BLOCKING == 0
-            && vmread(ENTRY_INTERRUPTION_INFO) as u32 & EVENT_VALID == 0
+            && !event::is_valid(vmread(ENTRY_INTERRUPTION_INFO) as u32)
             && self.reinject.is_none()
     }
 
     fn inject_interrupt(&mut self, vector: u8) {
         make_current(self.vmcs);
-        write(ENTRY_INTERRUPTION_INFO, (vector as u32 | EVENT_TYPE_EXTERNAL | EVENT_VALID) as u64);
+        write(ENTRY_INTERRUPTION_INFO, u64::from(event::interrupt(vector)));
     }
 
     fn inject_exception(&mut self, vector: u8, error: Option<u32>) {
         make_current(self.vmcs);
-        let mut info = vector as u32 | EVENT_TYPE_HW_EXCEPTION | EVENT_VALID;
         if let Some(e) = error {
-            info |= EVENT_ERROR_VALID;
-            write(ENTRY_EXCEPTION_ERROR, e as u64);
+            write(ENTRY_EXCEPTION_ERROR, u64::from(e));
         }
-        write(ENTRY_INTERRUPTION_INFO, info as u64);
+        write(ENTRY_INTERRUPTION_INFO, u64::from(event::exception(vector, error.is_some())));
     }
 
     fn set_interrupt_window(&mut self, on: bool) {
         make_current(self.vmcs);
         let p = vmread(PROC_BASED_CONTROLS);
-        let bit = proc::INTERRUPT_WINDOW_EXITING as u64;
+        let bit = u64::from(ProcControls::INTERRUPT_WINDOW_EXITING.bits());
         write(PROC_BASED_CONTROLS, if on { p | bit } else { p & !bit });
     }
 
@@ -846,7 +865,7 @@ impl Vcpu for VmxVcpu {
         self.regs = GuestRegs::from_context(c);
         write(GUEST_RSP, c.rsp);
         write(GUEST_RIP, c.rip);
-        write(GUEST_RFLAGS, c.rflags | rflags::RESERVED_1);
+        write(GUEST_RFLAGS, c.rflags | RFLAGS_RESERVED_ONE);
         self.set_cr0(c.cr0);
         self.set_cr4(c.cr4);
         write(GUEST_CR3, c.cr3);
@@ -854,12 +873,12 @@ impl Vcpu for VmxVcpu {
         write(GUEST_IA32_EFER, c.efer);
         write(GUEST_IA32_PAT, c.pat);
         write(GUEST_IA32_DEBUGCTL, 0);
-        let entry = if c.efer & efer::LMA != 0 {
-            self.entry_controls | entry_ctl::IA32E_MODE_GUEST
+        let entry = if c.efer & EferFlags::LONG_MODE_ACTIVE.bits() != 0 {
+            self.entry_controls | EntryControls::IA32E_MODE_GUEST
         } else {
-            self.entry_controls & !entry_ctl::IA32E_MODE_GUEST
+            self.entry_controls - EntryControls::IA32E_MODE_GUEST
         };
-        write(ENTRY_CONTROLS, entry as u64);
+        write(ENTRY_CONTROLS, u64::from(entry.bits()));
         Self::set_segment(&c.cs, GUEST_CS_SELECTOR, GUEST_CS_BASE, GUEST_CS_LIMIT, GUEST_CS_ACCESS_RIGHTS);
         Self::set_segment(&c.ds, GUEST_DS_SELECTOR, GUEST_DS_BASE, GUEST_DS_LIMIT, GUEST_DS_ACCESS_RIGHTS);
         Self::set_segment(&c.es, GUEST_ES_SELECTOR, GUEST_ES_BASE, GUEST_ES_LIMIT, GUEST_ES_ACCESS_RIGHTS);
@@ -889,7 +908,7 @@ impl Vcpu for VmxVcpu {
         self.tpr = c.cr8 as u8;
         self.reinject = None;
         let p = vmread(PROC_BASED_CONTROLS);
-        write(PROC_BASED_CONTROLS, p & !(proc::INTERRUPT_WINDOW_EXITING as u64));
+        write(PROC_BASED_CONTROLS, p & !u64::from(ProcControls::INTERRUPT_WINDOW_EXITING.bits()));
     }
 
     fn flush_translations(&mut self) {
