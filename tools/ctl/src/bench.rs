@@ -29,8 +29,9 @@ pub enum Bench {
     Lifecycle { image: String, count: u32 },
 }
 
-/// Memory of the domains the lifecycle benchmark creates and clones.
+/// Memory of the domains the lifecycle benchmark creates, and of the template it clones.
 const LIFECYCLE_MEM_MIB: u64 = 2;
+const LIFECYCLE_TEMPLATE_MIB: u64 = 16;
 /// The lifecycle benchmark prints its progress this often.
 const LIFECYCLE_REPORT_EVERY: u32 = 2500;
 
@@ -117,7 +118,7 @@ impl<H: Hypercalls> Shell<H> {
 
     fn bench_lifecycle(&mut self, image: &str, count: u32, out: &mut dyn Write) -> HvResult<()> {
         let img = self.image(image)?;
-        let t = self.template(img, "bench-life-t", LIFECYCLE_MEM_MIB, TEMPLATE_CMDLINE)?;
+        let t = self.template(img, "bench-life-t", LIFECYCLE_TEMPLATE_MIB, TEMPLATE_CMDLINE)?;
         let baseline = self.ctl.hv_info()?;
         let c0 = (self.cycles)();
         for i in 0..count {

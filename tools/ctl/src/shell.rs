@@ -111,6 +111,8 @@ pub enum Command {
     Stat(Target),
     /// Show a domain's vCPU registers, or set some (`reg=value`).
     Vcpu { target: Target, set: Vec<(String, u64)> },
+    /// CRC-32 of a domain's whole RAM (to show that something did not change it).
+    Checksum(Target),
     Wait { target: Target, state: WaitState, secs: u64 },
     Check,
     /// Sleep (for scripts).
@@ -179,6 +181,9 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, ParseError> {
 fn number<T: core::str::FromStr>(key: &str, v: &str) -> Result<T, ParseError> {
     v.parse().map_err(|_| ParseError::Bad(format!("{key}={v} is not a number")))
 }
+
+/// Bytes `checksum` reads per hypercall.
+const CHECKSUM_CHUNK_BYTES: usize = 64 * 1024;
 
 /// A register value: decimal or `0x` hex.
 fn parse_register_value(v: &str) -> Option<u64> {
@@ -305,6 +310,10 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             no_extra(&[], 1)?;
             Command::Stat(take_target("domain")?)
         }
+        "checksum" => {
+            no_extra(&[], 1)?;
+            Command::Checksum(take_target("domain")?)
+        }
         "vcpu" => {
             no_extra(crate::registers::NAMES, 1)?;
             let mut set = Vec::new();
@@ -426,6 +435,7 @@ commands (a domain is an ID or a NAME):
   clone TEMPLATE [count=N] [name=PREFIX] [quota=MIB|KIBk]
   stat DOMAIN                     copy-on-write and exit statistics
   vcpu DOMAIN [REG=VALUE]...      show the vCPU's registers, or set some (checked)
+  checksum DOMAIN                 CRC-32 of the domain's RAM
   wait DOMAIN STATE [SECS]        STATE: running blocked paused frozen dead crashed
   info                            machine figures
   check                           verify the hypervisor's frame accounting
@@ -501,7 +511,7 @@ impl<H: Hypercalls> Shell<H> {
         };
         let target = match &cmd {
             Command::Console(t) | Command::Pause(t) | Command::Unpause(t) | Command::Stat(t) => Some(t.clone()),
-            Command::Vcpu { target, .. } => Some(target.clone()),
+            Command::Vcpu { target, .. } | Command::Checksum(target) => Some(target.clone()),
             Command::Freeze { target, .. } | Command::Wait { target, .. } => Some(target.clone()),
             Command::Clone { template, .. } => Some(template.clone()),
             _ => None,
@@ -706,6 +716,20 @@ impl<H: Hypercalls> Shell<H> {
                 if info.clones > 0 {
                     let _ = writeln!(out, "clones: {}", info.clones);
                 }
+            }
+            Command::Checksum(target) => {
+                let id = self.resolve(&target)?;
+                let mem = self.ctl.info(id)?.mem_bytes;
+                let mut crc = guest_abi::crc32::Crc32::new();
+                let mut chunk = alloc::vec![0u8; CHECKSUM_CHUNK_BYTES];
+                let mut at = 0u64;
+                while at < mem {
+                    let n = (mem - at).min(CHECKSUM_CHUNK_BYTES as u64) as usize;
+                    self.ctl.mem_read(id, at, &mut chunk[..n])?;
+                    crc.update(&chunk[..n]);
+                    at += n as u64;
+                }
+                let _ = writeln!(out, "checksum of domain {id}: {:#010x} over {} KiB", crc.finish(), mem / 1024);
             }
             Command::Vcpu { target, set } => {
                 let id = self.resolve(&target)?;
