@@ -5,6 +5,7 @@ use super::idt::{SPURIOUS_VECTOR, TIMER_VECTOR};
 use super::x86::{msr, rdmsr, wrmsr};
 use crate::mm::phys;
 use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::registers::model_specific::ApicBaseFlags;
 
 const REG_TPR: u64 = 0x80;
 const REG_EOI: u64 = 0xB0;
@@ -17,10 +18,14 @@ const REG_TIMER_INITIAL: u64 = 0x380;
 const REG_TIMER_CURRENT: u64 = 0x390;
 const REG_TIMER_DIVIDE: u64 = 0x3E0;
 
-const APIC_BASE_ENABLE: u64 = 1 << 11;
+/// Spurious-vector register: APIC software enable (Intel SDM Vol 3A 11.9).
 const SVR_ENABLE: u32 = 1 << 8;
+/// LVT entries: masked (Intel SDM Vol 3A 11.5.1).
 const LVT_MASKED: u32 = 1 << 16;
+/// Divide configuration: divide by 16 (Intel SDM Vol 3A 11.5.4).
 const TIMER_DIVIDE_BY_16: u32 = 0x3;
+/// Bits 51:12 of IA32_APIC_BASE: the registers' physical address.
+const APIC_BASE_ADDRESS: u64 = 0x000F_FFFF_FFFF_F000;
 
 /// Virtual address of the APIC registers; 0 until [`init`].
 static BASE: AtomicU64 = AtomicU64::new(0);
@@ -44,11 +49,12 @@ fn write(reg: u64, value: u32) {
 pub fn init() {
     // SAFETY: IA32_APIC_BASE exists on every x86-64 CPU.
     let apic_base = unsafe { rdmsr(msr::IA32_APIC_BASE) };
-    if apic_base & APIC_BASE_ENABLE == 0 {
+    let enable = ApicBaseFlags::LAPIC_ENABLE.bits();
+    if apic_base & enable == 0 {
         // SAFETY: setting the global enable bit of the APIC we are about to use.
-        unsafe { wrmsr(msr::IA32_APIC_BASE, apic_base | APIC_BASE_ENABLE) };
+        unsafe { wrmsr(msr::IA32_APIC_BASE, apic_base | enable) };
     }
-    BASE.store(phys::virt(apic_base & 0x000F_FFFF_FFFF_F000), Ordering::Relaxed);
+    BASE.store(phys::virt(apic_base & APIC_BASE_ADDRESS), Ordering::Relaxed);
     write(REG_TPR, 0);
     write(REG_LVT_LINT0, LVT_MASKED);
     write(REG_LVT_LINT1, LVT_MASKED);

@@ -4,6 +4,9 @@
 //! permission is checked (the CPU already fetched these bytes for the guest). Long mode with
 //! 4-level paging only, which is all a guest of this hypervisor can run in.
 
+use guest_abi::vcpu::{Cr0Flags, Cr4Flags, EferFlags};
+use x86_64::structures::paging::PageTableFlags;
+
 /// Reads guest-physical memory (the hypervisor implements it over the domain's P2M).
 pub trait GuestPhys {
     /// Copies `buf.len()` bytes at `gpa`; `Err` if any byte is not backed by the domain.
@@ -39,13 +42,13 @@ pub enum WalkError {
 }
 
 const PAGE_BYTES: u64 = 4096;
-const CR0_PG: u64 = 1 << 31;
-const CR4_PAE: u64 = 1 << 5;
-const CR4_LA57: u64 = 1 << 12;
-const EFER_LMA: u64 = 1 << 10;
+const CR0_PG: u64 = Cr0Flags::PAGING.bits();
+const CR4_PAE: u64 = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
+const CR4_LA57: u64 = Cr4Flags::L5_PAGING.bits();
+const EFER_LMA: u64 = EferFlags::LONG_MODE_ACTIVE.bits();
 /// Page-table entry bits (Intel SDM Vol 3A 4.5, tables 4-15 to 4-20).
-const PTE_PRESENT: u64 = 1 << 0;
-const PTE_PS: u64 = 1 << 7;
+const PTE_PRESENT: u64 = PageTableFlags::PRESENT.bits();
+const PTE_PS: u64 = PageTableFlags::HUGE_PAGE.bits();
 /// Physical-address bits 51:12 of an entry.
 const PTE_ADDR: u64 = 0x000F_FFFF_FFFF_F000;
 /// Address bits of a 1 GiB and a 2 MiB page.

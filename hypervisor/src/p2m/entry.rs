@@ -3,6 +3,8 @@
 //! module knows. Software bits 52-55 of leaf entries hold the [`P2mType`].
 
 use crate::mm::frame::Pfn;
+use bitflags::bitflags;
+use x86_64::structures::paging::PageTableFlags;
 
 /// What a guest-physical page is, recorded in the leaf entry's software bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,8 +36,8 @@ const TYPE_MASK: u64 = 0xF << TYPE_SHIFT;
 pub trait EntryFormat: Copy + 'static {
     /// Name for logs (`ept`, `npt`).
     const NAME: &'static str;
-    /// Bit that grants write access (same position in both formats).
-    const WRITE: u64 = 1 << 1;
+    /// Bit that grants write access (bit 1 in both formats).
+    const WRITE: u64;
 
     /// A non-leaf entry pointing at the table `pfn`, granting everything.
     fn table(pfn: Pfn) -> u64;
@@ -69,57 +71,67 @@ pub trait EntryFormat: Copy + 'static {
     }
 }
 
-/// Intel EPT: bits 0/1/2 = read/write/execute; leaves carry memory type WB in bits 3-5.
-#[derive(Clone, Copy, Debug)]
-pub struct Ept;
-
-const EPT_READ: u64 = 1 << 0;
-const EPT_WRITE: u64 = 1 << 1;
-const EPT_EXEC: u64 = 1 << 2;
-const EPT_MEMTYPE_WB: u64 = 6 << 3;
-
-impl EntryFormat for Ept {
-    const NAME: &'static str = "ept";
-
-    fn table(pfn: Pfn) -> u64 {
-        pfn.addr() | EPT_READ | EPT_WRITE | EPT_EXEC
-    }
-
-    fn leaf(pfn: Pfn, writable: bool, ty: P2mType) -> u64 {
-        let w = if writable { EPT_WRITE } else { 0 };
-        pfn.addr() | EPT_READ | w | EPT_EXEC | EPT_MEMTYPE_WB | ((ty as u64) << TYPE_SHIFT)
-    }
-
-    fn is_present(e: u64) -> bool {
-        e & (EPT_READ | EPT_WRITE | EPT_EXEC) != 0
+bitflags! {
+    /// The EPT entry bits this engine uses (Intel SDM Vol 3C 29.3.2, tables 29-1 to 29-6).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct EptFlags: u64 {
+        const READ = 1 << 0;
+        const WRITE = 1 << 1;
+        const EXECUTE = 1 << 2;
+        /// Memory type write-back (6) in bits 5:3 of a leaf; non-leaf entries must leave
+        /// them 0 (or the walk is an EPT misconfiguration).
+        const MEMORY_TYPE_WB = 6 << 3;
     }
 }
 
-/// AMD NPT: long-mode page-table entries; U/S must be set at every level, and accessed/dirty
-/// are preset so the walker never writes (shared) tables.
+/// Intel EPT: read/write/execute bits; leaves carry memory type WB.
 #[derive(Clone, Copy, Debug)]
-pub struct Npt;
+pub struct Ept;
 
-const NPT_PRESENT: u64 = 1 << 0;
-const NPT_WRITE: u64 = 1 << 1;
-const NPT_USER: u64 = 1 << 2;
-const NPT_ACCESSED: u64 = 1 << 5;
-const NPT_DIRTY: u64 = 1 << 6;
-
-impl EntryFormat for Npt {
-    const NAME: &'static str = "npt";
+impl EntryFormat for Ept {
+    const NAME: &'static str = "ept";
+    const WRITE: u64 = EptFlags::WRITE.bits();
 
     fn table(pfn: Pfn) -> u64 {
-        pfn.addr() | NPT_PRESENT | NPT_WRITE | NPT_USER | NPT_ACCESSED
+        pfn.addr() | (EptFlags::READ | EptFlags::WRITE | EptFlags::EXECUTE).bits()
     }
 
     fn leaf(pfn: Pfn, writable: bool, ty: P2mType) -> u64 {
-        let w = if writable { NPT_WRITE } else { 0 };
-        pfn.addr() | NPT_PRESENT | w | NPT_USER | NPT_ACCESSED | NPT_DIRTY | ((ty as u64) << TYPE_SHIFT)
+        let mut f = EptFlags::READ | EptFlags::EXECUTE | EptFlags::MEMORY_TYPE_WB;
+        f.set(EptFlags::WRITE, writable);
+        pfn.addr() | f.bits() | ((ty as u64) << TYPE_SHIFT)
     }
 
     fn is_present(e: u64) -> bool {
-        e & NPT_PRESENT != 0
+        e & (EptFlags::READ | EptFlags::WRITE | EptFlags::EXECUTE).bits() != 0
+    }
+}
+
+/// AMD NPT: long-mode page-table entries (the `x86_64` crate's flags); USER must be set at
+/// every level, and accessed/dirty are preset so the walker never writes (shared) tables
+/// (AMD APM Vol 2 15.25.5).
+#[derive(Clone, Copy, Debug)]
+pub struct Npt;
+
+/// What every NPT entry carries: present, user, accessed.
+const NPT_BASE: PageTableFlags = PageTableFlags::PRESENT.union(PageTableFlags::USER_ACCESSIBLE).union(PageTableFlags::ACCESSED);
+
+impl EntryFormat for Npt {
+    const NAME: &'static str = "npt";
+    const WRITE: u64 = PageTableFlags::WRITABLE.bits();
+
+    fn table(pfn: Pfn) -> u64 {
+        pfn.addr() | (NPT_BASE | PageTableFlags::WRITABLE).bits()
+    }
+
+    fn leaf(pfn: Pfn, writable: bool, ty: P2mType) -> u64 {
+        let mut f = NPT_BASE | PageTableFlags::DIRTY;
+        f.set(PageTableFlags::WRITABLE, writable);
+        pfn.addr() | f.bits() | ((ty as u64) << TYPE_SHIFT)
+    }
+
+    fn is_present(e: u64) -> bool {
+        e & PageTableFlags::PRESENT.bits() != 0
     }
 }
 
@@ -154,7 +166,8 @@ mod tests {
     fn npt_entries_round_trip() {
         round_trip::<Npt>();
         // User bit at every level, or the guest's own page walk faults.
-        assert_ne!(Npt::table(Pfn(1)) & NPT_USER, 0);
-        assert_ne!(Npt::leaf(Pfn(1), false, P2mType::Ram) & NPT_USER, 0);
+        assert_ne!(Npt::table(Pfn(1)) & PageTableFlags::USER_ACCESSIBLE.bits(), 0);
+        assert_ne!(Npt::leaf(Pfn(1), false, P2mType::Ram) & PageTableFlags::USER_ACCESSIBLE.bits(), 0);
+        assert_eq!(Npt::WRITE, Ept::WRITE, "write access is bit 1 in both formats");
     }
 }
