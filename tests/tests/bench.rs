@@ -77,3 +77,62 @@ fn clone_density_on_vmx_ept() {
     assert!(outcome.contains(" 0 reported a failure") && outcome.contains(" 0 crashed"), "{outcome}");
     assert_eq!(output_of(&o, "check", 0), vec!["frame table consistent"]);
 }
+
+/// The hardening campaign (a benchmark, not a CI gate: `cargo test --release -p tests --test
+/// bench -- --ignored campaign`): a million random hypercalls from an unprivileged domain
+/// while a bystander spins over its memory pattern, a frozen template and a paused domain
+/// keep their RAM checksums and a clone finds the template's data intact; then 10,000
+/// create/clone/destroy cycles with free frames and heap back exactly.
+fn campaign(label: &str, opts: boot::run::RunOptions) {
+    let script = [
+        "create demo name=tpl cmdline=\"ws_mib=4\"",
+        "wait tpl frozen 120",
+        "create hello name=idle paused=1",
+        "checksum tpl",
+        "checksum idle",
+        "create spinner name=by mem=8 cmdline=\"ms=20000 mib=4\"",
+        "create hcfuzz name=fz cmdline=\"count=1000000\"",
+        "wait fz dead 3000",
+        "wait by dead 600",
+        "console fz",
+        "console by",
+        "checksum tpl",
+        "checksum idle",
+        "clone tpl name=after-",
+        "wait after-0 blocked 60",
+        "console after-0",
+        "bench lifecycle count=10000",
+        "check",
+        "poweroff",
+    ];
+    let start = std::time::Instant::now();
+    let o = dom0(opts, &script);
+    assert_eq!(o.result, boot::run::RunResult::Success, "{}", o.serial);
+    let fuzz = output_of(&o, "console fz", 0);
+    let summary = find(&fuzz, "hcfuzz: calls=").to_string();
+    assert!(summary.contains("calls=1000000") && summary.contains("violations=0"), "{summary}");
+    assert!(output_of(&o, "console by", 0).iter().any(|l| l.ends_with("pattern ok")));
+    for d in ["tpl", "idle"] {
+        let cmd = format!("checksum {d}");
+        assert_eq!(output_of(&o, &cmd, 0), output_of(&o, &cmd, 1), "{d}'s memory changed");
+    }
+    assert!(output_of(&o, "console after-0", 0).iter().any(|l| l.ends_with("shared-data ok")));
+    let life = bench_lines(&o, "bench lifecycle count=10000");
+    let last = find(&life, "create/clone/destroy cycles").to_string();
+    assert!(last.ends_with("back exactly"), "{last}");
+    assert_eq!(output_of(&o, "check", 0), vec!["frame table consistent"]);
+    let secs = start.elapsed().as_secs();
+    record_figures(label, &[summary, format!("campaign: 0 hypervisor failures, template and paused domain checksums unchanged, {secs} s"), last]);
+}
+
+#[test]
+#[ignore = "a benchmark run on demand (about a minute per vendor), not a CI gate"]
+fn campaign_svm_npt() {
+    campaign("QEMU TCG, AMD SVM+NPT: hardening campaign", qemu(1800));
+}
+
+#[test]
+#[ignore = "a benchmark run on demand (about a minute per vendor), not a CI gate"]
+fn campaign_vmx_ept() {
+    campaign("Bochs, Intel VMX+EPT: hardening campaign", bochs(1800));
+}
