@@ -107,6 +107,43 @@ impl Verdict {
     }
 }
 
+/// A gap between two TSC reads longer than this means the vCPU was descheduled.
+pub const PREEMPTION_GAP_US: u64 = 200;
+
+/// What [`spin_checking`] saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spin {
+    /// Checks that passed.
+    pub checks: u64,
+    /// Times the vCPU was descheduled (other domains ran) while spinning.
+    pub preemptions: u64,
+    /// Whether a check failed (the spin stopped there).
+    pub failed: bool,
+}
+
+/// Runs `check` again and again for `ms` milliseconds of TSC time (at `tsc_khz`), counting
+/// the preemptions in between; stops at the first check that returns false. The pattern of
+/// the tests that keep a register value while other domains share the CPU.
+pub fn spin_checking(ms: u64, tsc_khz: u64, mut check: impl FnMut(&Spin) -> bool) -> Spin {
+    let gap = tsc_khz * PREEMPTION_GAP_US / 1000;
+    let mut s = Spin::default();
+    let begin = super::rdtsc();
+    let mut last = begin;
+    while last.wrapping_sub(begin) < ms.saturating_mul(tsc_khz) {
+        if !check(&s) {
+            s.failed = true;
+            break;
+        }
+        s.checks += 1;
+        let now = super::rdtsc();
+        if now.wrapping_sub(last) > gap {
+            s.preemptions += 1;
+        }
+        last = now;
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::println;
-use guest_abi::rt::test::{Status, Verdict, report};
+use guest_abi::rt::test::{Status, Verdict, report, spin_checking};
 use guest_abi::rt::{self, events, hc, rdtsc};
 use guest_abi::start_info::StartInfo;
 
@@ -23,8 +23,6 @@ const DEFAULT_SPIN_MS: u64 = 200;
 const BLOCK_NS: u64 = 20_000_000;
 /// How long to wait for an upcall that should (or should not) arrive.
 const UPCALL_WAIT_MS: u64 = 50;
-/// A gap between two TSC reads longer than this means the vCPU was descheduled.
-const PREEMPTION_GAP_US: u64 = 200;
 
 static UPCALLS: AtomicU64 = AtomicU64::new(0);
 
@@ -104,23 +102,11 @@ fn cr8_tpr(si: &'static StartInfo) -> i32 {
 
     // 3. Its own value survives other domains running on the CPU.
     write_cr8(tpr);
-    let gap = si.tsc_khz * PREEMPTION_GAP_US / 1000;
-    let (mut checks, mut preemptions) = (0u64, 0u64);
-    let begin = rdtsc();
-    let mut last = begin;
-    while rdtsc().wrapping_sub(begin) < spin_ms * si.tsc_khz {
-        let got = read_cr8();
-        if got != tpr {
-            v.fail(format_args!("cr8 changed to {got} (wrote {tpr}) after {preemptions} preemptions"));
-            break;
-        }
-        checks += 1;
-        let now = rdtsc();
-        if now.wrapping_sub(last) > gap {
-            preemptions += 1;
-        }
-        last = now;
+    let spin = spin_checking(spin_ms, si.tsc_khz, |_| read_cr8() == tpr);
+    if spin.failed {
+        v.fail(format_args!("cr8 changed to {} (wrote {tpr}) after {} preemptions", read_cr8(), spin.preemptions));
     }
+    let (checks, preemptions) = (spin.checks, spin.preemptions);
     write_cr8(0);
     println!("cr8-tpr {name}: timer survived cr8=15, upcall held {held} taken {taken}, cr8 {tpr} kept over {checks} checks and {preemptions} preemptions");
     v.report()

@@ -7,8 +7,8 @@
 
 use core::arch::asm;
 use guest_abi::println;
-use guest_abi::rt::test::{Status, Verdict, report};
-use guest_abi::rt::{self, rdtsc};
+use guest_abi::rt::test::{Status, Verdict, report, spin_checking};
+use guest_abi::rt;
 use guest_abi::start_info::StartInfo;
 
 guest_abi::guest_main!(tsc_aux);
@@ -17,7 +17,6 @@ const MSR_TSC_AUX: u32 = 0xC000_0103;
 /// CPUID 0x8000_0001 EDX bit 27: RDTSCP.
 const EXT1_EDX_RDTSCP: u32 = 1 << 27;
 const DEFAULT_SPIN_MS: u64 = 150;
-const PREEMPTION_GAP_US: u64 = 200;
 
 fn rdtscp_aux() -> u32 {
     let aux: u32;
@@ -43,23 +42,11 @@ fn tsc_aux(si: &'static StartInfo) -> i32 {
     // SAFETY: TSC_AUX exists (RDTSCP is shown); the write exits and takes 32 bits.
     unsafe { asm!("wrmsr", in("ecx") MSR_TSC_AUX, in("eax") want, in("edx") 0u32, options(nomem, nostack)) };
     let mut v = Verdict::new();
-    let gap = si.tsc_khz * PREEMPTION_GAP_US / 1000;
-    let (mut checks, mut preemptions) = (0u64, 0u64);
-    let begin = rdtsc();
-    let mut last = begin;
-    while rdtsc().wrapping_sub(begin) < spin_ms * si.tsc_khz {
-        let got = rdtscp_aux();
-        if got != want {
-            v.fail(format_args!("rdtscp returned aux {got:#x}, wrote {want:#x}, after {preemptions} preemptions"));
-            break;
-        }
-        checks += 1;
-        let now = rdtsc();
-        if now.wrapping_sub(last) > gap {
-            preemptions += 1;
-        }
-        last = now;
+    let spin = spin_checking(spin_ms, si.tsc_khz, |_| rdtscp_aux() == want);
+    if spin.failed {
+        v.fail(format_args!("rdtscp returned aux {:#x}, wrote {want:#x}, after {} preemptions", rdtscp_aux(), spin.preemptions));
     }
+    let (checks, preemptions) = (spin.checks, spin.preemptions);
     println!("tsc-aux {}: aux {want:#x} kept over {checks} checks and {preemptions} preemptions", si.name());
     v.report()
 }
