@@ -127,12 +127,15 @@ pub mod pause {
     }
 }
 
-/// Domain flags in [`DomainInfo::flags`].
-pub mod dflags {
-    /// The domain may make control hypercalls (dom0).
-    pub const PRIVILEGED: u32 = 1 << 0;
-    /// The domain is a clone of a template.
-    pub const CLONE: u32 = 1 << 1;
+bitflags::bitflags! {
+    /// Flags of [`DomainInfo::flags`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct DomainFlags: u32 {
+        /// The domain may make control hypercalls (dom0).
+        const PRIVILEGED = 1 << 0;
+        /// The domain is a clone of a template.
+        const CLONE = 1 << 1;
+    }
 }
 
 /// Longest crash/exit reason in bytes.
@@ -147,7 +150,7 @@ pub struct DomainInfo {
     pub state: u32,
     /// One of [`pause`] when paused.
     pub pause_reason: u32,
-    /// [`dflags`].
+    /// [`DomainFlags`].
     pub flags: u32,
     /// Template this domain was cloned from, or [`NO_DOMAIN`].
     pub parent: u32,

@@ -15,12 +15,15 @@ pub const MODULES_MAX: usize = 32;
 /// Longest module name in bytes.
 pub const MODULE_NAME_MAX_BYTES: usize = 40;
 
-/// Start-info flags.
-pub mod sflags {
-    /// The domain may make control hypercalls (dom0).
-    pub const PRIVILEGED: u32 = 1 << 0;
-    /// The domain is a clone; `parent`, `clone_index` and `generation` say whose.
-    pub const CLONE: u32 = 1 << 1;
+bitflags::bitflags! {
+    /// Flags of [`StartInfo::flags`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct StartFlags: u32 {
+        /// The domain may make control hypercalls (dom0).
+        const PRIVILEGED = 1 << 0;
+        /// The domain is a clone; `parent`, `clone_index` and `generation` say whose.
+        const CLONE = 1 << 1;
+    }
 }
 
 /// A boot module (an image from the boot bundle, mapped read-only).
@@ -38,7 +41,7 @@ pub struct ModuleInfo {
 pub struct StartInfo {
     pub magic: u64,
     pub version: u32,
-    /// [`sflags`].
+    /// [`StartFlags`].
     pub flags: u32,
     pub domid: u32,
     /// Template domid for clones, else `u32::MAX`.
@@ -102,7 +105,7 @@ impl StartInfo {
 
     /// Whether the domain is a clone.
     pub fn is_clone(&self) -> bool {
-        self.flags & sflags::CLONE != 0
+        StartFlags::from_bits_retain(self.flags).contains(StartFlags::CLONE)
     }
 
     /// Bytes of the start-of-day page as a slice (for writing it into a domain).

@@ -11,7 +11,7 @@ use crate::sched::DomId;
 use crate::vcpu::Backend;
 use ctl::{BuildError, BuildSpec, DomainMemory};
 use guest_abi::HvError;
-use guest_abi::start_info::{ModuleInfo, sflags};
+use guest_abi::start_info::{ModuleInfo, StartFlags};
 
 /// Writes a domain's memory on behalf of the builder (privileged: may fill the start-of-day
 /// page).
@@ -64,7 +64,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             name: domain_name.as_str(),
             cmdline,
             mem_bytes,
-            flags: if privileged { sflags::PRIVILEGED } else { 0 },
+            flags: if privileged { StartFlags::PRIVILEGED.bits() } else { 0 },
             call_insn: B::CALL_INSN,
             tsc_khz: self.platform.tsc_khz(),
             generation,

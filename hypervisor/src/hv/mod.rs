@@ -29,7 +29,7 @@ use guest_abi::HvError;
 use guest_abi::domctl::{self, CloneArgs, DomainInfo, DomainStat, HvInfo, NO_DOMAIN};
 use guest_abi::hypercall::event;
 use guest_abi::layout::{MAX_DOMAIN_MEM_BYTES, MIN_DOMAIN_MEM_BYTES, START_INFO_GPA};
-use guest_abi::start_info::{StartInfo, sflags};
+use guest_abi::start_info::{StartFlags, StartInfo};
 
 /// Guest frame of the start-of-day page.
 pub const START_INFO_GFN: Gfn = START_INFO_GPA / PAGE_SIZE;
@@ -618,7 +618,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         // is the template's.
         let mut flags = [0u8; 4];
         self.mem.read_bytes(page, core::mem::offset_of!(StartInfo, flags), &mut flags);
-        let flags = (u32::from_le_bytes(flags) | sflags::CLONE) & !sflags::PRIVILEGED;
+        let flags = ((StartFlags::from_bits_retain(u32::from_le_bytes(flags)) | StartFlags::CLONE) - StartFlags::PRIVILEGED).bits();
         let field = |off: usize, bytes: &[u8]| self.mem.write_bytes(page, off, bytes);
         field(core::mem::offset_of!(StartInfo, flags), &flags.to_le_bytes());
         field(core::mem::offset_of!(StartInfo, domid), &id.to_le_bytes());
@@ -948,10 +948,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let d = self.dom(id)?;
         let mut flags = 0;
         if d.privileged {
-            flags |= domctl::dflags::PRIVILEGED;
+            flags |= domctl::DomainFlags::PRIVILEGED.bits();
         }
         if d.parent.is_some() {
-            flags |= domctl::dflags::CLONE;
+            flags |= domctl::DomainFlags::CLONE.bits();
         }
         Ok(DomainInfo {
             domid: id,

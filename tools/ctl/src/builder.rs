@@ -36,7 +36,7 @@ pub struct BuildSpec<'a> {
     pub cmdline: &'a str,
     /// Guest RAM: a multiple of 4 KiB within `[MIN_DOMAIN_MEM_BYTES, MAX_DOMAIN_MEM_BYTES]`.
     pub mem_bytes: u64,
-    /// `guest_abi::start_info::sflags`.
+    /// `guest_abi::start_info::StartFlags`.
     pub flags: u32,
     /// The hypercall instruction of this machine.
     pub call_insn: CallInsn,

@@ -9,7 +9,7 @@ use guest_abi::hypercall::event;
 use guest_abi::println;
 use guest_abi::rt::test::{Status, Verdict, report};
 use guest_abi::rt::{self, events, hc, rdtsc};
-use guest_abi::start_info::{StartInfo, sflags};
+use guest_abi::start_info::{StartFlags, StartInfo};
 
 guest_abi::guest_main!(upcall);
 
@@ -52,7 +52,7 @@ fn upcall(_si: &'static StartInfo) -> i32 {
     // Only clones get here, with interrupts still enabled and the upcall still registered.
     let si = &rt::start_info_now();
     let mut verdict = Verdict::new();
-    if si.flags & sflags::CLONE == 0 {
+    if !StartFlags::from_bits_retain(si.flags).contains(StartFlags::CLONE) {
         verdict.fail(format_args!("freeze_self returned but the start-of-day page does not say clone"));
     }
     if !wait_for(event::CLONED, si, WAIT_MS) {

@@ -6,7 +6,7 @@ use crate::boot_tables::{PTE_ACCESSED, PTE_DIRTY, PTE_HUGE, PTE_PRESENT, PTE_WRI
 use crate::builder::{Built, build, plan_image};
 use crate::error::BuildError;
 use guest_abi::layout::*;
-use guest_abi::start_info::{START_INFO_MAGIC, StartInfo, sflags};
+use guest_abi::start_info::{START_INFO_MAGIC, StartFlags, StartInfo};
 use guest_abi::vcpu::VcpuContext;
 
 fn built() -> (Built, VecMemory) {
@@ -113,7 +113,7 @@ fn start_info_page_describes_the_domain() {
     assert_eq!(si.domid, 7);
     assert_eq!(si.name(), "synthetic");
     assert_eq!(si.cmdline(), "seed=42 count=10");
-    assert_eq!(si.flags, sflags::PRIVILEGED);
+    assert_eq!(si.flags, StartFlags::PRIVILEGED.bits());
     assert_eq!(si.parent, u32::MAX);
     assert_eq!(si.clone_index, 0);
     assert_eq!(si.call_insn, 1);

@@ -197,7 +197,7 @@ pub fn spec() -> BuildSpec<'static> {
         name: "synthetic",
         cmdline: "seed=42 count=10",
         mem_bytes: MEM_BYTES,
-        flags: guest_abi::start_info::sflags::PRIVILEGED,
+        flags: guest_abi::start_info::StartFlags::PRIVILEGED.bits(),
         call_insn: CallInsn::Vmmcall,
         tsc_khz: 2_000_000,
         generation: 99,
