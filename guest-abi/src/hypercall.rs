@@ -27,7 +27,8 @@ pub enum CallInsn {
 /// Hypercall numbers. Numbers below [`CONTROL_BASE`] are for every domain; from it on they
 /// are control operations that only privileged domains (dom0) may make.
 pub mod nr {
-    /// `console_write(gpa, len) -> len`: append to the caller's console.
+    /// `console_write(gpa, len) -> n`: append to the caller's console. dom0's console is
+    /// taken only as fast as the serial line sends it: `n` may be short (0: yield and retry).
     pub const CONSOLE_WRITE: u64 = 1;
     /// `shutdown(code) -> !`: the domain ends; code 0 is a clean exit.
     pub const SHUTDOWN: u64 = 2;
