@@ -88,10 +88,15 @@ impl Vcpu for MockVcpu {
         self.window = on;
     }
     fn msr(&mut self, m: GuestMsr) -> u64 {
-        m.get(&self.ctx)
+        // Like the real backends, TSC_AUX lives in the extended state.
+        if m == GuestMsr::TscAux { self.ext.tsc_aux } else { m.get(&self.ctx) }
     }
     fn set_msr(&mut self, m: GuestMsr, v: u64) {
-        m.set(&mut self.ctx, v)
+        if m == GuestMsr::TscAux {
+            self.ext.tsc_aux = v;
+        } else {
+            m.set(&mut self.ctx, v)
+        }
     }
     fn set_control_register(&mut self, cr: u8, v: u64) {
         if cr == 0 {
@@ -806,6 +811,46 @@ fn preemption_alternates_between_runnable_domains() {
         })
         .collect();
     assert_eq!(ran, vec![a, b, a, b, a, b, a, b]);
+}
+
+#[test]
+fn clones_start_with_the_templates_tpr_tsc_aux_dr7_and_kernel_gs_base() {
+    let mut h = hv();
+    let g = started(&mut h, "g", 4 * MIB);
+    // The guest sets them through the same exits it would use.
+    h.handle_exit(g, Exit::ControlRegisterWrite { cr: 8, value: 7 });
+    let v = vcpu(&mut h, g);
+    (v.regs.rcx, v.regs.rax, v.regs.rdx) = (u64::from(crate::msr::IA32_TSC_AUX), 0x1234, 0);
+    h.handle_exit(g, Exit::Wrmsr);
+    let v = vcpu(&mut h, g);
+    (v.regs.rcx, v.regs.rax, v.regs.rdx) = (u64::from(crate::msr::IA32_KERNEL_GS_BASE), 0x5000, 0xFFFF_8000);
+    h.handle_exit(g, Exit::Wrmsr);
+    vcpu(&mut h, g).ctx.dr7 = 0xD0401;
+    h.freeze(g, false).unwrap();
+    let c = h.clone_domain(g, &clone_args("c", 0, QUOTA_DEFAULT)).unwrap();
+    let ctx = vcpu(&mut h, c).context();
+    assert_eq!((ctx.cr8, ctx.tsc_aux, ctx.dr7, ctx.kernel_gs_base), (7, 0x1234, 0xD0401, 0xFFFF_8000_0000_5000));
+    assert_eq!(vcpu(&mut h, c).tpr, 7, "the clone's TPR masks what the template's did");
+    // A CR8 value above 15 is #GP and changes nothing.
+    h.handle_exit(c, Exit::ControlRegisterWrite { cr: 8, value: 16 });
+    assert_eq!(vcpu(&mut h, c).injected.pop(), Some((vector::GP, true)));
+    assert_eq!(vcpu(&mut h, c).tpr, 7);
+}
+
+#[test]
+fn an_upcall_waits_while_the_tpr_masks_its_class() {
+    let mut h = hv();
+    let u = started(&mut h, "u", 2 * MIB);
+    assert_eq!(call(&mut h, u, nr::SET_UPCALL, &[0x30]), Ok(0));
+    h.handle_exit(u, Exit::ControlRegisterWrite { cr: 8, value: 3 });
+    h.raise(u, event::TIMER);
+    h.run_once();
+    assert!(vcpu(&mut h, u).injected.is_empty(), "class 3 is masked by TPR 3");
+    assert!(!vcpu(&mut h, u).window, "and no window exit is asked for: the CR8 write will come");
+    vcpu(&mut h, u).script.push_back(Exit::ControlRegisterWrite { cr: 8, value: 2 });
+    h.run_once();
+    h.run_once();
+    assert_eq!(vcpu(&mut h, u).injected, vec![(0x30, false)], "lowering CR8 lets it in");
 }
 
 #[test]
