@@ -94,6 +94,35 @@ pub fn start_info_now() -> StartInfo {
     unsafe { core::ptr::read_volatile(src) }
 }
 
+/// Who this domain is now: the fields of the start-of-day page the hypervisor rewrites in a
+/// clone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub domid: u32,
+    pub parent: u32,
+    pub clone_index: u32,
+    pub flags: u32,
+    pub generation: u64,
+}
+
+/// The identity fields of the start-of-day page, read with volatile loads (as
+/// [`start_info_now`], without copying the whole page onto the stack: in a clone each stack
+/// page touched is a page copied).
+pub fn identity_now() -> Identity {
+    let si = start_info() as *const StartInfo;
+    // SAFETY: `si` points at a valid, aligned StartInfo (checked in adopt_start_info); each
+    // field is read in place with a volatile load.
+    unsafe {
+        Identity {
+            domid: (&raw const (*si).domid).read_volatile(),
+            parent: (&raw const (*si).parent).read_volatile(),
+            clone_index: (&raw const (*si).clone_index).read_volatile(),
+            flags: (&raw const (*si).flags).read_volatile(),
+            generation: (&raw const (*si).generation).read_volatile(),
+        }
+    }
+}
+
 /// The value of `key=value` on the command line (last occurrence wins; a bare `key` gives "").
 pub fn cmdline_value(key: &str) -> Option<&'static str> {
     cmdline::value(start_info().cmdline(), key)

@@ -106,7 +106,7 @@ fn check_shared(ws: (u64, u64), rng: &mut Rng, pages: u64) -> Option<u64> {
 fn clone_work(ws: (u64, u64)) {
     // The CLONED event that announced this identity is handled by doing this work.
     let _ = hc::event_ack();
-    let si: StartInfo = rt::start_info_now();
+    let si = rt::identity_now();
     let check = match rt::cmdline_value("check") {
         Some("all") => u64::MAX,
         _ => rt::cmdline_u64("check").ok().flatten().unwrap_or(64),
