@@ -156,9 +156,13 @@ pub use raw::call6;
 /// # Safety
 /// Only inside a guest of this hypervisor; pointer arguments must be valid for the call.
 #[cfg(target_arch = "x86_64")]
+#[inline(always)]
 pub unsafe fn hypercall(nr: u64, args: &[u64]) -> HvResult<u64> {
-    let mut a = [0u64; 6];
-    a[..args.len().min(6)].copy_from_slice(&args[..args.len().min(6)]);
+    // Element by element, so that with the constant-length slices callers pass the
+    // arguments go straight into registers (a copy into an array can become a `memcpy` whose
+    // `rep` iterations a benchmark would count).
+    let at = |i: usize| args.get(i).copied().unwrap_or(0);
+    let a = [at(0), at(1), at(2), at(3), at(4), at(5)];
     // SAFETY: forwarded from the caller.
     decode_ret(unsafe { call6(nr, a) })
 }

@@ -7,6 +7,7 @@
 use crate::error::HvResult;
 use crate::hypercall::{hypercall, nr};
 
+#[inline(always)]
 fn call(number: u64, args: &[u64]) -> HvResult<u64> {
     // SAFETY: the runtime only runs inside a domain of this hypervisor; every pointer
     // argument passed by the wrappers below comes from a live Rust reference of the stated
