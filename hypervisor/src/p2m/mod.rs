@@ -203,22 +203,24 @@ impl<F: EntryFormat> P2m<F> {
                 mem.zero_frame(t);
                 mem.write_entry(table, i, F::table(t));
                 t
-            } else if F::is_writable(e) {
-                F::pfn(e)
             } else {
-                let shared = F::pfn(e);
-                if ft.refs(shared) > 1 {
-                    let copy = duplicate_table::<F, M>(ft, mem, shared, level - 1, owner)?;
-                    ft.put_ref(shared)?;
-                    mem.write_entry(table, i, F::table(copy));
-                    *tables_copied += 1;
-                    copy
-                } else {
-                    // Referenced only here: take it over. Its own entries lose write access,
-                    // so whatever they point at is re-checked on the next write.
-                    revoke_writes::<F, M>(mem, shared);
-                    mem.write_entry(table, i, F::with_writable(e, true));
-                    shared
+                let child = F::pfn(e);
+                match PathStep::Private.next::<F>(e, ft.refs(child)) {
+                    PathStep::Private => child,
+                    PathStep::Copied => {
+                        let copy = duplicate_table::<F, M>(ft, mem, child, level - 1, owner)?;
+                        ft.put_ref(child)?;
+                        mem.write_entry(table, i, F::table(copy));
+                        *tables_copied += 1;
+                        copy
+                    }
+                    PathStep::TakenOver => {
+                        // Its own entries lose write access, so whatever they point at is
+                        // re-checked on the next write.
+                        revoke_writes::<F, M>(mem, child);
+                        mem.write_entry(table, i, F::with_writable(e, true));
+                        child
+                    }
                 }
             };
             table = child;
@@ -295,13 +297,7 @@ impl<F: EntryFormat> P2m<F> {
         // write can take (three tables and the page), counting is not needed.
         let quota_left = if leaf.ty == P2mType::Ram { policy.quota_left } else { u64::MAX };
         if quota_left.min(ft.free_frames()) < MAX_WRITE_COST_FRAMES {
-            let cost = self.write_cost(ft, mem, gfn)?;
-            if cost > quota_left {
-                return Err(P2mError::QuotaExceeded);
-            }
-            if cost > ft.free_frames() {
-                return Err(P2mError::OutOfMemory);
-            }
+            check_cost(ft, self.write_cost(ft, mem, gfn)?, quota_left)?;
         }
         // Make the tables private first: copying a shared last-level table adds a reference
         // to every page it maps, so only afterwards does the page's count tell whether anyone
@@ -339,20 +335,8 @@ impl<F: EntryFormat> P2m<F> {
         quota_left: u64,
     ) -> Result<u32, P2mError> {
         let end = gfn.checked_add(pages).filter(|&e| e <= GFN_LIMIT).ok_or(P2mError::BadGfn(gfn))?;
-        for g in gfn..end {
-            match self.lookup(mem, g) {
-                Some(l) if l.ty == P2mType::Ram => {}
-                Some(l) => return Err(P2mError::ReadOnly(g, l.ty)),
-                None => return Err(P2mError::Unmapped(g)),
-            }
-        }
-        let cost = privatize_cost::<F, M>(ft, mem, self.root, LEVELS - 1, 0, gfn, end, PathStep::Private);
-        if cost > quota_left {
-            return Err(P2mError::QuotaExceeded);
-        }
-        if cost > ft.free_frames() {
-            return Err(P2mError::OutOfMemory);
-        }
+        let cost = self.protect_cost(ft, mem, gfn, end)?;
+        check_cost(ft, cost, quota_left)?;
         let mut copied = 0;
         let mut g = gfn;
         while g < end {
@@ -375,28 +359,22 @@ impl<F: EntryFormat> P2m<F> {
         if gfn >= GFN_LIMIT {
             return Err(P2mError::BadGfn(gfn));
         }
-        let mut table = self.root;
-        let mut step = PathStep::Private;
-        let mut cost = 0;
-        for level in (1..LEVELS).rev() {
-            let e = mem.read_entry(table, index(gfn, level));
-            if !F::is_present(e) {
-                return Err(P2mError::Unmapped(gfn));
-            }
-            table = F::pfn(e);
-            step = step.next::<F>(e, ft.refs(table));
-            cost += u64::from(step == PathStep::Copied);
-        }
-        let e = mem.read_entry(table, index(gfn, 0));
-        if !F::is_present(e) {
-            return Err(P2mError::Unmapped(gfn));
-        }
         // A copied last-level table adds a reference to the page, which is then shared.
-        let page = F::pfn(e);
-        if ft.kind(page).is_allocatable() && (step == PathStep::Copied || ft.refs(page) > 1) {
-            cost += 1;
-        }
-        Ok(cost)
+        let page_cost = |_: Gfn, e: u64, table: PathStep| {
+            let page = F::pfn(e);
+            Ok(u64::from(ft.kind(page).is_allocatable() && (table == PathStep::Copied || ft.refs(page) > 1)))
+        };
+        privatize_cost::<F, M>(ft, mem, self.root, LEVELS - 1, 0, gfn, gfn + 1, PathStep::Private, &page_cost)
+    }
+
+    /// Frames write-protecting `[gfn, end)` would allocate: the shared tables on the way that
+    /// must be copied. Fails unless every page in the range is mapped RAM.
+    pub fn protect_cost<M: PhysMem>(&self, ft: &FrameTable<'_>, mem: &M, gfn: Gfn, end: Gfn) -> Result<u64, P2mError> {
+        let ram_only = |g: Gfn, e: u64, _: PathStep| match F::p2m_type(e) {
+            P2mType::Ram => Ok(0),
+            ty => Err(P2mError::ReadOnly(g, ty)),
+        };
+        privatize_cost::<F, M>(ft, mem, self.root, LEVELS - 1, 0, gfn, end, PathStep::Private, &ram_only)
     }
 
     /// Drops every reference this P2M holds; frames nobody else references are freed.
@@ -467,8 +445,10 @@ impl PathStep {
 }
 
 /// Tables that making the paths to `[start, end)` private would copy, below `table` (at
-/// `level`, covering the guest frames from `base`, treated with `step`). Each table is
-/// counted once, however many paths cross it.
+/// `level`, covering the guest frames from `base`, treated with `step`), plus what `page`
+/// charges for each page (given its leaf entry and the step of the table holding it). Each
+/// table is counted once, however many paths cross it; a page or table missing on the way
+/// fails with the first guest frame it leaves unmapped.
 #[allow(clippy::too_many_arguments)]
 fn privatize_cost<F: EntryFormat, M: PhysMem>(
     ft: &FrameTable<'_>,
@@ -479,9 +459,10 @@ fn privatize_cost<F: EntryFormat, M: PhysMem>(
     start: Gfn,
     end: Gfn,
     step: PathStep,
-) -> u64 {
+    page: &dyn Fn(Gfn, u64, PathStep) -> Result<u64, P2mError>,
+) -> Result<u64, P2mError> {
     if start >= end {
-        return 0;
+        return Ok(0);
     }
     let span = 1u64 << (9 * level);
     let first = ((start.max(base) - base) / span) as usize;
@@ -489,17 +470,31 @@ fn privatize_cost<F: EntryFormat, M: PhysMem>(
     let mut cost = 0;
     for i in first..=last.min(ENTRIES_PER_TABLE - 1) {
         let e = mem.read_entry(table, i);
+        let covers = base + i as u64 * span;
         if !F::is_present(e) {
+            return Err(P2mError::Unmapped(start.max(covers)));
+        }
+        if level == 0 {
+            cost += page(covers, e, step)?;
             continue;
         }
         let child = F::pfn(e);
         let s = step.next::<F>(e, ft.refs(child));
         cost += u64::from(s == PathStep::Copied);
-        if level > 1 {
-            cost += privatize_cost::<F, M>(ft, mem, child, level - 1, base + i as u64 * span, start, end, s);
-        }
+        cost += privatize_cost::<F, M>(ft, mem, child, level - 1, covers, start, end, s, page)?;
     }
-    cost
+    Ok(cost)
+}
+
+/// Refuses an operation that would allocate `cost` frames beyond `quota_left` or free memory.
+fn check_cost(ft: &FrameTable<'_>, cost: u64, quota_left: u64) -> Result<(), P2mError> {
+    if cost > quota_left {
+        Err(P2mError::QuotaExceeded)
+    } else if cost > ft.free_frames() {
+        Err(P2mError::OutOfMemory)
+    } else {
+        Ok(())
+    }
 }
 
 /// Entries scanned together when copying tables (most entries of sparse tables are empty).

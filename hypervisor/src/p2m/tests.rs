@@ -373,7 +373,7 @@ fn random_writes_by_many_clones_match_a_model() {
                     // predicted, and it is refused without changes when the quota is short.
                     let len = 1 + next() % 1200;
                     let end = (g + len).min(pages);
-                    let cost = super::privatize_cost::<F, SimMem>(&w.ft, &w.mem, p.root(), LEVELS - 1, 0, g, end, super::PathStep::Private);
+                    let cost = p.protect_cost(&w.ft, &w.mem, g, end).unwrap();
                     let free = w.ft.free_frames();
                     if cost > 0 {
                         assert_eq!(p.write_protect(&mut w.ft, &w.mem, g, end - g, owner, cost - 1), Err(P2mError::QuotaExceeded));
