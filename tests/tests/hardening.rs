@@ -145,44 +145,38 @@ fn a_64_kib_console_write_does_not_stall_the_other_domains() {
     }
 }
 
+/// `vcpu` commands whose values the hypervisor must refuse: non-canonical addresses in the
+/// syscall and GS MSRs, reserved SFMASK and DR7 bits, a hidden feature's CR4 bit (PKE), CR8
+/// above 15, and an EFER that leaves long mode.
+const REFUSED_VCPU_SETS: [&str; 8] = [
+    "vcpu t lstar=0x800000000000",
+    "vcpu t kernel_gs_base=0x0000800000000001",
+    "vcpu t cstar=0xffff7fffffffffff",
+    "vcpu t sfmask=0x100000000",
+    "vcpu t cr4=0x400020",
+    "vcpu t cr8=16",
+    "vcpu t dr7=0x100000400",
+    "vcpu t efer=0",
+];
+
 #[test]
 fn vcpu_set_refuses_values_that_would_fault_the_host_and_changes_nothing() {
+    // Paused, the register dump stays put, so it shows whether a refusal changed any.
+    let mut script = vec!["create ticker name=t cmdline=\"interval_ms=20\"", "pause t", "vcpu t"];
+    script.extend(REFUSED_VCPU_SETS);
+    script.extend([
+        "vcpu t",
+        "unpause t",
+        "vcpu t lstar=0xffff800000001000 kernel_gs_base=0x1000 cr8=5",
+        "vcpu t",
+        "sleep 200ms",
+        "console t",
+        "poweroff",
+    ]);
     for opts in both(120) {
-        let o = dom0(
-            opts,
-            &[
-                "create ticker name=t cmdline=\"interval_ms=20\"",
-                // Paused, the register dump stays put, so it shows whether a refusal changed any.
-                "pause t",
-                "vcpu t",
-                "vcpu t lstar=0x800000000000",
-                "vcpu t kernel_gs_base=0x0000800000000001",
-                "vcpu t cstar=0xffff7fffffffffff",
-                "vcpu t sfmask=0x100000000",
-                "vcpu t cr4=0x400020",
-                "vcpu t cr8=16",
-                "vcpu t dr7=0x100000400",
-                "vcpu t efer=0",
-                "vcpu t",
-                "unpause t",
-                "vcpu t lstar=0xffff800000001000 kernel_gs_base=0x1000 cr8=5",
-                "vcpu t",
-                "sleep 200ms",
-                "console t",
-                "poweroff",
-            ],
-        );
+        let o = dom0(opts, &script);
         assert_eq!(o.result, boot::run::RunResult::Success, "{}", o.serial);
-        for cmd in [
-            "vcpu t lstar=0x800000000000",
-            "vcpu t kernel_gs_base=0x0000800000000001",
-            "vcpu t cstar=0xffff7fffffffffff",
-            "vcpu t sfmask=0x100000000",
-            "vcpu t cr4=0x400020",
-            "vcpu t cr8=16",
-            "vcpu t dr7=0x100000400",
-            "vcpu t efer=0",
-        ] {
+        for cmd in REFUSED_VCPU_SETS {
             assert_eq!(output_of(&o, cmd, 0), vec!["error: bad argument".to_string()], "{cmd}");
         }
         let (before, refused) = (output_of(&o, "vcpu t", 0), output_of(&o, "vcpu t", 1));
