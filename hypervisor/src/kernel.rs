@@ -133,11 +133,10 @@ pub fn start(boot: &'static mut BootInfo) -> ! {
     let iso = crate::arch::spec::init();
     log::info!(
         "isolation: ibpb on domain switch {}, verw before entry {}, return-stack fill on domain switch yes, \
-         x87 pointer scrub {}, tsc_aux per vcpu {}",
+         x87 pointer scrub {}",
         yes_no(iso.ibpb),
         yes_no(iso.verw),
-        yes_no(iso.scrub_x87_pointers),
-        yes_no(iso.tsc_aux)
+        yes_no(iso.scrub_x87_pointers)
     );
 
     pic::disable();

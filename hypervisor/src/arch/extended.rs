@@ -64,6 +64,17 @@ pub fn save(s: &mut ExtendedState, cr2: bool) {
     forget(s);
 }
 
+/// Sets a guest's IA32_TSC_AUX, in the CPU too when it holds `s`. The policy offers the
+/// register only when the CPU has it, and keeps the value within 32 bits.
+pub fn set_tsc_aux(s: &mut ExtendedState, value: u64) {
+    s.tsc_aux = value;
+    if holds(s) {
+        // SAFETY: TSC_AUX exists (see above) and the hypervisor never reads it, so it can
+        // hold the guest's value.
+        unsafe { wrmsr(msr::IA32_TSC_AUX, value) };
+    }
+}
+
 /// Sets DR6 (VMX: the bits of a #DB that caused a VM exit, for the guest to find).
 pub fn write_dr6(value: u64) {
     // SAFETY: callers pass DR6's reserved-one bits plus status bits; bits 63:32 are clear.
@@ -71,10 +82,10 @@ pub fn write_dr6(value: u64) {
 }
 
 /// Loads `s` into the CPU after another vCPU's state (a switch between domains); `cr2` also
-/// loads CR2.
-pub fn load(s: &ExtendedState, cr2: bool) {
+/// loads CR2, `tsc_aux` IA32_TSC_AUX (which exists when the policy offers it).
+pub fn load(s: &ExtendedState, cr2: bool, tsc_aux: bool) {
     let f = super::spec::isolation();
-    super::spec::on_domain_switch();
+    super::spec::on_domain_switch(&f);
     if f.scrub_x87_pointers {
         // SAFETY: FNCLEX clears pending x87 exceptions, EMMS empties the register stack, so
         // FILD of a hypervisor constant cannot fault or overflow; it sets FOP/FIP/FDP to the
@@ -96,7 +107,7 @@ pub fn load(s: &ExtendedState, cr2: bool) {
         if cr2 {
             asm!("mov cr2, {}", in(reg) s.cr2, options(nomem, nostack, preserves_flags));
         }
-        if f.tsc_aux {
+        if tsc_aux {
             // The policy keeps guests' TSC_AUX within 32 bits.
             wrmsr(msr::IA32_TSC_AUX, s.tsc_aux);
         }

@@ -33,8 +33,8 @@ pub fn isolation() -> Isolation {
 
 /// The CPU is about to run another domain's vCPU than the last one: nothing the previous
 /// domain trained in the branch predictors or left in the return stack may steer it.
-pub fn on_domain_switch() {
-    if isolation().ibpb {
+pub fn on_domain_switch(f: &Isolation) {
+    if f.ibpb {
         // SAFETY: CPUID reported IBPB, so IA32_PRED_CMD accepts bit 0; it only flushes
         // predictor state.
         unsafe { wrmsr(msr::IA32_PRED_CMD, PRED_CMD_IBPB) };

@@ -236,11 +236,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     }
 
     fn rdmsr(&mut self, id: DomId) -> Next {
-        let tsc_aux = self.policy.tsc_aux;
+        let policy = self.policy;
         let Some(v) = self.vcpu(id) else { return Next::Reschedule };
         let index = v.regs().rcx as u32;
-        let value = match GuestMsr::from_index(index) {
-            Some(GuestMsr::TscAux) if !tsc_aux => None,
+        let value = match policy.guest_msr(index) {
             Some(GuestMsr::Efer) => Some(v.msr(GuestMsr::Efer) & !EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits()),
             Some(m) => Some(v.msr(m)),
             None => match index {
@@ -267,7 +266,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let regs = v.regs();
         let index = regs.rcx as u32;
         let value = (regs.rdx << 32) | (regs.rax & 0xFFFF_FFFF);
-        let msr = GuestMsr::from_index(index);
+        let msr = policy.guest_msr(index);
         let ok = match msr {
             Some(m) => msr_ok(m, value, &policy),
             // MTRR and MISC_ENABLE writes are accepted and ignored.

@@ -152,6 +152,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// A hypervisor with no domains.
     pub fn new(mut backend: B, mem: M, frames: FrameTable<'static>, platform: P, identity: Identity, settings: Settings) -> Self {
         let policy = Policy::new(&|leaf, sub| platform.cpuid(leaf, sub));
+        log::info!("guest policy: tsc_aux per vcpu {}", if policy.tsc_aux { "yes" } else { "no" });
         backend.apply_policy(&policy);
         Self {
             policy,

@@ -1,9 +1,8 @@
 //! Which cross-domain barriers and scrubs a CPU needs, decided from its CPUID: an indirect
 //! branch prediction barrier on a switch between domains, VERW before VM entry (MDS), the
-//! x87 pointer scrub for FXRSTOR on older AMD CPUs, and whether IA32_TSC_AUX exists to be
-//! switched. Pure decisions, tested on the host; `arch::spec` and `arch::extended` act on them.
+//! x87 pointer scrub for FXRSTOR on older AMD CPUs. Pure decisions, tested on the host; `arch::spec` and `arch::extended` act on them.
 
-use super::cpuid::{Ext1Edx, Ext8Ebx, Leaf7Ecx, Leaf7Edx};
+use super::cpuid::{Ext8Ebx, Leaf7Edx};
 
 /// IA32_ARCH_CAPABILITIES bit 5, MDS_NO (Intel SDM Vol 4 table 2-2).
 pub const ARCH_CAP_MDS_NO: u64 = 1 << 5;
@@ -20,8 +19,6 @@ pub struct Isolation {
     /// FXRSTOR leaves FOP/FIP/FDP alone unless an x87 exception is pending (AMD before
     /// Zen 2, CVE-2006-1056): overwrite them before loading another vCPU's state.
     pub scrub_x87_pointers: bool,
-    /// IA32_TSC_AUX exists (RDTSCP or RDPID): it is part of each vCPU's state.
-    pub tsc_aux: bool,
 }
 
 impl Isolation {
@@ -31,17 +28,14 @@ impl Isolation {
         let l0 = cpuid(0, 0);
         let max_ext = cpuid(0x8000_0000, 0)[0];
         let l7 = if l0[0] >= 7 { cpuid(7, 0) } else { [0; 4] };
-        let ext1 = if max_ext >= 0x8000_0001 { cpuid(0x8000_0001, 0) } else { [0; 4] };
         let ext8 = if max_ext >= 0x8000_0008 { cpuid(0x8000_0008, 0) } else { [0; 4] };
         let amd = (l0[1], l0[3], l0[2]) == AMD_VENDOR;
-        let (ecx7, edx7) = (Leaf7Ecx::from_bits_retain(l7[2]), Leaf7Edx::from_bits_retain(l7[3]));
-        let (edx_ext1, ebx_ext8) = (Ext1Edx::from_bits_retain(ext1[3]), Ext8Ebx::from_bits_retain(ext8[1]));
+        let (edx7, ebx_ext8) = (Leaf7Edx::from_bits_retain(l7[3]), Ext8Ebx::from_bits_retain(ext8[1]));
         let mds_no = edx7.contains(Leaf7Edx::ARCH_CAPABILITIES) && arch_capabilities() & ARCH_CAP_MDS_NO != 0;
         Self {
             ibpb: edx7.contains(Leaf7Edx::IBRS_IBPB) || ebx_ext8.contains(Ext8Ebx::IBPB),
             verw: edx7.contains(Leaf7Edx::MD_CLEAR) && !mds_no,
             scrub_x87_pointers: amd && !ebx_ext8.contains(Ext8Ebx::XSAVE_ERPTR),
-            tsc_aux: edx_ext1.contains(Ext1Edx::RDTSCP) || ecx7.contains(Leaf7Ecx::RDPID),
         }
     }
 }
@@ -50,12 +44,11 @@ impl Isolation {
 mod tests {
     use super::*;
 
-    fn cpu(vendor: (u32, u32, u32), l7: [u32; 4], ext1_edx: u32, ext8_ebx: u32) -> impl Fn(u32, u32) -> [u32; 4] {
+    fn cpu(vendor: (u32, u32, u32), l7: [u32; 4], ext8_ebx: u32) -> impl Fn(u32, u32) -> [u32; 4] {
         move |leaf, _| match leaf {
             0 => [0xD, vendor.0, vendor.2, vendor.1],
             7 => l7,
             0x8000_0000 => [0x8000_0008, 0, 0, 0],
-            0x8000_0001 => [0, 0, 0, ext1_edx],
             0x8000_0008 => [0x3030, ext8_ebx, 0, 0],
             _ => [0; 4],
         }
@@ -65,34 +58,26 @@ mod tests {
     #[test]
     fn old_amd_cpus_scrub_the_x87_pointers_and_new_ones_do_not() {
         let never = || unreachable!("no ARCH_CAPABILITIES");
-        assert!(Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0, 0), &never).scrub_x87_pointers);
-        assert!(!Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0, Ext8Ebx::XSAVE_ERPTR.bits()), &never).scrub_x87_pointers);
-        assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &never).scrub_x87_pointers, "Intel always saves them");
+        assert!(Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0), &never).scrub_x87_pointers);
+        assert!(!Isolation::new(&cpu(AMD_VENDOR, [0; 4], Ext8Ebx::XSAVE_ERPTR.bits()), &never).scrub_x87_pointers);
+        assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0), &never).scrub_x87_pointers, "Intel always saves them");
     }
 
     #[test]
     fn ibpb_comes_from_either_vendors_bit() {
         let never = || 0;
-        assert!(Isolation::new(&cpu(INTEL, [0, 0, 0, Leaf7Edx::IBRS_IBPB.bits()], 0, 0), &never).ibpb);
-        assert!(Isolation::new(&cpu(AMD_VENDOR, [0; 4], 0, Ext8Ebx::IBPB.bits()), &never).ibpb);
-        assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &never).ibpb);
+        assert!(Isolation::new(&cpu(INTEL, [0, 0, 0, Leaf7Edx::IBRS_IBPB.bits()], 0), &never).ibpb);
+        assert!(Isolation::new(&cpu(AMD_VENDOR, [0; 4], Ext8Ebx::IBPB.bits()), &never).ibpb);
+        assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0), &never).ibpb);
     }
 
     #[test]
     fn verw_is_issued_unless_the_cpu_says_it_is_not_affected_by_mds() {
         let md_clear = [0, 0, 0, Leaf7Edx::MD_CLEAR.bits()];
-        assert!(Isolation::new(&cpu(INTEL, md_clear, 0, 0), &|| unreachable!()).verw);
+        assert!(Isolation::new(&cpu(INTEL, md_clear, 0), &|| unreachable!()).verw);
         let with_caps = [0, 0, 0, Leaf7Edx::MD_CLEAR.bits() | Leaf7Edx::ARCH_CAPABILITIES.bits()];
-        assert!(!Isolation::new(&cpu(INTEL, with_caps, 0, 0), &|| ARCH_CAP_MDS_NO).verw);
-        assert!(Isolation::new(&cpu(INTEL, with_caps, 0, 0), &|| 0).verw);
-        assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &|| 0).verw, "no MD_CLEAR: VERW clears nothing");
-    }
-
-    #[test]
-    fn tsc_aux_exists_with_rdtscp_or_rdpid() {
-        let never = || 0;
-        assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0, 0), &never).tsc_aux);
-        assert!(Isolation::new(&cpu(INTEL, [0; 4], Ext1Edx::RDTSCP.bits(), 0), &never).tsc_aux);
-        assert!(Isolation::new(&cpu(INTEL, [0, 0, Leaf7Ecx::RDPID.bits(), 0], 0, 0), &never).tsc_aux);
+        assert!(!Isolation::new(&cpu(INTEL, with_caps, 0), &|| ARCH_CAP_MDS_NO).verw);
+        assert!(Isolation::new(&cpu(INTEL, with_caps, 0), &|| 0).verw);
+        assert!(!Isolation::new(&cpu(INTEL, [0; 4], 0), &|| 0).verw, "no MD_CLEAR: VERW clears nothing");
     }
 }

@@ -10,6 +10,8 @@ pub mod state;
 pub use cpuid::CpuidPolicy;
 pub use state::{ContextError, Cr0Verdict};
 
+use crate::vcpu::GuestMsr;
+
 /// The machine-wide guest policy.
 #[derive(Clone, Copy, Debug)]
 pub struct Policy {
@@ -34,5 +36,10 @@ impl Policy {
             tsc_aux: cpuid.shows_tsc_aux(),
             cpuid,
         }
+    }
+
+    /// The MSR a guest's RDMSR/WRMSR of `index` reaches, if the policy offers it.
+    pub fn guest_msr(&self, index: u32) -> Option<GuestMsr> {
+        GuestMsr::from_index(index).filter(|&m| m != GuestMsr::TscAux || self.tsc_aux)
     }
 }

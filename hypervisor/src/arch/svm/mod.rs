@@ -10,6 +10,7 @@ use crate::mm::frame::{FrameKind, FrameTable, OWNER_HYPERVISOR, Pfn};
 use crate::mm::phys;
 use crate::p2m::Npt;
 use crate::arch::{event, extended, spec};
+use crate::policy::Policy;
 use crate::vcpu::{Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Segment, Vcpu, VcpuContext, VcpuError, vector};
 use alloc::boxed::Box;
 use core::arch::global_asm;
@@ -105,6 +106,8 @@ pub struct Svm {
     next_asid: u32,
     asid_generation: u64,
     flush_by_asid: bool,
+    /// IA32_TSC_AUX is offered to guests, so it is switched with their extended state.
+    tsc_aux: bool,
 }
 
 /// One SVM vCPU.
@@ -144,7 +147,7 @@ impl Svm {
             wrmsr(msr::AMD_VM_HSAVE_PA, hsave.addr());
             core::arch::asm!("vmsave rax", in("rax") host_vmcb.pa(), options(nostack));
         }
-        Self { iopm, msrpm, host_vmcb, max_asid: asids.max(2), next_asid: 1, asid_generation: 1, flush_by_asid }
+        Self { iopm, msrpm, host_vmcb, max_asid: asids.max(2), next_asid: 1, asid_generation: 1, flush_by_asid, tsc_aux: false }
     }
 
     fn assign_asid(&mut self, v: &mut SvmVcpu) {
@@ -168,6 +171,10 @@ impl Backend for Svm {
     type Format = Npt;
     const NAME: &'static str = "svm-npt";
     const CALL_INSN: CallInsn = CallInsn::Vmmcall;
+
+    fn apply_policy(&mut self, policy: &Policy) {
+        self.tsc_aux = policy.tsc_aux;
+    }
 
     fn create_vcpu(&mut self, ft: &mut FrameTable<'_>, ctx: &VcpuContext, root: Pfn, _domid: u32) -> Result<SvmVcpu, VcpuError> {
         let frame = ft.alloc(FrameKind::Hypervisor, OWNER_HYPERVISOR).map_err(|_| VcpuError::OutOfMemory)?;
@@ -217,7 +224,7 @@ impl Backend for Svm {
     }
 
     fn load_extended(&mut self, v: &SvmVcpu) {
-        extended::load(&v.ext, false);
+        extended::load(&v.ext, false, self.tsc_aux);
     }
 
     fn run(&mut self, v: &mut SvmVcpu) -> Exit {
@@ -435,14 +442,7 @@ impl Vcpu for SvmVcpu {
             GuestMsr::SysenterCs => vm.write(save::SYSENTER_CS, v),
             GuestMsr::SysenterEsp => vm.write(save::SYSENTER_ESP, v),
             GuestMsr::SysenterEip => vm.write(save::SYSENTER_EIP, v),
-            GuestMsr::TscAux => {
-                self.ext.tsc_aux = v;
-                if extended::holds(&self.ext) {
-                    // SAFETY: the policy offers TSC_AUX only when the CPU has it, and keeps
-                    // the value within 32 bits; the hypervisor never reads it.
-                    unsafe { wrmsr(msr::IA32_TSC_AUX, v) };
-                }
-            }
+            GuestMsr::TscAux => extended::set_tsc_aux(&mut self.ext, v),
         }
     }
 

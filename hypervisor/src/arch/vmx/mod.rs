@@ -195,6 +195,8 @@ pub struct Vmx {
     preemption_rate: Option<u32>,
     /// CR4 bits whose writes exit: every bit the policy does not let guests own, and PAE.
     cr4_mask: u64,
+    /// IA32_TSC_AUX is offered to guests, so it is switched with their extended state.
+    tsc_aux: bool,
 }
 
 /// One VMX vCPU.
@@ -346,6 +348,7 @@ impl Vmx {
             invept_kind,
             preemption_rate,
             cr4_mask: CR4_MASK_ALL,
+            tsc_aux: false,
         })
     }
 
@@ -386,6 +389,7 @@ impl Backend for Vmx {
 
     fn apply_policy(&mut self, policy: &Policy) {
         self.cr4_mask = !policy.cr4_allowed | Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
+        self.tsc_aux = policy.tsc_aux;
     }
 
     fn create_vcpu(&mut self, ft: &mut FrameTable<'_>, ctx: &VcpuContext, root: Pfn, domid: u32) -> Result<VmxVcpu, VcpuError> {
@@ -475,7 +479,7 @@ impl Backend for Vmx {
     }
 
     fn load_extended(&mut self, v: &VmxVcpu) {
-        extended::load(&v.ext, true);
+        extended::load(&v.ext, true, self.tsc_aux);
         // SAFETY: these MSRs only affect SYSCALL/SWAPGS, which the hypervisor never uses, so
         // they can hold the guest's values; the values passed the policy's checks
         // (canonical addresses, SFMASK within 32 bits).
@@ -791,7 +795,7 @@ impl Vcpu for VmxVcpu {
             GuestMsr::SysenterCs => write(GUEST_SYSENTER_CS, v),
             GuestMsr::SysenterEsp => write(GUEST_SYSENTER_ESP, v),
             GuestMsr::SysenterEip => write(GUEST_SYSENTER_EIP, v),
-            GuestMsr::TscAux => self.ext.tsc_aux = v,
+            GuestMsr::TscAux => return extended::set_tsc_aux(&mut self.ext, v),
         }
         let hw = match m {
             GuestMsr::KernelGsBase => msr::IA32_KERNEL_GS_BASE,
@@ -799,13 +803,11 @@ impl Vcpu for VmxVcpu {
             GuestMsr::Lstar => msr::IA32_LSTAR,
             GuestMsr::Cstar => msr::IA32_CSTAR,
             GuestMsr::Sfmask => msr::IA32_FMASK,
-            GuestMsr::TscAux => msr::IA32_TSC_AUX,
             _ => return,
         };
         if extended::holds(&self.ext) {
             // SAFETY: the CPU holds this vCPU's copies of these MSRs, which the hypervisor never
-            // uses; the value passed the policy's checks (and TSC_AUX exists: the policy
-            // offers it only when the CPU has it).
+            // uses; the value passed the policy's checks.
             unsafe { wrmsr(hw, v) };
         }
     }
