@@ -166,10 +166,8 @@ pub enum Exit {
         /// The value the guest tried to write.
         value: u64,
     },
-    /// A read of a control register the CPU does not hold for the guest (VMX: MOV from CR8,
-    /// answered from the virtual TPR).
-    ControlRegisterRead {
-        cr: u8,
+    /// A MOV from CR8 the CPU does not answer itself (VMX), answered from the virtual TPR.
+    Cr8Read {
         /// Destination register, as in [`GuestRegs::get`].
         gpr: u8,
     },
@@ -277,7 +275,6 @@ impl GuestMsr {
 pub mod vector {
     use x86_64::structures::idt::ExceptionVector;
 
-    pub const DE: u8 = ExceptionVector::Division as u8;
     pub const DB: u8 = ExceptionVector::Debug as u8;
     pub const UD: u8 = ExceptionVector::InvalidOpcode as u8;
     pub const GP: u8 = ExceptionVector::GeneralProtection as u8;

@@ -111,20 +111,17 @@ impl CpuInfo {
 }
 
 use super::svm::SvmFeatures;
-use super::vmx::{PinControls, Proc2Controls, ProcControls, caps};
+use super::vmx::{ControlCaps, PinControls, Proc2Controls, caps};
 use crate::policy::cpuid::{Ext1Ecx, Leaf1Ecx};
 
 fn detect_vmx() -> VmxCaps {
-    // SAFETY: CPUID reported VMX, so the VMX capability MSRs and IA32_FEATURE_CONTROL exist.
+    let ControlCaps { basic, pin, proc2, .. } = ControlCaps::read();
+    // The may-be-one half of each control MSR.
+    let allowed = |cap: u64| (cap >> caps::ALLOWED_ONE_SHIFT) as u32;
+    let proc2 = Proc2Controls::from_bits_retain(allowed(proc2));
+    // SAFETY: CPUID reported VMX, so IA32_FEATURE_CONTROL and (with EPT) the EPT/VPID
+    // capability MSR exist.
     unsafe {
-        let basic = rdmsr(msr::IA32_VMX_BASIC);
-        let true_ctls = basic & caps::BASIC_TRUE_CONTROLS != 0;
-        let pin = rdmsr(if true_ctls { msr::IA32_VMX_TRUE_PINBASED_CTLS } else { msr::IA32_VMX_PINBASED_CTLS });
-        let proc = rdmsr(if true_ctls { msr::IA32_VMX_TRUE_PROCBASED_CTLS } else { msr::IA32_VMX_PROCBASED_CTLS });
-        // The may-be-one half of each control MSR.
-        let allowed = |cap: u64| (cap >> caps::ALLOWED_ONE_SHIFT) as u32;
-        let secondary_allowed = ProcControls::from_bits_retain(allowed(proc)).contains(ProcControls::SECONDARY_CONTROLS);
-        let proc2 = Proc2Controls::from_bits_retain(if secondary_allowed { allowed(rdmsr(msr::IA32_VMX_PROCBASED_CTLS2)) } else { 0 });
         let ept = proc2.contains(Proc2Controls::ENABLE_EPT);
         let cap = if ept { rdmsr(msr::IA32_VMX_EPT_VPID_CAP) } else { 0 };
         let fc = rdmsr(msr::IA32_FEATURE_CONTROL);

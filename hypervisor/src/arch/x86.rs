@@ -114,11 +114,6 @@ pub fn read_cr2() -> u64 {
     Cr2::read_raw()
 }
 
-/// Reads RFLAGS.
-pub fn read_rflags() -> u64 {
-    x86_64::registers::rflags::read_raw()
-}
-
 /// Disables maskable interrupts.
 pub fn cli() {
     interrupts::disable();
@@ -145,5 +140,3 @@ pub fn halt_forever() -> ! {
         x86_64::instructions::hlt();
     }
 }
-
-pub use x86_64::structures::DescriptorTablePointer;

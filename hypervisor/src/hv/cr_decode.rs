@@ -10,14 +10,8 @@ use crate::mm::physmem::PhysMem;
 use crate::platform::Platform;
 use crate::sched::DomId;
 use crate::vcpu::{Backend, Vcpu, VcpuContext};
-use guest_abi::vcpu::{Cr0Flags, EferFlags, SegmentAttrs};
-
-/// LMSW writes CR0 bits 3:0 and cannot clear PE (Intel SDM Vol 2A LMSW).
-const LMSW_BITS: u64 = Cr0Flags::PROTECTED_MODE_ENABLE
-    .union(Cr0Flags::MONITOR_COPROCESSOR)
-    .union(Cr0Flags::EMULATE_COPROCESSOR)
-    .union(Cr0Flags::TASK_SWITCHED)
-    .bits();
+use crate::policy::state::{clts_value, lmsw_value};
+use guest_abi::vcpu::{EferFlags, SegmentAttrs};
 
 /// A domain's memory as the page walker reads it.
 struct DomainMemory<'a, B: Backend, M: PhysMem, P: Platform> {
@@ -113,7 +107,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let operand_mask = if mode == CpuMode::Long64 { u64::MAX } else { 0xFFFF_FFFF };
         let value = match d.access {
             CrAccess::Write { cr: w, gpr } if w == cr => gprs[usize::from(gpr & 15)] & operand_mask,
-            CrAccess::Clts if cr == 0 => c.cr0 & !Cr0Flags::TASK_SWITCHED.bits(),
+            CrAccess::Clts if cr == 0 => clts_value(c.cr0),
             CrAccess::Lmsw(op) if cr == 0 => {
                 let source = match op {
                     Operand16::Register(r) => gprs[usize::from(r & 15)],
@@ -129,7 +123,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                         u64::from(u16::from_le_bytes(w))
                     }
                 };
-                (c.cr0 & !LMSW_BITS) | (source & LMSW_BITS) | (c.cr0 & Cr0Flags::PROTECTED_MODE_ENABLE.bits())
+                lmsw_value(c.cr0, source)
             }
             other => return Err(Failure::Mismatch(other)),
         };

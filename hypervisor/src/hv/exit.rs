@@ -97,15 +97,11 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 Next::Continue
             }
             Exit::ControlRegisterWrite { cr, value } => self.control_register_write(id, cr, value),
-            Exit::ControlRegisterRead { cr, gpr } => {
+            Exit::Cr8Read { gpr } => {
                 let Some(v) = self.vcpu(id) else { return Next::Reschedule };
-                if cr == 8 {
-                    let tpr = v.tpr();
-                    v.set_gpr(gpr, u64::from(tpr));
-                    v.skip_instruction();
-                } else {
-                    v.inject_exception(vector::UD, None);
-                }
+                let tpr = v.tpr();
+                v.set_gpr(gpr, u64::from(tpr));
+                v.skip_instruction();
                 Next::Continue
             }
             Exit::ControlRegisterUndecoded { cr } => self.undecoded_control_register_write(id, cr),

@@ -127,6 +127,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     }
 
     /// Whether output is still waiting for the serial line.
+    #[cfg(test)]
     pub fn serial_pending(&self) -> bool {
         self.serial_busy
     }

@@ -65,6 +65,24 @@ pub fn cr0_write(v: u64, code64: bool) -> Cr0Verdict {
     Cr0Verdict::Apply
 }
 
+/// CR0 bits LMSW writes (Intel SDM Vol 2A LMSW): PE, MP, EM, TS.
+const LMSW_BITS: u64 = Cr0Flags::PROTECTED_MODE_ENABLE
+    .union(Cr0Flags::MONITOR_COPROCESSOR)
+    .union(Cr0Flags::EMULATE_COPROCESSOR)
+    .union(Cr0Flags::TASK_SWITCHED)
+    .bits();
+
+/// The CR0 value CLTS writes over `cr0`: TS cleared.
+pub fn clts_value(cr0: u64) -> u64 {
+    cr0 & !Cr0Flags::TASK_SWITCHED.bits()
+}
+
+/// The CR0 value `LMSW source` writes over `cr0`: bits 3:0 from the source, except that it
+/// cannot clear PE.
+pub fn lmsw_value(cr0: u64, source: u64) -> u64 {
+    (cr0 & !LMSW_BITS) | (source & LMSW_BITS) | (cr0 & Cr0Flags::PROTECTED_MODE_ENABLE.bits())
+}
+
 /// Whether a MOV to CR4 of `v` is allowed: only bits of features the guest is shown, and
 /// PAE stays set (clearing it in long mode is #GP).
 pub fn cr4_ok(v: u64, policy: &Policy) -> bool {

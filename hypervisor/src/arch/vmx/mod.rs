@@ -20,6 +20,7 @@ use crate::p2m::Ept;
 use crate::arch::event::{self, EventInfo, event_type};
 use crate::arch::{extended, spec};
 use crate::policy::Policy;
+use crate::policy::state::{clts_value, lmsw_value};
 use crate::vcpu::{
     Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Segment, Vcpu, VcpuContext, VcpuError, attrs_from_vmx,
     vector, vmx_access_rights,
@@ -139,12 +140,6 @@ const CR0_MASK: u64 = Cr0Flags::PROTECTED_MODE_ENABLE
     .bits();
 /// CR4 bits likewise, until the policy is known: all of them.
 const CR4_MASK_ALL: u64 = !0;
-/// CR0 bits LMSW writes (Intel SDM Vol 2A LMSW): PE, MP, EM, TS; it cannot clear PE.
-const LMSW_BITS: u64 = Cr0Flags::PROTECTED_MODE_ENABLE
-    .union(Cr0Flags::MONITOR_COPROCESSOR)
-    .union(Cr0Flags::EMULATE_COPROCESSOR)
-    .union(Cr0Flags::TASK_SWITCHED)
-    .bits();
 const EPTP_WB_4LEVEL: u64 = 6 | (3 << 3);
 /// DR6 bits a #DB exit reports in its qualification: B0-B3, BD, BS.
 const DR6_EXIT_BITS: u64 = 0x600F;
@@ -228,7 +223,7 @@ impl Vmx {
         // bits the CPU reports, which is what VMXON requires.
         unsafe {
             let fc = rdmsr(msr::IA32_FEATURE_CONTROL);
-            if fc & 1 == 0 {
+            if fc & caps::FEATURE_CONTROL_LOCKED == 0 {
                 wrmsr(msr::IA32_FEATURE_CONTROL, fc | caps::FEATURE_CONTROL_LOCKED | caps::FEATURE_CONTROL_VMX_OUTSIDE_SMX);
             } else if fc & caps::FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
                 return Err(VmxError::DisabledByFirmware);
@@ -248,20 +243,8 @@ impl Vmx {
             core::ptr::write_volatile(phys::frame_ptr(pool) as *mut u32, caps.revision);
             vmxon(pool.addr()).map_err(VmxError::Vmxon)?;
         }
-        // SAFETY: as above.
-        let (basic, pin_cap, proc_cap, proc2_cap, exit_cap, entry_cap) = unsafe {
-            let basic = rdmsr(msr::IA32_VMX_BASIC);
-            let t = basic & caps::BASIC_TRUE_CONTROLS != 0;
-            (
-                basic,
-                rdmsr(if t { msr::IA32_VMX_TRUE_PINBASED_CTLS } else { msr::IA32_VMX_PINBASED_CTLS }),
-                rdmsr(if t { msr::IA32_VMX_TRUE_PROCBASED_CTLS } else { msr::IA32_VMX_PROCBASED_CTLS }),
-                rdmsr(msr::IA32_VMX_PROCBASED_CTLS2),
-                rdmsr(if t { msr::IA32_VMX_TRUE_EXIT_CTLS } else { msr::IA32_VMX_EXIT_CTLS }),
-                rdmsr(if t { msr::IA32_VMX_TRUE_ENTRY_CTLS } else { msr::IA32_VMX_ENTRY_CTLS }),
-            )
-        };
-        let _ = basic;
+        let ControlCaps { pin: pin_cap, proc: proc_cap, proc2: proc2_cap, exit: exit_cap, entry: entry_cap, .. } =
+            ControlCaps::read();
         let preemption = if caps.preemption_timer { PinControls::PREEMPTION_TIMER } else { PinControls::empty() };
         let vpid = if caps.vpid { Proc2Controls::ENABLE_VPID } else { Proc2Controls::empty() };
         let controls = Controls {
@@ -378,6 +361,41 @@ impl Vmx {
         write(HOST_IA32_EFER, efer_v);
         write(HOST_IA32_PAT, pat);
         write(HOST_RIP, cowvisor_vmx_exit as *const () as u64);
+    }
+}
+
+/// The VMX capability MSRs: IA32_VMX_BASIC and the allowed settings of each control word
+/// (the TRUE_* MSRs where BASIC says they exist).
+pub struct ControlCaps {
+    pub basic: u64,
+    pub pin: u64,
+    pub proc: u64,
+    /// 0 when secondary controls cannot be enabled.
+    pub proc2: u64,
+    pub exit: u64,
+    pub entry: u64,
+}
+
+impl ControlCaps {
+    /// Reads them; only on a CPU whose CPUID reports VMX.
+    pub fn read() -> Self {
+        // SAFETY: CPUID reported VMX (callers run only then), so the capability MSRs exist;
+        // PROCBASED_CTLS2 is read only when secondary controls may be enabled.
+        unsafe {
+            let basic = rdmsr(msr::IA32_VMX_BASIC);
+            let t = basic & caps::BASIC_TRUE_CONTROLS != 0;
+            let proc = rdmsr(if t { msr::IA32_VMX_TRUE_PROCBASED_CTLS } else { msr::IA32_VMX_PROCBASED_CTLS });
+            let secondary = ProcControls::from_bits_retain((proc >> caps::ALLOWED_ONE_SHIFT) as u32)
+                .contains(ProcControls::SECONDARY_CONTROLS);
+            Self {
+                basic,
+                pin: rdmsr(if t { msr::IA32_VMX_TRUE_PINBASED_CTLS } else { msr::IA32_VMX_PINBASED_CTLS }),
+                proc,
+                proc2: if secondary { rdmsr(msr::IA32_VMX_PROCBASED_CTLS2) } else { 0 },
+                exit: rdmsr(if t { msr::IA32_VMX_TRUE_EXIT_CTLS } else { msr::IA32_VMX_EXIT_CTLS }),
+                entry: rdmsr(if t { msr::IA32_VMX_TRUE_ENTRY_CTLS } else { msr::IA32_VMX_ENTRY_CTLS }),
+            }
+        }
     }
 }
 
@@ -593,16 +611,12 @@ impl Backend for Vmx {
                 let cr = (q & cr_access::CR_MASK) as u8;
                 let access = (q >> cr_access::TYPE_SHIFT) & cr_access::TYPE_MASK;
                 let reg = ((q >> cr_access::GPR_SHIFT) & cr_access::GPR_MASK) as u8;
-                let ts = Cr0Flags::TASK_SWITCHED.bits();
                 match (access, cr) {
                     (cr_access::MOV_TO, 0 | 4 | 8) => Exit::ControlRegisterWrite { cr, value: v.gpr(reg) },
-                    (cr_access::MOV_FROM, 8) => Exit::ControlRegisterRead { cr, gpr: reg },
-                    (cr_access::CLTS, _) => Exit::ControlRegisterWrite { cr: 0, value: v.guest_cr0() & !ts },
+                    (cr_access::MOV_FROM, 8) => Exit::Cr8Read { gpr: reg },
+                    (cr_access::CLTS, _) => Exit::ControlRegisterWrite { cr: 0, value: clts_value(v.guest_cr0()) },
                     (cr_access::LMSW, _) => {
-                        let old = v.guest_cr0();
-                        let source = q >> cr_access::LMSW_SOURCE_SHIFT;
-                        let pe = Cr0Flags::PROTECTED_MODE_ENABLE.bits();
-                        let value = (old & !LMSW_BITS) | (source & LMSW_BITS) | (old & pe);
+                        let value = lmsw_value(v.guest_cr0(), q >> cr_access::LMSW_SOURCE_SHIFT);
                         Exit::ControlRegisterWrite { cr: 0, value }
                     }
                     _ => Exit::Unhandled(0x1C_0000 | q),
