@@ -351,9 +351,10 @@ impl<V, F: EntryFormat> DomainTable<V, F> {
         self.slots.iter_mut().filter_map(|s| s.as_deref_mut())
     }
 
-    /// Ids of domains with an id at or after `first`.
+    /// Ids of domains with an id at or after `first` (slots are indexed by id, so this starts
+    /// there rather than filtering from the beginning).
     pub fn ids_from(&self, first: DomId) -> impl Iterator<Item = DomId> + '_ {
-        self.iter().map(|d| d.id).filter(move |&id| id >= first)
+        self.slots.get(first as usize..).unwrap_or_default().iter().filter_map(|s| s.as_deref()).map(|d| d.id)
     }
 
     /// The domain named `name` (O(log n)).

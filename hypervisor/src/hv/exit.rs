@@ -220,7 +220,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             CPUID_LEAF_SIGNATURE => [CPUID_LEAF_FEATURES, word(0), word(4), word(8)],
             CPUID_LEAF_FEATURES => [B::CALL_INSN as u32, ABI_VERSION, 0, 0],
             l if CPUID_HV_LEAVES.contains(&l) => [0; 4],
-            _ => self.policy.cpuid.filter(leaf, sub, self.platform.cpuid(leaf, sub)),
+            _ => self.policy.cpuid.filter(leaf, sub, &|l, s| self.platform.cpuid(l, s)),
         };
         let regs = v.regs();
         regs.rax = r[0] as u64;

@@ -257,29 +257,31 @@ impl CpuidPolicy {
         }
     }
 
-    /// What a guest's CPUID(`leaf`, `subleaf`) returns; `host` is the host's answer for the
-    /// same leaf (used only for the leaves that pass through whole: vendor, brand, caches).
+    /// What a guest's CPUID(`leaf`, `subleaf`) returns; `host_cpuid` asks the host, and is
+    /// called only for the leaves that pass through (vendor, brand, caches, address sizes).
     /// The hypervisor's own leaves (0x4000_0000 on) are answered by the caller.
-    pub fn filter(&self, leaf: u32, subleaf: u32, host: [u32; 4]) -> [u32; 4] {
+    pub fn filter(&self, leaf: u32, subleaf: u32, host_cpuid: &dyn Fn(u32, u32) -> [u32; 4]) -> [u32; 4] {
         let basic = leaf < 0x8000_0000;
         if (basic && leaf > self.max_basic) || (!basic && leaf > self.max_extended) {
             return [0; 4];
         }
+        // On nested hardware each host CPUID is itself an exit.
+        let host = || host_cpuid(leaf, subleaf);
         match leaf {
-            0 => [self.max_basic, host[1], host[2], host[3]],
+            0 => { let h = host(); [self.max_basic, h[1], h[2], h[3]] }
             1 => self.leaf1,
             // Cache descriptors and the deterministic cache parameters; the core and thread
             // counts sharing a cache (EAX 31:14) read as one.
-            2 => host,
-            4 => [host[0] & 0x3FFF, host[1], host[2], host[3]],
+            2 => host(),
+            4 => { let h = host(); [h[0] & 0x3FFF, h[1], h[2], h[3]] }
             7 if subleaf == 0 => self.leaf7,
-            0x8000_0000 => [self.max_extended, host[1], host[2], host[3]],
+            0x8000_0000 => { let h = host(); [self.max_extended, h[1], h[2], h[3]] }
             0x8000_0001 => self.ext1,
             // Brand string and L1/L2/L3 cache and TLB descriptions.
-            0x8000_0002..=0x8000_0006 => host,
-            0x8000_0007 => [0, 0, 0, host[3] & EXT7_EDX.bits()],
+            0x8000_0002..=0x8000_0006 => host(),
+            0x8000_0007 => [0, 0, 0, host()[3] & EXT7_EDX.bits()],
             // Address sizes; the core count (ECX) reads as one.
-            0x8000_0008 => [self.ext8_eax, host[1] & EXT8_EBX.bits(), 0, 0],
+            0x8000_0008 => [self.ext8_eax, host()[1] & EXT8_EBX.bits(), 0, 0],
             _ => [0; 4],
         }
     }
@@ -346,29 +348,29 @@ mod tests {
     fn a_host_with_every_feature_shows_only_the_allow_list() {
         let host = everything(0x20, 0x8000_0021);
         let p = CpuidPolicy::new(&host);
-        assert_eq!(p.filter(1, 0, host(1, 0)), [!0, LEAF1_EBX, (LEAF1_ECX | Leaf1Ecx::HYPERVISOR).bits(), LEAF1_EDX.bits()]);
-        assert_eq!(p.filter(7, 0, host(7, 0)), [0, LEAF7_EBX.bits(), LEAF7_ECX.bits(), LEAF7_EDX.bits()]);
-        assert_eq!(p.filter(0x8000_0001, 0, host(0x8000_0001, 0))[2..], [EXT1_ECX.bits(), EXT1_EDX.bits()]);
-        assert_eq!(p.filter(0, 0, host(0, 0))[0], MAX_BASIC_LEAF);
-        assert_eq!(p.filter(0x8000_0000, 0, host(0x8000_0000, 0))[0], MAX_EXTENDED_LEAF);
+        assert_eq!(p.filter(1, 0, &host), [!0, LEAF1_EBX, (LEAF1_ECX | Leaf1Ecx::HYPERVISOR).bits(), LEAF1_EDX.bits()]);
+        assert_eq!(p.filter(7, 0, &host), [0, LEAF7_EBX.bits(), LEAF7_ECX.bits(), LEAF7_EDX.bits()]);
+        assert_eq!(p.filter(0x8000_0001, 0, &host)[2..], [EXT1_ECX.bits(), EXT1_EDX.bits()]);
+        assert_eq!(p.filter(0, 0, &host)[0], MAX_BASIC_LEAF);
+        assert_eq!(p.filter(0x8000_0000, 0, &host)[0], MAX_EXTENDED_LEAF);
     }
 
     #[test]
     fn protection_keys_xsave_and_speculation_msrs_never_show() {
         let host = everything(0x20, 0x8000_0021);
         let p = CpuidPolicy::new(&host);
-        let l1 = p.filter(1, 0, host(1, 0));
+        let l1 = p.filter(1, 0, &host);
         assert_eq!(l1[2] & ((1 << 26) | (1 << 27) | (1 << 28) | (1 << 5) | (1 << 21)), 0, "XSAVE, OSXSAVE, AVX, VMX, x2APIC");
-        let l7 = p.filter(7, 0, host(7, 0));
+        let l7 = p.filter(7, 0, &host);
         assert_eq!(l7[2] & ((1 << 3) | (1 << 4)), 0, "PKU and OSPKE");
         assert_eq!(l7[1] & (1 << 5), 0, "AVX2");
         assert_eq!(l7[3] & (0x3F << 26), 0, "IBRS/IBPB, STIBP, L1D_FLUSH, ARCH_CAPABILITIES, SSBD");
-        assert_eq!(p.filter(0x8000_0001, 0, host(0x8000_0001, 0))[2] & (1 << 2), 0, "SVM");
-        assert_eq!(p.filter(0x8000_0008, 0, host(0x8000_0008, 0))[1] & !EXT8_EBX.bits(), 0, "AMD IBPB and friends");
+        assert_eq!(p.filter(0x8000_0001, 0, &host)[2] & (1 << 2), 0, "SVM");
+        assert_eq!(p.filter(0x8000_0008, 0, &host)[1] & !EXT8_EBX.bits(), 0, "AMD IBPB and friends");
         for leaf in [0xA, 0xD, 0x14, 0x8000_000A, 0x8000_001F] {
-            assert_eq!(p.filter(leaf, 0, host(leaf, 0)), [0; 4], "leaf {leaf:#x}");
+            assert_eq!(p.filter(leaf, 0, &host), [0; 4], "leaf {leaf:#x}");
         }
-        assert_eq!(p.filter(7, 1, host(7, 1)), [0; 4], "subleaf 1 of leaf 7");
+        assert_eq!(p.filter(7, 1, &host), [0; 4], "subleaf 1 of leaf 7");
     }
 
     #[test]
@@ -414,11 +416,11 @@ mod tests {
     fn leaves_beyond_the_host_maximum_read_as_zeros() {
         let host = everything(1, 0x8000_0001);
         let p = CpuidPolicy::new(&host);
-        assert_eq!(p.filter(0, 0, host(0, 0))[0], 1);
-        assert_eq!(p.filter(7, 0, host(7, 0)), [0; 4]);
-        assert_eq!(p.filter(0x8000_0008, 0, host(0x8000_0008, 0)), [0; 4]);
-        assert_eq!(p.filter(0x5, 0, host(5, 0)), [0; 4]);
-        assert!(!p.shows_tsc_aux() || p.filter(0x8000_0001, 0, host(0x8000_0001, 0))[3] & Ext1Edx::RDTSCP.bits() != 0);
+        assert_eq!(p.filter(0, 0, &host)[0], 1);
+        assert_eq!(p.filter(7, 0, &host), [0; 4]);
+        assert_eq!(p.filter(0x8000_0008, 0, &host), [0; 4]);
+        assert_eq!(p.filter(0x5, 0, &host), [0; 4]);
+        assert!(!p.shows_tsc_aux() || p.filter(0x8000_0001, 0, &host)[3] & Ext1Edx::RDTSCP.bits() != 0);
     }
 
     #[test]
