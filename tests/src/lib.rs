@@ -111,10 +111,26 @@ pub fn fate_of(o: &RunOutcome, name: &str) -> Option<String> {
         .map(String::from)
 }
 
+/// The first console line of the boot-time domain `name` that contains `needle` (a guest's
+/// summary line); panics with its console if there is none.
+pub fn console_line(o: &RunOutcome, name: &str, needle: &str) -> String {
+    let console = console_of(o, name);
+    console
+        .iter()
+        .find(|l| l.contains(needle))
+        .cloned()
+        .unwrap_or_else(|| panic!("{name}: no console line with {needle:?}; console:\n{}", console.join("\n")))
+}
+
+/// The `Test result: ...` lines among a domain's console lines.
+pub fn result_lines(console: &[String]) -> impl Iterator<Item = &String> {
+    console.iter().filter(|l| l.starts_with("Test result:"))
+}
+
 /// Asserts that domain `name` printed exactly one `Test result:` line and it is SUCCESS.
 pub fn assert_guest_success(o: &RunOutcome, name: &str) {
     let console = console_of(o, name);
-    let results: Vec<&String> = console.iter().filter(|l| l.starts_with("Test result:")).collect();
+    let results: Vec<&String> = result_lines(&console).collect();
     assert_eq!(
         results.len(),
         1,
@@ -149,6 +165,13 @@ pub fn assert_memory_returned(o: &RunOutcome) {
 pub fn dom0(opts: RunOptions, script: &[&str]) -> RunOutcome {
     let opts = RunOptions { input: Input::Script(script.iter().map(|s| s.to_string()).collect()), ..opts };
     run(&opts)
+}
+
+/// Boots into dom0, types `script` into its shell and expects a normal power-off.
+pub fn dom0_ok(opts: RunOptions, script: &[&str]) -> RunOutcome {
+    let o = dom0(opts, script);
+    assert_eq!(o.result, RunResult::Success, "run did not succeed; serial output:\n{}", o.serial);
+    o
 }
 
 /// Every shell command typed and the lines it printed (hypervisor log lines left out).

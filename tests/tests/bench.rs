@@ -16,8 +16,7 @@ fn find<'a>(lines: &'a [String], needle: &str) -> &'a str {
 
 fn cow_clone_memory(label: &str, opts: boot::run::RunOptions, sizes: &str, count: u32) {
     let clone_cmd = format!("bench clone sizes={sizes} count={count}");
-    let o = dom0(opts, &["bench cow", &clone_cmd, "bench memory count=32", "poweroff"]);
-    assert_eq!(o.result, boot::run::RunResult::Success, "{}", o.serial);
+    let o = dom0_ok(opts, &["bench cow", &clone_cmd, "bench memory count=32", "poweroff"]);
     let cow = bench_lines(&o, "bench cow");
     let clone = bench_lines(&o, &clone_cmd);
     let memory = bench_lines(&o, "bench memory count=32");
@@ -51,8 +50,7 @@ fn vmx_ept_copy_on_write_clone_and_memory_benchmarks_meet_their_targets() {
 #[test]
 fn ten_thousand_clones_of_a_16_mib_template_run_on_a_2_gib_machine() {
     let opts = boot::run::RunOptions { mem_mib: 2048, ..qemu(900) };
-    let o = dom0(opts, &["bench density mib=16", "info", "check", "poweroff"]);
-    assert_eq!(o.result, boot::run::RunResult::Success, "{}", o.serial);
+    let o = dom0_ok(opts, &["bench density mib=16", "info", "check", "poweroff"]);
     let density: Vec<String> =
         bench_lines(&o, "bench density mib=16").into_iter().filter(|l| !l.contains("so far")).collect();
     record_figures("QEMU TCG, AMD SVM+NPT, 2 GiB machine: density", &density);
@@ -66,8 +64,7 @@ fn ten_thousand_clones_of_a_16_mib_template_run_on_a_2_gib_machine() {
 #[test]
 fn clone_density_on_vmx_ept() {
     let opts = boot::run::RunOptions { mem_mib: 512, ..bochs(900) };
-    let o = dom0(opts, &["bench density mib=16", "check", "poweroff"]);
-    assert_eq!(o.result, boot::run::RunResult::Success, "{}", o.serial);
+    let o = dom0_ok(opts, &["bench density mib=16", "check", "poweroff"]);
     let density: Vec<String> =
         bench_lines(&o, "bench density mib=16").into_iter().filter(|l| !l.contains("so far")).collect();
     record_figures("Bochs, Intel VMX+EPT, 512 MiB machine: density", &density);
@@ -106,8 +103,7 @@ fn campaign(label: &str, opts: boot::run::RunOptions) {
         "poweroff",
     ];
     let start = std::time::Instant::now();
-    let o = dom0(opts, &script);
-    assert_eq!(o.result, boot::run::RunResult::Success, "{}", o.serial);
+    let o = dom0_ok(opts, &script);
     let fuzz = output_of(&o, "console fz", 0);
     let summary = find(&fuzz, "hcfuzz: calls=").to_string();
     assert!(summary.contains("calls=1000000") && summary.contains("violations=0"), "{summary}");

@@ -19,7 +19,7 @@ fn clones_writing_the_same_addresses_each_read_back_their_own_and_the_template_s
     for opts in both(300) {
         let seed = seed();
         let create = format!("create demo mem=20 cmdline=\"ws_mib=12 check=all writes=16 seed={seed}\"");
-        let o = dom0(
+        let o = dom0_ok(
             opts,
             &[
                 "info",
@@ -44,7 +44,6 @@ fn clones_writing_the_same_addresses_each_read_back_their_own_and_the_template_s
                 "poweroff",
             ],
         );
-        assert_eq!(o.result, boot::run::RunResult::Success, "{}", o.serial);
         let mut generations = std::collections::HashSet::new();
         for i in 0..4 {
             let c = lines(&o, &format!("console demo-{i}"));
@@ -192,7 +191,7 @@ fn running_out_of_memory_pauses_only_the_writer_and_it_resumes_once_memory_is_ba
     let cases = [(qemu(300), 256), (bochs(300), 192)];
     for (mut opts, mib) in cases {
         opts.mem_mib = mib;
-        let o = dom0(
+        let o = dom0_ok(
             opts,
             &[
                 "create demo name=big mem=16 cmdline=\"ws_mib=1 check=4 writes=64\"",
@@ -213,7 +212,6 @@ fn running_out_of_memory_pauses_only_the_writer_and_it_resumes_once_memory_is_ba
                 "poweroff",
             ],
         );
-        assert_eq!(o.result, boot::run::RunResult::Success, "{}", o.serial);
         let density = lines(&o, "bench density mib=16");
         let made = density.iter().find(|l| l.contains("made ")).unwrap();
         assert!(made.ends_with("stopped by: out of memory"), "{made}");

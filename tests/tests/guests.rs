@@ -61,7 +61,7 @@ fn hypercall_fuzzing_gets_error_codes_and_the_hypervisor_stays_up() {
             &["guest.hcfuzz.cmdline=count=4000", "guest.bystander.cmdline=ms=200 mib=2"],
         ));
         assert_guest_success(&o, "hcfuzz");
-        let summary = console_of(&o, "hcfuzz").into_iter().find(|l| l.starts_with("hcfuzz: calls=")).expect("summary");
+        let summary = console_line(&o, "hcfuzz", "hcfuzz: calls=");
         assert!(summary.contains("violations=0"), "{summary}");
         assert!(summary.contains("NotPermitted=") && summary.contains("BadAddress="), "{summary}");
         assert_guest_success(&o, "bystander");
@@ -95,7 +95,7 @@ fn registers_outside_the_control_block_never_leak_between_domains() {
         ));
         for name in ["xs-a", "xs-b", "xs-c"] {
             assert_guest_success(&o, name);
-            let line = console_of(&o, name).into_iter().find(|l| l.contains("registers kept")).expect("summary");
+            let line = console_line(&o, name, "registers kept");
             let preemptions = number_after(&line, "preemptions ");
             assert!(preemptions >= 5.0, "{name} must have shared the CPU: {line}");
         }
@@ -121,7 +121,7 @@ fn user_space_cannot_make_hypercalls_and_intercepted_exceptions_reach_the_guest(
 }
 
 fn spinner_stats(o: &boot::run::RunOutcome, name: &str) -> (u64, u64) {
-    let line = console_of(o, name).into_iter().find(|l| l.contains("iterations")).expect("spinner line");
+    let line = console_line(o, name, "iterations");
     let field = |key: &str| -> u64 {
         let at = line.find(key).unwrap() + key.len();
         line[at..].split_whitespace().next().unwrap().parse().unwrap()
