@@ -49,10 +49,20 @@ impl ConsoleRing {
         self.total - self.buf.len() as u64
     }
 
+    /// `offset` clamped to the bytes kept.
+    fn clamp(&self, offset: u64) -> u64 {
+        offset.clamp(self.first(), self.total)
+    }
+
+    /// Bytes written after `offset` (clamped to the oldest kept).
+    pub fn written_after(&self, offset: u64) -> u64 {
+        self.total - self.clamp(offset)
+    }
+
     /// Copies bytes from `offset` (clamped to the oldest kept) into `out`; returns the offset
     /// actually read from and the count.
     pub fn read(&self, offset: u64, out: &mut [u8]) -> (u64, usize) {
-        let start = offset.clamp(self.first(), self.total);
+        let start = self.clamp(offset);
         let skip = (start - self.first()) as usize;
         let n = out.len().min(self.buf.len() - skip);
         for (o, b) in out.iter_mut().zip(self.buf.range(skip..skip + n)) {
@@ -65,7 +75,7 @@ impl ConsoleRing {
     /// ending in a newline, the first `max_bytes` of a longer one, or, when `flush`, whatever
     /// is left. `None` while only part of a short line has been written.
     pub fn next_echo(&self, from: u64, max_bytes: usize, flush: bool) -> Option<(u64, u64)> {
-        let start = from.clamp(self.first(), self.total);
+        let start = self.clamp(from);
         let skip = (start - self.first()) as usize;
         let window = self.buf.len() - skip;
         if let Some(i) = self.buf.range(skip..skip + window.min(max_bytes)).position(|&b| b == b'\n') {
@@ -75,6 +85,13 @@ impl ConsoleRing {
             return Some((start, start + max_bytes as u64));
         }
         (flush && window > 0).then_some((start, self.total))
+    }
+
+    /// The next stretch from offset `from` (clamped to the oldest kept) as it is, lines or
+    /// not: at most `max_bytes`. `None` when nothing new was written.
+    pub fn next_raw(&self, from: u64, max_bytes: usize) -> Option<(u64, u64)> {
+        let start = self.clamp(from);
+        (start < self.total).then(|| (start, self.total.min(start + max_bytes as u64)))
     }
 
     /// Heap bytes held.

@@ -35,7 +35,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
 
     /// Bytes of `id`'s console written and not yet queued for the serial line.
     pub(crate) fn echo_backlog(&self, id: DomId) -> u64 {
-        self.domains.get(id).map(|d| d.console.total() - d.echoed.clamp(d.console.first(), d.console.total())).unwrap_or(0)
+        self.domains.get(id).map_or(0, |d| d.console.written_after(d.echoed))
     }
 
     /// How much of a `len`-byte console write dom0 may make now: what its ring can hold on
@@ -57,19 +57,18 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             return;
         }
         let mut prefix = Reason::default();
-        let _ = write!(prefix, "(d{id}) ");
+        if !privileged {
+            let _ = write!(prefix, "(d{id}) ");
+        }
         let mut line = [0u8; ECHO_LINE_MAX_BYTES];
         loop {
             let next = if privileged {
-                let start = d.echoed.clamp(d.console.first(), d.console.total());
-                (start < d.console.total()).then(|| (start, d.console.total().min(start + ECHO_LINE_MAX_BYTES as u64)))
+                d.console.next_raw(d.echoed, ECHO_LINE_MAX_BYTES)
             } else {
                 d.console.next_echo(d.echoed, ECHO_LINE_MAX_BYTES, flush)
             };
-            let Some((start, end)) = next else {
-                d.echo_waiting = false;
-                return;
-            };
+            // `echo_waiting` stays as it is: it is cleared when the id leaves the wait queue.
+            let Some((start, end)) = next else { return };
             let (at, n) = d.console.read(start, &mut line[..(end - start) as usize]);
             let text = &line[..n];
             let queued = if privileged {
@@ -132,31 +131,20 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         self.serial_busy
     }
 
-    /// Sends everything still waiting, however long the line takes (power-off).
+    /// Sends everything still waiting, however long the line takes (power-off). Each round
+    /// empties the transmit queue, so a waiting console always gets at least a line in and
+    /// is queued again until its ring is echoed.
     pub fn flush_serial(&mut self) {
-        while let Some(id) = self.echo_waiting.pop_front() {
+        loop {
+            while self.platform.console_drain(usize::MAX).1 > 0 {
+                core::hint::spin_loop();
+            }
+            let Some(id) = self.echo_waiting.pop_front() else { break };
             if let Some(d) = self.domains.get_mut(id) {
                 d.echo_waiting = false;
             }
-            loop {
-                let before = self.echo_backlog(id);
-                self.echo_console(id, true);
-                while self.platform.console_drain(usize::MAX).1 > 0 {
-                    core::hint::spin_loop();
-                }
-                let after = self.echo_backlog(id);
-                if after == 0 || after == before {
-                    break;
-                }
-            }
-            if let Some(d) = self.domains.get_mut(id) {
-                d.echo_waiting = false;
-            }
+            self.echo_console(id, true);
         }
-        while self.platform.console_drain(usize::MAX).1 > 0 {
-            core::hint::spin_loop();
-        }
-        self.echo_waiting.clear();
         self.serial_busy = false;
     }
 }
