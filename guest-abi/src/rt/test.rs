@@ -107,6 +107,19 @@ impl Verdict {
     }
 }
 
+/// The number given as `key=` on the command line (decimal or `0x` hex), `default` if the
+/// option is absent. A value that is not a number ends the test: it prints
+/// `<domain>: bad <key>= option: <why>` and reports ERROR.
+pub fn option(key: &str, default: u64) -> u64 {
+    match super::cmdline_u64(key) {
+        Ok(v) => v.unwrap_or(default),
+        Err(e) => {
+            println!("{}: bad {key}= option: {e}", super::start_info().name());
+            report(Status::Error)
+        }
+    }
+}
+
 /// A gap between two TSC reads longer than this means the vCPU was descheduled.
 pub const PREEMPTION_GAP_US: u64 = 200;
 

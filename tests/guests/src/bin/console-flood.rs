@@ -6,7 +6,7 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use guest_abi::println;
-use guest_abi::rt::test::{Status, Verdict, report};
+use guest_abi::rt::test::{Status, Verdict, option, report};
 use guest_abi::rt::{self, hc};
 use guest_abi::start_info::StartInfo;
 
@@ -22,13 +22,7 @@ static mut FLOOD: [u8; FLOOD_BYTES] = [b'.'; FLOOD_BYTES];
 
 fn console_flood(si: &'static StartInfo) -> i32 {
     let role = rt::cmdline_value("role").unwrap_or("flood");
-    let (watch_ms, max_gap_ms) = match (rt::cmdline_u64("ms"), rt::cmdline_u64("max_gap_ms")) {
-        (Ok(a), Ok(b)) => (a.unwrap_or(DEFAULT_WATCH_MS), b.unwrap_or(DEFAULT_MAX_GAP_MS)),
-        _ => {
-            println!("console-flood: bad ms= or max_gap_ms= option");
-            report(Status::Error);
-        }
-    };
+    let (watch_ms, max_gap_ms) = (option("ms", DEFAULT_WATCH_MS), option("max_gap_ms", DEFAULT_MAX_GAP_MS));
     let mut v = Verdict::new();
     match role {
         "flood" => {

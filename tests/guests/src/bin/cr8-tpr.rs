@@ -11,8 +11,9 @@
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::println;
-use guest_abi::rt::test::{Status, Verdict, report, spin_checking};
-use guest_abi::rt::{self, events, hc, rdtsc};
+use guest_abi::rt::test::{Status, Verdict, option, report, spin_checking};
+use guest_abi::rt::{events, hc, rdtsc};
+use guest_abi::vcpu::CR8_MAX;
 use guest_abi::start_info::StartInfo;
 
 guest_abi::guest_main!(cr8_tpr);
@@ -54,13 +55,11 @@ fn upcalls_during(si: &StartInfo, ms: u64) -> u64 {
 }
 
 fn cr8_tpr(si: &'static StartInfo) -> i32 {
-    let (tpr, spin_ms) = match (rt::cmdline_u64("tpr"), rt::cmdline_u64("ms")) {
-        (Ok(t), Ok(m)) if t.unwrap_or(DEFAULT_TPR) <= 15 => (t.unwrap_or(DEFAULT_TPR), m.unwrap_or(DEFAULT_SPIN_MS)),
-        _ => {
-            println!("cr8-tpr: bad tpr= or ms= option");
-            report(Status::Error);
-        }
-    };
+    let (tpr, spin_ms) = (option("tpr", DEFAULT_TPR), option("ms", DEFAULT_SPIN_MS));
+    if tpr > CR8_MAX {
+        println!("cr8-tpr: bad tpr= option: {tpr} is above {CR8_MAX}");
+        report(Status::Error);
+    }
     let name = si.name();
     let mut v = Verdict::new();
 

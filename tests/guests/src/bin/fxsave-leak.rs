@@ -12,7 +12,7 @@
 
 use core::arch::{asm, global_asm};
 use guest_abi::println;
-use guest_abi::rt::test::{Status, Verdict, report};
+use guest_abi::rt::test::{Status, Verdict, option, report};
 use guest_abi::rt::{self, rdtsc};
 use guest_abi::start_info::StartInfo;
 
@@ -103,13 +103,7 @@ fn cpu_leaks() -> Result<(), &'static str> {
 }
 
 fn fxsave_leak(si: &'static StartInfo) -> i32 {
-    let spin_ms = match rt::cmdline_u64("ms") {
-        Ok(m) => m.unwrap_or(DEFAULT_SPIN_MS),
-        Err(e) => {
-            println!("fxsave-leak: bad ms= option: {e}");
-            report(Status::Error);
-        }
-    };
+    let spin_ms = option("ms", DEFAULT_SPIN_MS);
     let role = rt::cmdline_value("role").unwrap_or("check");
     if let Err(why) = cpu_leaks() {
         println!("fxsave-leak {}: {why}", si.name());

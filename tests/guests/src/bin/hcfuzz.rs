@@ -13,7 +13,7 @@ use core::cell::UnsafeCell;
 use guest_abi::error::HvError;
 use guest_abi::hypercall::{call6, nr};
 use guest_abi::layout::PAGE_SIZE;
-use guest_abi::rt::test::{Status, Verdict, report};
+use guest_abi::rt::test::{Status, Verdict, option, report};
 use guest_abi::rt::{self, hc};
 use guest_abi::start_info::StartInfo;
 use guest_abi::{print, println};
@@ -268,16 +268,6 @@ impl Tally {
             ));
         } else {
             self.verdict.note(Status::Failure);
-        }
-    }
-}
-
-fn option(key: &str, default: u64) -> u64 {
-    match rt::cmdline_u64(key) {
-        Ok(v) => v.unwrap_or(default),
-        Err(e) => {
-            println!("hcfuzz: bad {key}= option: {e}");
-            report(Status::Error)
         }
     }
 }

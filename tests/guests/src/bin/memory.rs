@@ -7,7 +7,7 @@
 
 use guest_abi::layout::{MAX_DOMAIN_MEM_BYTES, PAGE_SIZE, START_INFO_GPA};
 use guest_abi::println;
-use guest_abi::rt::test::{Status, report};
+use guest_abi::rt::test::{Status, option, report};
 use guest_abi::rt::{self};
 use guest_abi::start_info::StartInfo;
 
@@ -27,13 +27,7 @@ fn pattern(gpa: u64) -> u64 {
 }
 
 fn memory(si: &'static StartInfo) -> i32 {
-    let flag = |key: &str| match rt::cmdline_u64(key) {
-        Ok(v) => v.unwrap_or(0) != 0,
-        Err(e) => {
-            println!("memory: bad {key}= option: {e}");
-            report(Status::Error)
-        }
-    };
+    let flag = |key: &str| option(key, 0) != 0;
     let (oob, sod) = (flag("oob"), flag("sod"));
     let start = rt::image_end();
     let end = si.mem_bytes & !(PAGE_SIZE - 1);

@@ -8,7 +8,7 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use guest_abi::println;
-use guest_abi::rt::test::{Status, report};
+use guest_abi::rt::test::{Status, option, report};
 use guest_abi::rt::{self, hc};
 use guest_abi::start_info::StartInfo;
 
@@ -21,13 +21,7 @@ const WRITES_FROM_GPA: u64 = 16 << 20;
 const PROTECT_FROM_GPA: u64 = 2 * PAGE_BYTES;
 
 fn quota_tables(si: &'static StartInfo) -> i32 {
-    let writes = match rt::cmdline_u64("writes") {
-        Ok(w) => w.unwrap_or(0),
-        Err(e) => {
-            println!("quota-tables: bad writes= option: {e}");
-            report(Status::Error);
-        }
-    };
+    let writes = option("writes", 0);
     println!("quota-tables: {} MiB template; freezing", si.mem_bytes >> 20);
     if let Err(e) = hc::freeze_self() {
         println!("quota-tables: freeze_self failed: {e}");

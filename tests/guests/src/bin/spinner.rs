@@ -6,7 +6,7 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use guest_abi::println;
-use guest_abi::rt::test::{Status, report};
+use guest_abi::rt::test::{Status, option, report};
 use guest_abi::rt::{self, rdtsc};
 use guest_abi::start_info::StartInfo;
 
@@ -21,16 +21,6 @@ const WORD_BYTES: u64 = 8;
 
 fn pattern(domid: u32, gpa: u64) -> u64 {
     (u64::from(domid) << 48) ^ gpa.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
-
-fn option(key: &str, default: u64) -> u64 {
-    match rt::cmdline_u64(key) {
-        Ok(v) => v.unwrap_or(default),
-        Err(e) => {
-            println!("spinner: bad {key}= option: {e}");
-            report(Status::Error)
-        }
-    }
 }
 
 fn spinner(si: &'static StartInfo) -> i32 {

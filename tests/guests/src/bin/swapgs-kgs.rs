@@ -9,8 +9,8 @@
 
 use core::arch::asm;
 use guest_abi::println;
-use guest_abi::rt::test::{Status, Verdict, report};
-use guest_abi::rt::{self, hc};
+use guest_abi::rt::test::{Verdict, option};
+use guest_abi::rt::hc;
 use guest_abi::start_info::StartInfo;
 
 guest_abi::guest_main!(swapgs_kgs);
@@ -39,13 +39,7 @@ fn swapgs() {
 }
 
 fn swapgs_kgs(si: &'static StartInfo) -> i32 {
-    let rounds = match rt::cmdline_u64("rounds") {
-        Ok(r) => r.unwrap_or(DEFAULT_ROUNDS),
-        Err(e) => {
-            println!("swapgs-kgs: bad rounds= option: {e}");
-            report(Status::Error);
-        }
-    };
+    let rounds = option("rounds", DEFAULT_ROUNDS);
     let seed = u64::from(si.domid).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let gs = 0x0000_1000_0000_0000 | (seed & 0x0FFF_FFFF_F000);
     let kgs = 0xFFFF_9000_0000_0000 | ((seed >> 12) & 0x0FFF_FFFF_F000);

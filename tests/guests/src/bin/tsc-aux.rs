@@ -7,8 +7,7 @@
 
 use core::arch::asm;
 use guest_abi::println;
-use guest_abi::rt::test::{Status, Verdict, report, spin_checking};
-use guest_abi::rt;
+use guest_abi::rt::test::{Status, Verdict, option, report, spin_checking};
 use guest_abi::start_info::StartInfo;
 
 guest_abi::guest_main!(tsc_aux);
@@ -26,13 +25,7 @@ fn rdtscp_aux() -> u32 {
 }
 
 fn tsc_aux(si: &'static StartInfo) -> i32 {
-    let spin_ms = match rt::cmdline_u64("ms") {
-        Ok(m) => m.unwrap_or(DEFAULT_SPIN_MS),
-        Err(e) => {
-            println!("tsc-aux: bad ms= option: {e}");
-            report(Status::Error);
-        }
-    };
+    let spin_ms = option("ms", DEFAULT_SPIN_MS);
     let ext = core::arch::x86_64::__cpuid(0x8000_0001);
     if ext.edx & EXT1_EDX_RDTSCP == 0 {
         println!("tsc-aux: this CPU has no RDTSCP, so there is no TSC_AUX to switch");

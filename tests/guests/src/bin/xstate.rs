@@ -6,8 +6,8 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use guest_abi::println;
-use guest_abi::rt::test::{Status, report};
-use guest_abi::rt::{self, rdtsc};
+use guest_abi::rt::rdtsc;
+use guest_abi::rt::test::{Status, option, report};
 use guest_abi::start_info::StartInfo;
 
 guest_abi::guest_main!(xstate);
@@ -119,13 +119,7 @@ fn read() -> Values {
 }
 
 fn xstate(si: &'static StartInfo) -> i32 {
-    let spin_ms = match rt::cmdline_u64("ms") {
-        Ok(v) => v.unwrap_or(DEFAULT_SPIN_MS),
-        Err(e) => {
-            println!("xstate: bad ms= option: {e}");
-            report(Status::Error)
-        }
-    };
+    let spin_ms = option("ms", DEFAULT_SPIN_MS);
     let name = si.name();
     let want = Values::for_domain(si.domid);
     load(&want);
