@@ -321,14 +321,6 @@ impl Default for ExtendedState {
     }
 }
 
-impl ExtendedState {
-    /// MXCSR as saved.
-    pub fn mxcsr(&self) -> u32 {
-        let b = &self.fxsave[FXSAVE_MXCSR_OFFSET..FXSAVE_MXCSR_OFFSET + 4];
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-    }
-}
-
 /// One virtual CPU on a hardware backend.
 pub trait Vcpu {
     /// The general-purpose registers (valid between exits).

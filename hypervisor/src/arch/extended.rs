@@ -93,9 +93,10 @@ pub fn load(s: &ExtendedState, cr2: bool, tsc_aux: bool) {
         // guest's (the sequence Linux uses for X86_BUG_FXSAVE_LEAK).
         unsafe { asm!("fnclex", "emms", "fild dword ptr [{}]", in(reg) &ZERO, options(nostack, readonly)) };
     }
-    // SAFETY: the image was written by FXSAVE, is `ExtendedState::default()` (a valid reset
-    // image) or passed `policy::state::validate_extended`, so FXRSTOR cannot fault on reserved
-    // MXCSR bits; DR0-DR3 take any canonical value and DR6 came from a DR6 read. DR7 is not
+    // SAFETY: the image was written by FXSAVE (this vCPU's or, for a clone, its source's) or
+    // is `ExtendedState::default()` (a valid reset image), so FXRSTOR cannot fault on
+    // reserved MXCSR bits; DR0-DR3 came from reads of those registers (canonical) and DR6
+    // from a DR6 read. Nothing from outside the hypervisor reaches this state yet. DR7 is not
     // touched: the control block holds the guest's.
     unsafe {
         asm!("fxrstor64 [{}]", in(reg) s.fxsave.as_ptr(), options(nostack, preserves_flags, readonly));

@@ -266,7 +266,8 @@ fn operand(c: &mut Bytes<'_>, p: &Prefixes, modrm: u8, mode: CpuMode) -> Result<
                 m.displacement = c.displacement(4)?;
             }
         } else if rm == 5 && md == 0 {
-            m.rip_relative = address_bits == 64 || mode == CpuMode::Long64;
+            // In 64-bit mode, whatever the address size (EIP-relative with 0x67).
+            m.rip_relative = mode == CpuMode::Long64;
             m.displacement = c.displacement(4)?;
         } else {
             m.base = Some(rm | (p.rex_b() << 3));

@@ -4,6 +4,7 @@
 //! permission is checked (the CPU already fetched these bytes for the guest). Long mode with
 //! 4-level paging only, which is all a guest of this hypervisor can run in.
 
+use crate::policy::state::canonical;
 use guest_abi::vcpu::{Cr0Flags, Cr4Flags, EferFlags};
 use x86_64::structures::paging::PageTableFlags;
 
@@ -51,22 +52,41 @@ const PTE_PRESENT: u64 = PageTableFlags::PRESENT.bits();
 const PTE_PS: u64 = PageTableFlags::HUGE_PAGE.bits();
 /// Physical-address bits 51:12 of an entry.
 const PTE_ADDR: u64 = 0x000F_FFFF_FFFF_F000;
-/// Address bits of a 1 GiB and a 2 MiB page.
-const PTE_ADDR_1G: u64 = 0x000F_FFFF_C000_0000;
-const PTE_ADDR_2M: u64 = 0x000F_FFFF_FFE0_0000;
 /// CR3 bits 51:12: the PML4's address (the low bits are PCID or flags).
-const CR3_ADDR: u64 = PTE_ADDR;
+pub const CR3_ADDR: u64 = PTE_ADDR;
 
-fn canonical(v: u64) -> bool {
-    let top = (v as i64) >> 47;
-    top == 0 || top == -1
-}
-
-fn entry(mem: &impl GuestPhys, table: u64, index: u64) -> Result<u64, WalkError> {
-    let gpa = table + index * 8;
+fn entry(mem: &impl GuestPhys, gpa: u64) -> Result<u64, WalkError> {
     let mut b = [0u8; 8];
     mem.read_phys(gpa, &mut b).map_err(|Unmapped| WalkError::Unmapped { gpa })?;
     Ok(u64::from_le_bytes(b))
+}
+
+/// Walks the four long-mode levels from the PML4 at physical address `pml4` for `linear`,
+/// reading each entry with `read_entry(its physical address)`. The one page walker: guest
+/// tables (through [`translate`]) and the hypervisor's own (`mm::phys::translate`) use it.
+pub fn walk_long_mode(
+    pml4: u64,
+    linear: u64,
+    read_entry: &mut dyn FnMut(u64) -> Result<u64, WalkError>,
+) -> Result<u64, WalkError> {
+    let mut table = pml4;
+    for level in (1..=4u8).rev() {
+        let shift = 12 + 9 * (u32::from(level) - 1);
+        let e = read_entry(table + ((linear >> shift) & 0x1FF) * 8)?;
+        if e & PTE_PRESENT == 0 {
+            return Err(WalkError::NotPresent { linear, level });
+        }
+        // PT entries have no PS bit (bit 7 is PAT there); a PML4 entry's must be clear.
+        if e & PTE_PS != 0 && level > 1 {
+            if level == 4 {
+                return Err(WalkError::Reserved { level });
+            }
+            let size = 1u64 << shift;
+            return Ok((e & PTE_ADDR & !(size - 1)) | (linear & (size - 1)));
+        }
+        table = e & PTE_ADDR;
+    }
+    Ok(table | (linear & (PAGE_BYTES - 1)))
 }
 
 /// The guest-physical address `linear` translates to.
@@ -80,25 +100,7 @@ pub fn translate(mem: &impl GuestPhys, regs: &PagingRegs, linear: u64) -> Result
     if !canonical(linear) {
         return Err(WalkError::NonCanonical(linear));
     }
-    let mut table = regs.cr3 & CR3_ADDR;
-    for level in (1..=4u8).rev() {
-        let index = (linear >> (12 + 9 * (u32::from(level) - 1))) & 0x1FF;
-        let e = entry(mem, table, index)?;
-        if e & PTE_PRESENT == 0 {
-            return Err(WalkError::NotPresent { linear, level });
-        }
-        if e & PTE_PS != 0 {
-            match level {
-                4 => return Err(WalkError::Reserved { level }),
-                3 => return Ok((e & PTE_ADDR_1G) | (linear & 0x3FFF_FFFF)),
-                2 => return Ok((e & PTE_ADDR_2M) | (linear & 0x1F_FFFF)),
-                // PT entries have no PS bit (bit 7 is PAT there).
-                _ => {}
-            }
-        }
-        table = e & PTE_ADDR;
-    }
-    Ok(table | (linear & (PAGE_BYTES - 1)))
+    walk_long_mode(regs.cr3 & CR3_ADDR, linear, &mut |gpa| entry(mem, gpa))
 }
 
 /// Reads `buf.len()` bytes at a guest-linear address, page by page (each page translated on

@@ -55,22 +55,11 @@ pub fn copy_frame(dst: Pfn, src: Pfn) {
 /// Translates a virtual address of the hypervisor's own address space to physical, by walking
 /// the active page tables (CR3). Returns None if unmapped.
 pub fn translate(vaddr: u64) -> Option<u64> {
-    let mut table = crate::arch::x86::read_cr3() & 0x000F_FFFF_FFFF_F000;
-    for level in (0..4).rev() {
-        let index = (vaddr >> (12 + 9 * level)) & 0x1FF;
-        // SAFETY: page-table pages lie in physical memory covered by the linear map.
-        let entry = unsafe { *((virt(table) + index * 8) as *const u64) };
-        if entry & 1 == 0 {
-            return None;
-        }
-        let frame = entry & 0x000F_FFFF_FFFF_F000;
-        if level > 0 && entry & 0x80 != 0 {
-            let size = 1u64 << (12 + 9 * level);
-            return Some((frame & !(size - 1)) | (vaddr & (size - 1)));
-        }
-        table = frame;
-    }
-    Some(table | (vaddr & 0xFFF))
+    use crate::insn::walk::{CR3_ADDR, walk_long_mode};
+    // SAFETY: page-table pages lie in physical memory covered by the linear map, and the
+    // walker reads only entries of the tables CR3 leads to.
+    let mut read = |pa: u64| Ok(unsafe { *(virt(pa) as *const u64) });
+    walk_long_mode(crate::arch::x86::read_cr3() & CR3_ADDR, vaddr, &mut read).ok()
 }
 
 /// Machine memory through the linear map.

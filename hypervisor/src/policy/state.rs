@@ -9,7 +9,7 @@
 //! caller answers by stopping the domain.
 
 use super::Policy;
-use crate::vcpu::{ExtendedState, GuestMsr};
+use crate::vcpu::GuestMsr;
 use core::fmt;
 use guest_abi::vcpu::{
     CR8_MAX, Cr0Flags, Cr4Flags, EferFlags, RFLAGS_RESERVED_ZERO, RFlags, SEGMENT_TYPE_LDT, SEGMENT_TYPE_TSS_BUSY,
@@ -126,9 +126,6 @@ pub enum ContextError {
     Msr(GuestMsr),
     Segment(&'static str),
     DescriptorTable(&'static str),
-    Mxcsr,
-    DebugAddress(u8),
-    Dr6,
 }
 
 impl fmt::Display for ContextError {
@@ -145,15 +142,10 @@ impl fmt::Display for ContextError {
             Self::Msr(m) => write!(f, "{m:?} value refused"),
             Self::Segment(s) => write!(f, "segment {s} is invalid"),
             Self::DescriptorTable(t) => write!(f, "{t} base or limit is invalid"),
-            Self::Mxcsr => f.write_str("mxcsr has reserved bits"),
-            Self::DebugAddress(n) => write!(f, "dr{n} is not canonical"),
-            Self::Dr6 => f.write_str("dr6 has bits 63:32 set"),
         }
     }
 }
 
-/// Attribute bits the compact form has (12).
-const ATTR_BITS: u16 = 0xFFF;
 /// Longest GDT/IDT limit.
 const DESCRIPTOR_TABLE_LIMIT_MAX: u32 = 0xFFFF;
 
@@ -163,7 +155,7 @@ const DESCRIPTOR_TABLE_LIMIT_MAX: u32 = 0xFFFF;
 fn check_segments(c: &VcpuContext) -> Result<(), ContextError> {
     let all = [("cs", &c.cs), ("ss", &c.ss), ("ds", &c.ds), ("es", &c.es), ("fs", &c.fs), ("gs", &c.gs), ("tr", &c.tr), ("ldtr", &c.ldtr)];
     for (name, s) in all {
-        if s.attrs & !ATTR_BITS != 0 {
+        if SegmentAttrs::from_bits(s.attrs).is_none() {
             return Err(ContextError::Segment(name));
         }
     }
@@ -190,7 +182,8 @@ fn check_segments(c: &VcpuContext) -> Result<(), ContextError> {
     if c.ldtr.usable() && (c.ldtr.flags().contains(SegmentAttrs::CODE_OR_DATA) || c.ldtr.segment_type() != SEGMENT_TYPE_LDT) {
         return Err(ContextError::Segment("ldtr"));
     }
-    for (name, s) in [("fs", &c.fs), ("gs", &c.gs), ("tr", &c.tr), ("ldtr", &c.ldtr)] {
+    // FS and GS bases are checked as the MSRs they are.
+    for (name, s) in [("tr", &c.tr), ("ldtr", &c.ldtr)] {
         if !canonical(s.base) {
             return Err(ContextError::Segment(name));
         }
@@ -250,27 +243,6 @@ pub fn validate_context(c: &VcpuContext, policy: &Policy) -> Result<(), ContextE
         return Err(ContextError::Msr(GuestMsr::TscAux));
     }
     check_segments(c)
-}
-
-/// MXCSR bits FXRSTOR accepts when the CPU reports no mask of its own (Intel SDM Vol 1 11.6.6).
-pub const MXCSR_MASK_DEFAULT: u32 = 0xFFBF;
-
-/// Checks register state that travels outside the control block (an image's x87/SSE and
-/// debug registers) before the hypervisor loads it: FXRSTOR faults on reserved MXCSR bits
-/// and MOV DR on non-canonical addresses, both in the hypervisor.
-pub fn validate_extended(e: &ExtendedState, mxcsr_mask: u32) -> Result<(), ContextError> {
-    if e.mxcsr() & !mxcsr_mask != 0 {
-        return Err(ContextError::Mxcsr);
-    }
-    for (n, &dr) in e.dr.iter().enumerate() {
-        if !canonical(dr) {
-            return Err(ContextError::DebugAddress(n as u8));
-        }
-    }
-    if e.dr6 >> 32 != 0 {
-        return Err(ContextError::Dr6);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -399,19 +371,5 @@ mod tests {
         assert_eq!(cr0_write(pg, false), Cr0Verdict::Fault, "PG without PE");
         assert_eq!(cr0_write(lm | nw, true), Cr0Verdict::Fault);
         assert_eq!(cr0_write(lm | nw | cd, true), Cr0Verdict::Apply);
-    }
-
-    #[test]
-    fn extended_state_from_outside_is_checked_before_it_reaches_fxrstor() {
-        let mut e = ExtendedState::default();
-        assert_eq!(validate_extended(&e, MXCSR_MASK_DEFAULT), Ok(()));
-        e.fxsave[24..28].copy_from_slice(&0x1_0000u32.to_le_bytes());
-        assert_eq!(validate_extended(&e, MXCSR_MASK_DEFAULT), Err(ContextError::Mxcsr));
-        let mut e = ExtendedState::default();
-        e.dr[2] = 0x0000_8000_0000_0000;
-        assert_eq!(validate_extended(&e, MXCSR_MASK_DEFAULT), Err(ContextError::DebugAddress(2)));
-        let mut e = ExtendedState::default();
-        e.dr6 = 1 << 40;
-        assert_eq!(validate_extended(&e, MXCSR_MASK_DEFAULT), Err(ContextError::Dr6));
     }
 }
