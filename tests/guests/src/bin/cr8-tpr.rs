@@ -8,10 +8,10 @@
 //! spin sharing the CPU (default 200).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::println;
 use guest_abi::rt::test::{Status, Verdict, option, report, spin_checking};
+use guest_abi::rt::cpu::{read_cr8, write_cr8};
 use guest_abi::rt::{events, hc, rdtsc};
 use guest_abi::vcpu::CR8_MAX;
 use guest_abi::start_info::StartInfo;
@@ -29,19 +29,6 @@ static UPCALLS: AtomicU64 = AtomicU64::new(0);
 
 fn on_events(_bits: u64) {
     UPCALLS.fetch_add(1, Ordering::Relaxed);
-}
-
-fn write_cr8(v: u64) {
-    // SAFETY: CR8 is the task priority; with the value validated by the caller (0-15) it only
-    // changes which interrupts this vCPU accepts.
-    unsafe { asm!("mov cr8, {}", in(reg) v, options(nomem, nostack)) };
-}
-
-fn read_cr8() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR8 has no side effects.
-    unsafe { asm!("mov {}, cr8", out(reg) v, options(nomem, nostack)) };
-    v
 }
 
 /// Spins with interrupts on for `ms`; returns the upcalls that arrived meanwhile.

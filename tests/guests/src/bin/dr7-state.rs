@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::println;
 use guest_abi::rt::idt::{self, Frame};
 use guest_abi::rt::test::Verdict;
+use guest_abi::rt::cpu::read_dr7;
 use guest_abi::rt::hc;
 use guest_abi::start_info::StartInfo;
 
@@ -40,13 +41,6 @@ fn on_db(_f: &mut Frame) {
     }
     LAST_DR6.store(dr6, Ordering::Relaxed);
     DB_COUNT.fetch_add(1, Ordering::Relaxed);
-}
-
-fn read_dr7() -> u64 {
-    let v: u64;
-    // SAFETY: reading DR7 at CPL 0 has no side effects.
-    unsafe { asm!("mov {}, dr7", out(reg) v, options(nomem, nostack)) };
-    v
 }
 
 fn dr7_state(si: &'static StartInfo) -> i32 {

@@ -10,9 +10,11 @@ use core::arch::asm;
 use core::arch::x86_64::{__cpuid, __cpuid_count};
 use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::println;
+use guest_abi::rt::cpu::read_cr4;
 use guest_abi::rt::idt::{self, Frame};
 use guest_abi::rt::test::Verdict;
 use guest_abi::start_info::StartInfo;
+use guest_abi::vcpu::Cr4Flags;
 
 guest_abi::guest_main!(hidden_features);
 
@@ -21,14 +23,14 @@ const VECTOR_GP: u8 = 13;
 const MOV_CR4_RAX_BYTES: u64 = 3;
 
 /// CR4 bits of features that are hidden (Intel SDM Vol 3A 2.5).
-const HIDDEN_CR4: [(u64, &str); 7] = [
-    (1 << 22, "PKE"),
-    (1 << 18, "OSXSAVE"),
-    (1 << 23, "CET"),
-    (1 << 24, "PKS"),
-    (1 << 13, "VMXE"),
-    (1 << 14, "SMXE"),
-    (1 << 19, "KL"),
+const HIDDEN_CR4: [(Cr4Flags, &str); 7] = [
+    (Cr4Flags::PROTECTION_KEY_USER, "PKE"),
+    (Cr4Flags::OSXSAVE, "OSXSAVE"),
+    (Cr4Flags::CONTROL_FLOW_ENFORCEMENT, "CET"),
+    (Cr4Flags::PROTECTION_KEY_SUPERVISOR, "PKS"),
+    (Cr4Flags::VIRTUAL_MACHINE_EXTENSIONS, "VMXE"),
+    (Cr4Flags::SAFER_MODE_EXTENSIONS, "SMXE"),
+    (Cr4Flags::KEY_LOCKER, "KL"),
 ];
 
 static GP_COUNT: AtomicU64 = AtomicU64::new(0);
@@ -38,19 +40,12 @@ fn on_gp(f: &mut Frame) {
     f.rip += MOV_CR4_RAX_BYTES;
 }
 
-fn read_cr4() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR4 has no side effects.
-    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack)) };
-    v
-}
-
 /// Tries `mov cr4, rax` with `value`; true if it raised #GP.
-fn cr4_write_faults(value: u64) -> bool {
+fn cr4_write_faults(value: Cr4Flags) -> bool {
     let before = GP_COUNT.load(Ordering::Relaxed);
     // SAFETY: the #GP handler skips the 3-byte instruction if it faults; if it does not, the
     // bit of a hidden feature is set, which the test reports (and undoes) before using it.
-    unsafe { asm!("mov cr4, rax", in("rax") value, options(nomem, nostack)) };
+    unsafe { asm!("mov cr4, rax", in("rax") value.bits(), options(nomem, nostack)) };
     GP_COUNT.load(Ordering::Relaxed) != before
 }
 
@@ -86,11 +81,11 @@ fn hidden_features(si: &'static StartInfo) -> i32 {
             refused += 1;
         }
         if read_cr4() != cr4 {
-            v.fail(format_args!("CR4 changed to {:#x} (was {cr4:#x}) after setting {name}", read_cr4()));
+            v.fail(format_args!("CR4 changed to {:#x} (was {:#x}) after setting {name}", read_cr4().bits(), cr4.bits()));
         }
     }
     // An allowed bit still works: PGE on and off again.
-    let pge = 1 << 7;
+    let pge = Cr4Flags::PAGE_GLOBAL;
     if cr4_write_faults(cr4 ^ pge) || read_cr4() != cr4 ^ pge || cr4_write_faults(cr4) {
         v.fail(format_args!("toggling CR4.PGE was refused"));
     }

@@ -11,15 +11,15 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::println;
 use guest_abi::rt::idt::{self, Frame};
 use guest_abi::rt::test::{Status, Verdict, report};
-use guest_abi::rt;
+use guest_abi::rt::{self, cpu};
 use guest_abi::start_info::StartInfo;
+use guest_abi::vcpu::Cr0Flags;
 
 guest_abi::guest_main!(long_mode_exit);
 
 const VECTOR_GP: u8 = 13;
 /// `mov cr0, rax` is 0F 22 C0.
 const MOV_CR0_RAX_BYTES: u64 = 3;
-const CR0_PG: u64 = 1 << 31;
 /// Selector of the 32-bit code segment in [`GDT`].
 const COMPAT_CS: u64 = 0x18;
 
@@ -70,13 +70,10 @@ fn long_mode_exit(si: &'static StartInfo) -> i32 {
     match mode {
         "64" => {
             idt::set_handler(VECTOR_GP, on_gp);
-            let cr0: u64;
+            let without_paging = cpu::read_cr0() - Cr0Flags::PAGING;
             // SAFETY: clearing PG from 64-bit code must fault (#GP), which the handler skips;
             // if it did not fault, the test fails below (and this guest has lost its paging).
-            unsafe {
-                asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack));
-                asm!("mov cr0, rax", in("rax") cr0 & !CR0_PG, options(nomem, nostack));
-            }
+            unsafe { asm!("mov cr0, rax", in("rax") without_paging.bits(), options(nomem, nostack)) };
             if GP_COUNT.load(Ordering::Relaxed) != 1 {
                 v.fail(format_args!("clearing CR0.PG in 64-bit mode did not raise #GP"));
             }

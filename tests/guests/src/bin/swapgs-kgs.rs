@@ -10,6 +10,7 @@
 use core::arch::asm;
 use guest_abi::println;
 use guest_abi::rt::test::{Verdict, option};
+use guest_abi::rt::cpu::{rdmsr, wrmsr};
 use guest_abi::rt::hc;
 use guest_abi::start_info::StartInfo;
 
@@ -20,18 +21,6 @@ const MSR_KERNEL_GS_BASE: u32 = 0xC000_0102;
 const DEFAULT_ROUNDS: u64 = 200;
 /// Each round sleeps this long, so other domains run in between.
 const SLEEP_NS: u64 = 200_000;
-
-fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: GS_BASE and KERNEL_GS_BASE exist on every 64-bit CPU; the read exits.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
-    (u64::from(hi) << 32) | u64::from(lo)
-}
-
-fn wrmsr(msr: u32, v: u64) {
-    // SAFETY: canonical values for GS_BASE/KERNEL_GS_BASE; nothing in this guest uses GS.
-    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nomem, nostack)) };
-}
 
 fn swapgs() {
     // SAFETY: exchanges GS_BASE and KERNEL_GS_BASE; nothing in this guest uses GS.
@@ -44,8 +33,11 @@ fn swapgs_kgs(si: &'static StartInfo) -> i32 {
     let gs = 0x0000_1000_0000_0000 | (seed & 0x0FFF_FFFF_F000);
     let kgs = 0xFFFF_9000_0000_0000 | ((seed >> 12) & 0x0FFF_FFFF_F000);
     let mut v = Verdict::new();
-    wrmsr(MSR_GS_BASE, gs);
-    wrmsr(MSR_KERNEL_GS_BASE, kgs);
+    // SAFETY: canonical values for GS_BASE and KERNEL_GS_BASE; nothing in this guest uses GS.
+    unsafe {
+        wrmsr(MSR_GS_BASE, gs);
+        wrmsr(MSR_KERNEL_GS_BASE, kgs);
+    }
     for round in 0..rounds {
         swapgs();
         let _ = hc::block(SLEEP_NS);

@@ -7,6 +7,7 @@
 
 use core::arch::asm;
 use guest_abi::println;
+use guest_abi::rt::cpu::wrmsr;
 use guest_abi::rt::test::{Status, Verdict, option, report, spin_checking};
 use guest_abi::start_info::StartInfo;
 
@@ -32,8 +33,9 @@ fn tsc_aux(si: &'static StartInfo) -> i32 {
         report(Status::Skip);
     }
     let want = si.domid.wrapping_mul(0x0101_0101) ^ 0x5A00_0000;
-    // SAFETY: TSC_AUX exists (RDTSCP is shown); the write exits and takes 32 bits.
-    unsafe { asm!("wrmsr", in("ecx") MSR_TSC_AUX, in("eax") want, in("edx") 0u32, options(nomem, nostack)) };
+    // SAFETY: TSC_AUX exists (RDTSCP is shown) and takes 32 bits; nothing else in this guest
+    // reads it.
+    unsafe { wrmsr(MSR_TSC_AUX, u64::from(want)) };
     let mut v = Verdict::new();
     let spin = spin_checking(spin_ms, si.tsc_khz, |_| rdtscp_aux() == want);
     if spin.failed {
