@@ -9,7 +9,7 @@ use crate::layout::BOOT_CS;
 use crate::println;
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 /// Number of IDT vectors.
 pub const VECTORS: usize = 256;
@@ -173,6 +173,30 @@ pub fn allow_from_user(vector: u8) {
 /// Gives `vector` back to the runtime's default handling.
 pub fn clear_handler(vector: u8) {
     HANDLERS[usize::from(vector)].store(core::ptr::null_mut(), Ordering::Release);
+}
+
+/// The general-protection exception vector.
+pub const VECTOR_GP: u8 = 13;
+
+static GP_SKIP_BYTES: AtomicU64 = AtomicU64::new(0);
+static GP_SKIPPED: AtomicU64 = AtomicU64::new(0);
+
+fn skip_gp(frame: &mut Frame) {
+    GP_SKIPPED.fetch_add(1, Ordering::Relaxed);
+    frame.rip += GP_SKIP_BYTES.load(Ordering::Relaxed);
+}
+
+/// Makes every #GP resume after the faulting instruction, counting it (see
+/// [`gp_faults_skipped`]): for a test that expects an instruction of `insn_bytes` bytes to
+/// fault, such as a refused `mov cr4, rax`. `clear_handler(VECTOR_GP)` ends it.
+pub fn skip_gp_faults(insn_bytes: u64) {
+    GP_SKIP_BYTES.store(insn_bytes, Ordering::Relaxed);
+    set_handler(VECTOR_GP, skip_gp);
+}
+
+/// How many #GP faults [`skip_gp_faults`] has skipped.
+pub fn gp_faults_skipped() -> u64 {
+    GP_SKIPPED.load(Ordering::Relaxed)
 }
 
 fn handler(vector: usize) -> Option<Handler> {

@@ -8,17 +8,15 @@
 
 use core::arch::asm;
 use core::arch::x86_64::{__cpuid, __cpuid_count};
-use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::println;
 use guest_abi::rt::cpu::read_cr4;
-use guest_abi::rt::idt::{self, Frame};
+use guest_abi::rt::idt;
 use guest_abi::rt::test::Verdict;
 use guest_abi::start_info::StartInfo;
 use guest_abi::vcpu::Cr4Flags;
 
 guest_abi::guest_main!(hidden_features);
 
-const VECTOR_GP: u8 = 13;
 /// Length of `mov cr4, rax` (0F 22 E0), skipped by the #GP handler.
 const MOV_CR4_RAX_BYTES: u64 = 3;
 
@@ -33,20 +31,13 @@ const HIDDEN_CR4: [(Cr4Flags, &str); 7] = [
     (Cr4Flags::KEY_LOCKER, "KL"),
 ];
 
-static GP_COUNT: AtomicU64 = AtomicU64::new(0);
-
-fn on_gp(f: &mut Frame) {
-    GP_COUNT.fetch_add(1, Ordering::Relaxed);
-    f.rip += MOV_CR4_RAX_BYTES;
-}
-
 /// Tries `mov cr4, rax` with `value`; true if it raised #GP.
 fn cr4_write_faults(value: Cr4Flags) -> bool {
-    let before = GP_COUNT.load(Ordering::Relaxed);
+    let before = idt::gp_faults_skipped();
     // SAFETY: the #GP handler skips the 3-byte instruction if it faults; if it does not, the
     // bit of a hidden feature is set, which the test reports (and undoes) before using it.
     unsafe { asm!("mov cr4, rax", in("rax") value.bits(), options(nomem, nostack)) };
-    GP_COUNT.load(Ordering::Relaxed) != before
+    idt::gp_faults_skipped() != before
 }
 
 fn hidden_features(si: &'static StartInfo) -> i32 {
@@ -70,7 +61,7 @@ fn hidden_features(si: &'static StartInfo) -> i32 {
             v.fail(format_args!("CPUID shows {what}, whose state is not switched"));
         }
     }
-    idt::set_handler(VECTOR_GP, on_gp);
+    idt::skip_gp_faults(MOV_CR4_RAX_BYTES);
     let cr4 = read_cr4();
     let mut refused = 0;
     for (bit, name) in HIDDEN_CR4 {
@@ -89,7 +80,7 @@ fn hidden_features(si: &'static StartInfo) -> i32 {
     if cr4_write_faults(cr4 ^ pge) || read_cr4() != cr4 ^ pge || cr4_write_faults(cr4) {
         v.fail(format_args!("toggling CR4.PGE was refused"));
     }
-    idt::clear_handler(VECTOR_GP);
+    idt::clear_handler(idt::VECTOR_GP);
     println!("hidden-features {}: none of 9 hidden features shown, {refused} of {} CR4 bits refused", si.name(), HIDDEN_CR4.len());
     v.report()
 }

@@ -7,9 +7,8 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use core::arch::{asm, global_asm};
-use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::println;
-use guest_abi::rt::idt::{self, Frame};
+use guest_abi::rt::idt;
 use guest_abi::rt::test::{Status, Verdict, report};
 use guest_abi::rt::{self, cpu};
 use guest_abi::start_info::StartInfo;
@@ -17,7 +16,6 @@ use guest_abi::vcpu::Cr0Flags;
 
 guest_abi::guest_main!(long_mode_exit);
 
-const VECTOR_GP: u8 = 13;
 /// `mov cr0, rax` is 0F 22 C0.
 const MOV_CR0_RAX_BYTES: u64 = 3;
 /// Selector of the 32-bit code segment in [`GDT`].
@@ -27,13 +25,6 @@ const COMPAT_CS: u64 = 0x18;
 #[repr(C, align(16))]
 struct Gdt([u64; 4]);
 static GDT: Gdt = Gdt([0, 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF, 0x00CF_9A00_0000_FFFF]);
-
-static GP_COUNT: AtomicU64 = AtomicU64::new(0);
-
-fn on_gp(f: &mut Frame) {
-    GP_COUNT.fetch_add(1, Ordering::Relaxed);
-    f.rip += MOV_CR0_RAX_BYTES;
-}
 
 // 32-bit code reached by a far return: turn paging off (leaving long mode), then, if still
 // running, say so on the debug port and halt for good.
@@ -69,12 +60,12 @@ fn long_mode_exit(si: &'static StartInfo) -> i32 {
     let mut v = Verdict::new();
     match mode {
         "64" => {
-            idt::set_handler(VECTOR_GP, on_gp);
+            idt::skip_gp_faults(MOV_CR0_RAX_BYTES);
             let without_paging = cpu::read_cr0() - Cr0Flags::PAGING;
             // SAFETY: clearing PG from 64-bit code must fault (#GP), which the handler skips;
             // if it did not fault, the test fails below (and this guest has lost its paging).
             unsafe { asm!("mov cr0, rax", in("rax") without_paging.bits(), options(nomem, nostack)) };
-            if GP_COUNT.load(Ordering::Relaxed) != 1 {
+            if idt::gp_faults_skipped() != 1 {
                 v.fail(format_args!("clearing CR0.PG in 64-bit mode did not raise #GP"));
             }
             println!("long-mode-exit {}: clearing CR0.PG in 64-bit code raised #GP", si.name());
