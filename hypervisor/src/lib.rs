@@ -16,6 +16,8 @@ pub mod p2m;
 pub mod platform;
 pub mod policy;
 pub mod sched;
+#[cfg(test)]
+mod testing;
 pub mod txqueue;
 pub mod vcpu;
 

@@ -686,8 +686,7 @@ fn with_code(h: &mut Hv, code: &[u8]) -> DomId {
     h.write_guest(u, 0x20000, code, false).unwrap();
     let v = vcpu(h, u);
     v.ctx = VcpuContext::long_mode(0x20000, 0x30000, 0x10000, 0, 0x2000);
-    v.ctx.cr0 |= Cr0Flags::PROTECTED_MODE_ENABLE.bits() | Cr0Flags::PAGING.bits();
-    v.ctx.cr4 |= Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
+    // Without NXE, which the context's default EFER has.
     v.ctx.efer = EferFlags::LONG_MODE_ENABLE.bits() | EferFlags::LONG_MODE_ACTIVE.bits();
     u
 }
@@ -1128,13 +1127,7 @@ fn random_hypercalls_from_a_guest_never_hurt_anyone_else() {
     let victim = started(&mut h, "victim", 2 * MIB);
     guest_write(&mut h, victim, 0x10_0000, 0xFEED);
     let fuzzer = started(&mut h, "fuzzer", 2 * MIB);
-    let mut x: u64 = 0x1234_5678_9ABC_DEF1;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = crate::testing::xorshift(0x1234_5678_9ABC_DEF1);
     let edges = [0, 1, u64::MAX, 2 * MIB - 1, 2 * MIB, 0x1000, 0xFFF, 1 << 40, victim as u64, d0 as u64];
     for _ in 0..20_000 {
         let n = match next() % 4 {
@@ -1177,13 +1170,7 @@ fn random_lifecycles_at_the_edge_of_memory_keep_every_reference_exact() {
     const CHECK_EVERY_STEPS: u64 = 8;
     for seed in 1..=6u64 {
         let mut h = hv();
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::testing::xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let t = template(&mut h, 8);
         // Eat most of memory so that allocations fail in every path.
         let mut hogs = Vec::new();
@@ -1293,13 +1280,7 @@ fn assert_downgrades_flushed(h: &mut Hv, before: &BTreeMap<DomId, BTreeMap<u64, 
 fn every_mapping_downgrade_is_followed_by_a_flush_before_the_vcpu_runs_again() {
     let mut h = hv();
     let d0 = dom0(&mut h);
-    let mut x: u64 = 0xDEAD_BEEF_1234_5678;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = crate::testing::xorshift(0xDEAD_BEEF_1234_5678);
     let t = template(&mut h, 64);
     let mut live: Vec<DomId> = vec![started(&mut h, "plain", 4 * MIB)];
     for i in 0..4 {

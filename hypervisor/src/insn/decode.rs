@@ -418,13 +418,12 @@ mod tests {
                 }
             }
         }
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = crate::testing::xorshift(0x2545_F491_4F6C_DD1D);
         for _ in 0..100_000 {
             let mut buf = [0u8; 15];
+            let mut x = 0;
             for b in buf.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                x = next();
                 *b = x as u8;
             }
             buf[(x as usize >> 8) % 4] = 0x0F;

@@ -491,11 +491,9 @@ mod tests {
         let mut ft = FrameTable::new(&mut s);
         ft.add_free_range(Pfn(0), Pfn(256)).unwrap();
         let mut held = Vec::new();
-        let mut x: u64 = 12345;
+        let mut next = crate::testing::xorshift(12345);
         for _ in 0..5000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = next();
             if x % 3 != 0 || held.is_empty() {
                 if let Ok(f) = ft.alloc(FrameKind::DomainRam, (x % 5) as u32) {
                     held.push(f);

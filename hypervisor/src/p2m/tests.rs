@@ -344,13 +344,7 @@ fn random_writes_by_many_clones_match_a_model() {
         let pages = 1500u64;
         let mut tpl = populate::<F>(&mut w, 1, pages, 0xBEEF);
         let mut doms: Vec<(u32, P2m<F>, BTreeMap<u64, u64>)> = Vec::new();
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::testing::xorshift(0x9E37_79B9_7F4A_7C15);
         for round in 0..6u32 {
             // Sometimes clone the last clone (a chain), otherwise the root template.
             let owner = 100 + round;
