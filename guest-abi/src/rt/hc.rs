@@ -46,6 +46,18 @@ pub fn block(timeout_ns: u64) -> HvResult<u64> {
     call(nr::BLOCK, &[timeout_ns])
 }
 
+/// How long a benchmark pauses before it measures: long enough for the console lines printed
+/// before to reach the serial line, so their draining does not ride on the exits being timed.
+pub const SETTLE_NS: u64 = 20_000_000;
+
+/// Sleeps until an event is pending or `timeout_ns` passes (0 = until an event), then
+/// acknowledges the pending events, dropping them: a pause for a guest that waits for no
+/// event in particular.
+pub fn sleep(timeout_ns: u64) {
+    let _ = block(timeout_ns);
+    let _ = event_ack();
+}
+
 /// Nanoseconds since the hypervisor booted.
 pub fn time_ns() -> HvResult<u64> {
     call(nr::TIME, &[])

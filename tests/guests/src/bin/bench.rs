@@ -16,15 +16,6 @@ guest_abi::guest_main!(bench);
 const NULL_CALLS: u64 = 1000;
 /// Pages written in each write loop.
 const WRITE_PAGES: u64 = 256;
-/// A pause before each measurement, so the console lines printed before it have reached
-/// the serial line and their draining does not ride on the exits being timed.
-const SETTLE_NS: u64 = 20_000_000;
-
-fn settle() {
-    let _ = hc::block(SETTLE_NS);
-    let _ = hc::event_ack();
-}
-
 /// Average and minimum of a series of cycle counts.
 #[derive(Clone, Copy)]
 struct Cycles {
@@ -63,7 +54,8 @@ fn time_writes(base: u64, pages: u64, value: u64) -> Cycles {
 }
 
 fn bench(si: &'static StartInfo) -> i32 {
-    settle();
+    // Each measurement starts after a pause, so earlier console output is not timed.
+    hc::sleep(hc::SETTLE_NS);
     let mut null = Cycles::new();
     for _ in 0..NULL_CALLS {
         let t0 = rdtsc();
@@ -82,7 +74,7 @@ fn bench(si: &'static StartInfo) -> i32 {
         println!("bench: {} pages of RAM above the image needed", 2 * WRITE_PAGES);
         report(Status::Error);
     }
-    settle();
+    hc::sleep(hc::SETTLE_NS);
     // Touch both regions first so neither measurement includes a first-touch fault.
     time_writes(plain_base, 2 * WRITE_PAGES, 1);
     let plain = time_writes(plain_base, WRITE_PAGES, 2);

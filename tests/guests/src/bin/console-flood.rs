@@ -46,8 +46,7 @@ fn console_flood(si: &'static StartInfo) -> i32 {
             let begin = hc::time_ns().unwrap_or(0);
             let mut last = begin;
             while last.saturating_sub(begin) < watch_ms * 1_000_000 {
-                let _ = hc::block(SLEEP_NS);
-                let _ = hc::event_ack();
+                hc::sleep(SLEEP_NS);
                 let now = hc::time_ns().unwrap_or(0);
                 worst = worst.max(now.saturating_sub(last));
                 last = now;

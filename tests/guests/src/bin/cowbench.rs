@@ -26,9 +26,6 @@ fn copy_page(dst: u64, src: u64) {
     };
 }
 
-/// The pause before measuring.
-const SETTLE_NS: u64 = 20_000_000;
-
 fn cowbench(si: &'static StartInfo) -> i32 {
     let pages = rt::cmdline_u64("pages").ok().flatten().unwrap_or(256).clamp(8, MAX_PAGES as u64) as usize;
     let base = rt::image_end().div_ceil(2 << 20) * (2 << 20);
@@ -47,8 +44,7 @@ fn cowbench(si: &'static StartInfo) -> i32 {
     }
     // In a clone: every page at `base` is shared with the template. Pause first, so that
     // dom0's console output has reached the serial line and its draining is not timed.
-    let _ = hc::block(SETTLE_NS);
-    let _ = hc::event_ack();
+    hc::sleep(hc::SETTLE_NS);
     let mut cow = [0u64; MAX_PAGES];
     for (i, c) in cow.iter_mut().take(pages).enumerate() {
         let p = (base + i as u64 * PAGE) as *mut u64;

@@ -26,6 +26,8 @@ const DR6_CLEAR: u64 = 0xFFFF_0FF0;
 const VECTOR_DB: u8 = 1;
 const EXITS: u64 = 200;
 const SLEEPS: u64 = 20;
+/// Each sleep lasts this long, so other domains run in between.
+const SLEEP_NS: u64 = 500_000;
 
 /// The watched variable (8-byte aligned).
 static WATCHED: AtomicU64 = AtomicU64::new(0);
@@ -57,8 +59,7 @@ fn dr7_state(si: &'static StartInfo) -> i32 {
         let _ = hc::null();
     }
     for _ in 0..SLEEPS {
-        let _ = hc::block(500_000);
-        let _ = hc::event_ack();
+        hc::sleep(SLEEP_NS);
     }
     let dr7 = read_dr7();
     if dr7 != DR7_L0_WRITE_8 {

@@ -40,8 +40,7 @@ fn swapgs_kgs(si: &'static StartInfo) -> i32 {
     }
     for round in 0..rounds {
         swapgs();
-        let _ = hc::block(SLEEP_NS);
-        let _ = hc::event_ack();
+        hc::sleep(SLEEP_NS);
         let (g1, k1) = (rdmsr(MSR_GS_BASE), rdmsr(MSR_KERNEL_GS_BASE));
         swapgs();
         let _ = hc::yield_now();

@@ -21,8 +21,7 @@ fn ticker(_si: &'static StartInfo) -> i32 {
             if now >= until {
                 break;
             }
-            let _ = hc::block(until - now);
-            let _ = hc::event_ack();
+            hc::sleep(until - now);
         }
     }
     0

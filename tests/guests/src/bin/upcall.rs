@@ -15,6 +15,8 @@ guest_abi::guest_main!(upcall);
 
 /// How long a clone waits for its upcall before giving up.
 const WAIT_MS: u64 = 2_000;
+/// The timeout whose timer event a clone takes by upcall.
+const TIMER_EVENT_NS: u64 = 1_000_000;
 
 /// Event bits received through upcalls, and how many upcalls brought them.
 static RECEIVED: AtomicU64 = AtomicU64::new(0);
@@ -59,8 +61,7 @@ fn upcall(_si: &'static StartInfo) -> i32 {
         verdict.fail(format_args!("no CLONED upcall within {WAIT_MS} ms"));
     }
     // A timer event through the same path: block with a timeout while interrupts are on.
-    let _ = hc::block(1_000_000);
-    let _ = hc::event_ack();
+    hc::sleep(TIMER_EVENT_NS);
     let upcalls = UPCALLS.load(Ordering::Relaxed);
     if upcalls == 0 {
         verdict.fail(format_args!("no upcall arrived"));
