@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use guest_abi::println;
 use guest_abi::rt::test::{Status, Verdict, option, report, spin_checking};
 use guest_abi::rt::cpu::{read_cr8, write_cr8};
-use guest_abi::rt::{events, hc, rdtsc};
+use guest_abi::rt::{events, hc};
 use guest_abi::vcpu::CR8_MAX;
 use guest_abi::start_info::StartInfo;
 
@@ -34,10 +34,10 @@ fn on_events(_bits: u64) {
 /// Spins with interrupts on for `ms`; returns the upcalls that arrived meanwhile.
 fn upcalls_during(si: &StartInfo, ms: u64) -> u64 {
     let before = UPCALLS.load(Ordering::Relaxed);
-    let start = rdtsc();
-    while rdtsc().wrapping_sub(start) < ms * si.tsc_khz {
+    spin_checking(ms, si.tsc_khz, |_| {
         core::hint::spin_loop();
-    }
+        true
+    });
     UPCALLS.load(Ordering::Relaxed) - before
 }
 

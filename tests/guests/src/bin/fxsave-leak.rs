@@ -12,8 +12,8 @@
 
 use core::arch::{asm, global_asm};
 use guest_abi::println;
-use guest_abi::rt::test::{Status, Verdict, option, report};
-use guest_abi::rt::{self, rdtsc};
+use guest_abi::rt;
+use guest_abi::rt::test::{Status, Verdict, option, report, spin_checking};
 use guest_abi::start_info::StartInfo;
 
 guest_abi::guest_main!(fxsave_leak);
@@ -112,25 +112,23 @@ fn fxsave_leak(si: &'static StartInfo) -> i32 {
     let spot = fxleak_load as *const () as u64;
     let mark = &raw const fxleak_mark as u64;
     let mut v = Verdict::new();
-    let begin = rdtsc();
-    let mut checks = 0u64;
     // SAFETY: resets the x87 unit: the checker's own pointers are zero from here on.
     unsafe { asm!("fninit", options(nomem, nostack)) };
-    while rdtsc().wrapping_sub(begin) < spin_ms * si.tsc_khz {
+    let (mut fip, mut fdp) = (0, 0);
+    let spin = spin_checking(spin_ms, si.tsc_khz, |_| {
         if role == "x87" {
             // SAFETY: one push and one pop of the x87 stack.
             unsafe { fxleak_load() };
-        } else {
-            let mut img = Image([0; 512]);
-            fxsave(&mut img);
-            let (fip, fdp) = (word(&img, FIP_OFFSET), word(&img, FDP_OFFSET));
-            if fip == spot || fdp == mark {
-                v.fail(format_args!("another domain's x87 pointers leaked in: fip {fip:#x} fdp {fdp:#x}"));
-                break;
-            }
+            return true;
         }
-        checks += 1;
+        let mut img = Image([0; 512]);
+        fxsave(&mut img);
+        (fip, fdp) = (word(&img, FIP_OFFSET), word(&img, FDP_OFFSET));
+        fip != spot && fdp != mark
+    });
+    if spin.failed {
+        v.fail(format_args!("another domain's x87 pointers leaked in: fip {fip:#x} fdp {fdp:#x}"));
     }
-    println!("fxsave-leak {} ({role}): {checks} rounds, no foreign x87 pointers", si.name());
+    println!("fxsave-leak {} ({role}): {} rounds, no foreign x87 pointers", si.name(), spin.checks);
     v.report()
 }

@@ -6,15 +6,12 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 use guest_abi::println;
-use guest_abi::rt::rdtsc;
-use guest_abi::rt::test::{Status, option, report};
+use guest_abi::rt::test::{Status, option, report, spin_checking};
 use guest_abi::start_info::StartInfo;
 
 guest_abi::guest_main!(xstate);
 
 const DEFAULT_SPIN_MS: u64 = 300;
-/// A gap between two TSC reads longer than this means the vCPU was descheduled.
-const PREEMPTION_GAP_US: u64 = 200;
 /// Rounding-control field of MXCSR (bits 13-14) and of the x87 control word (bits 10-11).
 const MXCSR_RC_SHIFT: u32 = 13;
 const FCW_RC_SHIFT: u32 = 10;
@@ -123,29 +120,16 @@ fn xstate(si: &'static StartInfo) -> i32 {
     let name = si.name();
     let want = Values::for_domain(si.domid);
     load(&want);
-    let spin_cycles = spin_ms.saturating_mul(si.tsc_khz);
-    let gap_cycles = si.tsc_khz * PREEMPTION_GAP_US / 1000;
-    let (mut checks, mut preemptions) = (0u64, 0u64);
-    let begin = rdtsc();
-    let mut last = begin;
-    loop {
+    let spin = spin_checking(spin_ms, si.tsc_khz, |s| {
         let got = read();
         if got != want {
-            println!("xstate {name}: after {checks} checks and {preemptions} preemptions the registers changed");
+            println!("xstate {name}: after {} checks and {} preemptions the registers changed", s.checks, s.preemptions);
             println!("xstate {name}: expected {want:x?}");
             println!("xstate {name}: found    {got:x?}");
             report(Status::Failure);
         }
-        checks += 1;
-        let now = rdtsc();
-        if now.wrapping_sub(last) > gap_cycles {
-            preemptions += 1;
-        }
-        last = now;
-        if now.wrapping_sub(begin) >= spin_cycles {
-            break;
-        }
-    }
-    println!("xstate {name}: checks {checks} preemptions {preemptions} registers kept");
+        true
+    });
+    println!("xstate {name}: checks {} preemptions {} registers kept", spin.checks, spin.preemptions);
     report(Status::Success)
 }
