@@ -7,6 +7,7 @@
 extern crate alloc;
 
 pub mod bundle;
+pub mod cmdline;
 pub mod crc32;
 pub mod domctl;
 pub mod error;

@@ -24,7 +24,6 @@
 //! feature unification (the hypervisor, built in the same cargo invocation) is unaffected.
 //! On the host the macro emits an empty `main`, so the workspace still builds and tests there.
 
-pub mod cmdline;
 pub mod console;
 pub mod cpu;
 pub mod entry;
@@ -39,6 +38,8 @@ pub mod test;
 use crate::start_info::{START_INFO_MAGIC, START_INFO_VERSION, StartInfo};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+/// Command-line parsing, also at [`crate::cmdline`] (it needs no runtime).
+pub use crate::cmdline;
 pub use cmdline::CmdlineError;
 pub use cpu::rdtsc;
 

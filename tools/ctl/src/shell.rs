@@ -185,12 +185,10 @@ fn number<T: core::str::FromStr>(key: &str, v: &str) -> Result<T, ParseError> {
 /// Bytes `checksum` reads per hypercall.
 const CHECKSUM_CHUNK_BYTES: usize = 64 * 1024;
 
-/// A register value: decimal or `0x` hex.
+/// A register value: decimal or `0x` hex as guests read their command lines (`_` between
+/// digits), after an optional `+` (which the `str::parse` this used before took).
 fn parse_register_value(v: &str) -> Option<u64> {
-    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16).ok(),
-        None => v.parse().ok(),
-    }
+    guest_abi::cmdline::parse_u64(v.strip_prefix('+').unwrap_or(v))
 }
 
 /// Longest `sleep`.

@@ -370,3 +370,24 @@ fn poweroff_ends_the_shell_and_nothing_else_does() {
     let mut out = String::new();
     assert_eq!(s.execute("poweroff", &mut out), Flow::PowerOff);
 }
+
+#[test]
+fn register_values_take_decimal_and_hex_with_underscores_and_a_plus_sign() {
+    for (text, want) in [
+        ("5", 5),
+        ("+5", 5),
+        ("0x1f", 0x1f),
+        ("0X1F", 0x1f),
+        ("0x_1f", 0x1f),
+        ("0x1_f", 0x1f),
+        ("0xffff_8000_0000_1000", 0xffff_8000_0000_1000),
+        ("18446744073709551615", u64::MAX),
+        ("1_000", 1000),
+        ("+0x5", 5),
+    ] {
+        assert_eq!(parse_register_value(text), Some(want), "{text:?}");
+    }
+    for bad in ["", "+", "0x", "0x_", "0x+", "-1", "0x-1", "++5", "zz", "1.5", "18446744073709551616", "0x1_0000_0000_0000_0000"] {
+        assert_eq!(parse_register_value(bad), None, "{bad:?}");
+    }
+}

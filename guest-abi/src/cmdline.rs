@@ -1,4 +1,5 @@
-//! Command-line parsing: whitespace-separated `key=value` tokens and numbers in them.
+//! Command-line parsing: whitespace-separated `key=value` tokens and numbers in them. Pure
+//! text handling, so guests (through `rt`) and dom0's shell read numbers the same way.
 
 use core::fmt;
 
@@ -33,21 +34,20 @@ pub fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
         .last()
 }
 
-/// Parses a decimal or `0x`-prefixed hexadecimal `u64` (underscores allowed between digits).
+/// Parses a decimal or `0x`-prefixed hexadecimal `u64`. Underscores may separate digits and,
+/// as in Rust literals, follow the `0x`; a decimal number cannot start with one.
 pub fn parse_u64(text: &str) -> Option<u64> {
     let (digits, radix) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => (hex, 16),
+        None if text.starts_with('_') => return None,
         None => (text, 10),
     };
-    if digits.is_empty() || digits.starts_with('_') {
-        return None;
-    }
-    let mut v: u64 = 0;
+    let mut v: Option<u64> = None;
     for c in digits.chars().filter(|&c| c != '_') {
         let d = c.to_digit(radix)?;
-        v = v.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
+        v = Some(v.unwrap_or(0).checked_mul(u64::from(radix))?.checked_add(u64::from(d))?);
     }
-    Some(v)
+    v
 }
 
 #[cfg(test)]
@@ -77,9 +77,10 @@ mod tests {
         assert_eq!(parse_u64("300"), Some(300));
         assert_eq!(parse_u64("0x1F"), Some(31));
         assert_eq!(parse_u64("1_000"), Some(1000));
+        assert_eq!(parse_u64("0x_ffff_8000"), Some(0xffff_8000));
         assert_eq!(parse_u64("18446744073709551615"), Some(u64::MAX));
         assert_eq!(parse_u64("18446744073709551616"), None);
-        for bad in ["", "0x", "-1", "12a", "_1", "0xg", " 1"] {
+        for bad in ["", "0x", "0x_", "_", "-1", "12a", "_1", "0xg", " 1", "+1"] {
             assert_eq!(parse_u64(bad), None, "{bad:?}");
         }
     }
