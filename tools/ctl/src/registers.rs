@@ -4,67 +4,92 @@
 
 use guest_abi::vcpu::VcpuContext;
 
-/// Every register name, in the order `vcpu` prints them.
-pub const NAMES: &[&str] = &[
-    "rip", "rsp", "rflags", "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9", "r10", "r11", "r12", "r13",
-    "r14", "r15", "cr0", "cr2", "cr3", "cr4", "cr8", "efer", "pat", "dr7", "fs_base", "gs_base", "kernel_gs_base",
-    "star", "lstar", "cstar", "sfmask", "sysenter_cs", "sysenter_esp", "sysenter_eip", "tsc_aux",
-];
+/// A register `vcpu` knows by name: where it lives in a [`VcpuContext`].
+pub struct Register {
+    /// What `vcpu` calls it.
+    pub name: &'static str,
+    read: fn(&VcpuContext) -> u64,
+    field: fn(&mut VcpuContext) -> &mut u64,
+}
 
-fn field<'a>(c: &'a mut VcpuContext, name: &str) -> Option<&'a mut u64> {
-    Some(match name {
-        "rip" => &mut c.rip,
-        "rsp" => &mut c.rsp,
-        "rflags" => &mut c.rflags,
-        "rax" => &mut c.rax,
-        "rbx" => &mut c.rbx,
-        "rcx" => &mut c.rcx,
-        "rdx" => &mut c.rdx,
-        "rsi" => &mut c.rsi,
-        "rdi" => &mut c.rdi,
-        "rbp" => &mut c.rbp,
-        "r8" => &mut c.r8,
-        "r9" => &mut c.r9,
-        "r10" => &mut c.r10,
-        "r11" => &mut c.r11,
-        "r12" => &mut c.r12,
-        "r13" => &mut c.r13,
-        "r14" => &mut c.r14,
-        "r15" => &mut c.r15,
-        "cr0" => &mut c.cr0,
-        "cr2" => &mut c.cr2,
-        "cr3" => &mut c.cr3,
-        "cr4" => &mut c.cr4,
-        "cr8" => &mut c.cr8,
-        "efer" => &mut c.efer,
-        "pat" => &mut c.pat,
-        "dr7" => &mut c.dr7,
-        "fs_base" => &mut c.fs.base,
-        "gs_base" => &mut c.gs.base,
-        "kernel_gs_base" => &mut c.kernel_gs_base,
-        "star" => &mut c.star,
-        "lstar" => &mut c.lstar,
-        "cstar" => &mut c.cstar,
-        "sfmask" => &mut c.sfmask,
-        "sysenter_cs" => &mut c.sysenter_cs,
-        "sysenter_esp" => &mut c.sysenter_esp,
-        "sysenter_eip" => &mut c.sysenter_eip,
-        "tsc_aux" => &mut c.tsc_aux,
-        _ => return None,
-    })
+impl Register {
+    /// Its value in `c`.
+    pub fn read(&self, c: &VcpuContext) -> u64 {
+        (self.read)(c)
+    }
+
+    /// Sets it in `c`.
+    pub fn write(&self, c: &mut VcpuContext, value: u64) {
+        *(self.field)(c) = value;
+    }
+}
+
+/// Defines [`REGISTERS`] and [`NAMES`] from one list of `name => context field`.
+macro_rules! registers {
+    ($($name:literal => $($field:ident).+),* $(,)?) => {
+        /// Every register, in the order `vcpu` prints them.
+        pub const REGISTERS: &[Register] =
+            &[$(Register { name: $name, read: |c| c.$($field).+, field: |c| &mut c.$($field).+ }),*];
+        /// Every register name, in the order `vcpu` prints them.
+        pub const NAMES: &[&str] = &[$($name),*];
+    };
+}
+
+registers! {
+    "rip" => rip,
+    "rsp" => rsp,
+    "rflags" => rflags,
+    "rax" => rax,
+    "rbx" => rbx,
+    "rcx" => rcx,
+    "rdx" => rdx,
+    "rsi" => rsi,
+    "rdi" => rdi,
+    "rbp" => rbp,
+    "r8" => r8,
+    "r9" => r9,
+    "r10" => r10,
+    "r11" => r11,
+    "r12" => r12,
+    "r13" => r13,
+    "r14" => r14,
+    "r15" => r15,
+    "cr0" => cr0,
+    "cr2" => cr2,
+    "cr3" => cr3,
+    "cr4" => cr4,
+    "cr8" => cr8,
+    "efer" => efer,
+    "pat" => pat,
+    "dr7" => dr7,
+    "fs_base" => fs.base,
+    "gs_base" => gs.base,
+    "kernel_gs_base" => kernel_gs_base,
+    "star" => star,
+    "lstar" => lstar,
+    "cstar" => cstar,
+    "sfmask" => sfmask,
+    "sysenter_cs" => sysenter_cs,
+    "sysenter_esp" => sysenter_esp,
+    "sysenter_eip" => sysenter_eip,
+    "tsc_aux" => tsc_aux,
+}
+
+/// The register called `name`, if there is one.
+pub fn by_name(name: &str) -> Option<&'static Register> {
+    REGISTERS.iter().find(|r| r.name == name)
 }
 
 /// The value of register `name`, if the context has one by that name.
 pub fn get(c: &VcpuContext, name: &str) -> Option<u64> {
-    let mut copy = *c;
-    field(&mut copy, name).map(|v| *v)
+    by_name(name).map(|r| r.read(c))
 }
 
 /// Sets register `name`; false if there is none by that name.
 pub fn set(c: &mut VcpuContext, name: &str, value: u64) -> bool {
-    match field(c, name) {
-        Some(v) => {
-            *v = value;
+    match by_name(name) {
+        Some(r) => {
+            r.write(c, value);
             true
         }
         None => false,
@@ -85,6 +110,10 @@ mod tests {
             assert_eq!(get(&c, name), Some(0x1000 + i as u64), "{name}");
         }
         assert_eq!(get(&c, "cr5"), None);
+        assert_eq!(REGISTERS.len(), NAMES.len());
+        assert!(REGISTERS.iter().zip(NAMES).all(|(r, n)| r.name == *n));
+        let fs_base = NAMES.iter().position(|&n| n == "fs_base").unwrap() as u64;
+        assert_eq!(c.fs.base, 0x1000 + fs_base, "a nested field");
         assert!(!set(&mut c, "xmm0", 1));
     }
 }

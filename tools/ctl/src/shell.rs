@@ -733,8 +733,8 @@ impl<H: Hypercalls> Shell<H> {
                 let id = self.resolve(&target)?;
                 let mut ctx = self.ctl.vcpu_get(id)?;
                 if set.is_empty() {
-                    for name in crate::registers::NAMES {
-                        let _ = writeln!(out, "{name}: {:#x}", crate::registers::get(&ctx, name).unwrap_or(0));
+                    for r in crate::registers::REGISTERS {
+                        let _ = writeln!(out, "{}: {:#x}", r.name, r.read(&ctx));
                     }
                 } else {
                     for (name, value) in &set {
