@@ -39,12 +39,25 @@ pub enum Accel {
 /// run after run.
 pub const ICOUNT_ARGS: &[&str] = &["-icount", "shift=0,sleep=off", "-rtc", "base=2024-01-01T00:00:00,clock=vm"];
 
-/// Whether `f` is a QEMU CPU feature switch: `+` or `-` and a lower-case name.
-pub fn valid_cpu_feature(f: &str) -> bool {
-    let mut chars = f.chars();
-    matches!(chars.next(), Some('+' | '-'))
-        && f.len() > 1
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.')
+/// A QEMU CPU feature switch for TCG's `-cpu` model: `+` or `-` and a lower-case flag name
+/// (`+pku`, `-rdtscp`). Checked once, when it is made, so the command line takes it as is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuFeature(String);
+
+impl CpuFeature {
+    /// `f` as a feature switch, if it is one.
+    pub fn parse(f: &str) -> Option<Self> {
+        let mut chars = f.chars();
+        let valid = matches!(chars.next(), Some('+' | '-'))
+            && f.len() > 1
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.');
+        valid.then(|| Self(f.to_string()))
+    }
+
+    /// The switch as QEMU takes it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Builds the QEMU command; `cpu_features` are added to TCG's CPU model.
@@ -55,7 +68,7 @@ pub fn qemu_command(
     mem_mib: u32,
     icount: bool,
     accel: Accel,
-    cpu_features: &[String],
+    cpu_features: &[CpuFeature],
     serial_tty: &Path,
     run_dir: &Path,
 ) -> Result<Command, BootError> {
@@ -66,9 +79,9 @@ pub fn qemu_command(
         cmd.args(["-accel", "kvm", "-cpu", "host"]);
     } else {
         let mut model = String::from("qemu64,+svm,+npt");
-        for f in cpu_features.iter().filter(|f| valid_cpu_feature(f)) {
+        for f in cpu_features {
             model.push(',');
-            model.push_str(f);
+            model.push_str(f.as_str());
         }
         cmd.args(["-accel", "tcg", "-cpu", &model]);
     }
@@ -141,4 +154,19 @@ pub fn bochs_command(image: &Path, mem_mib: u32, serial_tty: &Path, run_dir: &Pa
     let mut cmd = Command::new("bochs");
     cmd.arg("-q").arg("-f").arg(&rc).arg("-rc").arg(&commands).env("TERM", "dumb");
     Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_features_are_a_sign_and_a_lower_case_flag_name() {
+        for f in ["+pku", "-rdtscp", "+avx512-fp16", "+x2apic", "+sse4.2", "+la57_x"] {
+            assert_eq!(CpuFeature::parse(f).map(|c| c.as_str().to_string()), Some(f.to_string()), "{f}");
+        }
+        for bad in ["", "+", "-", "pku", "+PKU", "+pku,+svm", "+pku x", "+p=1"] {
+            assert_eq!(CpuFeature::parse(bad), None, "{bad:?}");
+        }
+    }
 }

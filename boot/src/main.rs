@@ -11,7 +11,7 @@
 //! 2 timeout, 3 the emulator crashed, 4 setup or build error, 64 bad arguments, 130 user quit.
 
 use boot::console::Input;
-use boot::emulator::{Accel, Emulator};
+use boot::emulator::{Accel, CpuFeature, Emulator};
 use boot::run::{RunOptions, RunResult, run};
 use boot::{BootError, image};
 use std::io::IsTerminal;
@@ -92,10 +92,9 @@ fn parse(args: &[String]) -> Result<RunOptions, BootError> {
             }
             "--cpu-feature" => {
                 let v = value("--cpu-feature")?;
-                if !boot::emulator::valid_cpu_feature(&v) {
-                    return Err(usage(format!("--cpu-feature takes +NAME or -NAME (a QEMU CPU flag), got {v:?}")));
-                }
-                opts.cpu_features.push(v);
+                let f = CpuFeature::parse(&v)
+                    .ok_or_else(|| usage(format!("--cpu-feature takes +NAME or -NAME (a QEMU CPU flag), got {v:?}")))?;
+                opts.cpu_features.push(f);
             }
             "--no-default-guests" => opts.default_guests = false,
             "--keep" => opts.keep = true,

@@ -3,7 +3,7 @@
 //! the outcome from the exit status and the hypervisor's last `(hv) power off:` line.
 
 use crate::console::{Input, Pty, Session, SessionEnd, SessionOptions, run_session};
-use crate::emulator::{self, Accel, Emulator, QEMU_STATUS_FAILURE, QEMU_STATUS_SUCCESS};
+use crate::emulator::{self, Accel, CpuFeature, Emulator, QEMU_STATUS_FAILURE, QEMU_STATUS_SUCCESS};
 use crate::image::{self, BundleSpec, Firmware};
 use crate::{BootError, artifacts, io_err, setup};
 use std::path::PathBuf;
@@ -46,7 +46,7 @@ pub struct RunOptions {
     /// Keep the run directory (image, logs) even on success.
     pub keep: bool,
     /// Extra CPU features for QEMU TCG's `-cpu` (`+pku`, `+rdtscp`, ...).
-    pub cpu_features: Vec<String>,
+    pub cpu_features: Vec<CpuFeature>,
 }
 
 impl Default for RunOptions {

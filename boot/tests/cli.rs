@@ -29,7 +29,7 @@ fn timeout_exits_two() {
 
 #[test]
 fn bad_arguments_exit_64_with_a_message() {
-    for args in [&["--emulator", "vmware"][..], &["--mem", "12"], &["--guest", "nopath"], &["--frobnicate"]] {
+    for args in [&["--emulator", "vmware"][..], &["--mem", "12"], &["--guest", "nopath"], &["--cpu-feature", "pku"], &["--frobnicate"]] {
         let out = boot().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         assert!(!out.stderr.is_empty());

@@ -2,14 +2,15 @@
 //! advisory), on both vendors: QEMU TCG (AMD SVM) and Bochs (Intel VMX). A guest reports
 //! SKIP, naming the reason, where an emulated CPU cannot show the defect.
 
-use boot::emulator::Emulator;
+use boot::emulator::{CpuFeature, Emulator};
 use boot::run::RunOptions;
 use tests::*;
 
 /// QEMU with extra TCG CPU features (the defects need PKU and RDTSCP to show), and Bochs.
 fn both_with(secs: u64, qemu_features: &[&str]) -> [RunOptions; 2] {
     let [q, b] = both(secs);
-    [RunOptions { cpu_features: qemu_features.iter().map(|f| f.to_string()).collect(), ..q }, b]
+    let cpu_features = qemu_features.iter().map(|f| CpuFeature::parse(f).unwrap_or_else(|| panic!("bad CPU feature {f:?}"))).collect();
+    [RunOptions { cpu_features, ..q }, b]
 }
 
 fn result_line(o: &boot::run::RunOutcome, name: &str) -> String {
