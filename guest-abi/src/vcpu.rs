@@ -61,7 +61,8 @@ impl Segment {
 
     /// The descriptor privilege level.
     pub const fn dpl(&self) -> u8 {
-        ((self.attrs >> 5) & 3) as u8
+        let dpl = SegmentAttrs::DPL_0.union(SegmentAttrs::DPL_1).bits();
+        ((self.attrs & dpl) >> SegmentAttrs::DPL_0.bits().trailing_zeros()) as u8
     }
 
     /// The type field.
@@ -221,5 +222,14 @@ mod tests {
         assert_eq!(Segment::data(0x10).attrs, 0x0C93);
         assert_eq!(Segment::busy_tss(0, 0, 0x67).attrs, 0x008B);
         assert_eq!(RFLAGS_RESERVED_ZERO, (1 << 3) | (1 << 5) | (1 << 15) | !((1u64 << 22) - 1));
+    }
+
+    #[test]
+    fn dpl_is_bits_5_and_6_of_the_attributes() {
+        for dpl in 0..4u16 {
+            let s = Segment { attrs: Segment::data(0x10).attrs | dpl << 5, ..Segment::data(0x10) };
+            assert_eq!(s.dpl(), dpl as u8);
+        }
+        assert_eq!(Segment { attrs: 0xFFFF, ..Segment::null() }.dpl(), 3);
     }
 }
