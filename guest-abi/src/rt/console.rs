@@ -78,15 +78,11 @@ pub fn write_all(mut bytes: &[u8]) {
     }
 }
 
-fn console_sink(bytes: &[u8]) {
-    write_all(bytes)
-}
-
 struct Writer<'a, const N: usize>(&'a mut LineBuffer<N>);
 
 impl<const N: usize> fmt::Write for Writer<'_, N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.push(s.as_bytes(), &mut |b| console_sink(b));
+        self.0.push(s.as_bytes(), &mut write_all);
         Ok(())
     }
 }
@@ -112,7 +108,7 @@ fn with_line(f: impl FnOnce(&mut dyn fmt::Write)) {
     } else {
         let mut buf = LineBuffer::<FALLBACK_LINE_BYTES>::new();
         f(&mut Writer(&mut buf));
-        buf.flush(&mut |b| console_sink(b));
+        buf.flush(&mut write_all);
     }
 }
 
@@ -137,7 +133,7 @@ pub fn flush() {
     if LINE.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
         // SAFETY: we own the buffer until we clear `busy` below.
         let buf = unsafe { &mut *LINE.buf.get() };
-        buf.flush(&mut |b| console_sink(b));
+        buf.flush(&mut write_all);
         LINE.busy.store(false, Ordering::Release);
     }
 }
