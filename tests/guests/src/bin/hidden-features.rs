@@ -81,6 +81,11 @@ fn hidden_features(si: &'static StartInfo) -> i32 {
         v.fail(format_args!("toggling CR4.PGE was refused"));
     }
     idt::clear_handler(idt::VECTOR_GP);
-    println!("hidden-features {}: none of 9 hidden features shown, {refused} of {} CR4 bits refused", si.name(), HIDDEN_CR4.len());
+    println!(
+        "hidden-features {}: none of {} hidden features shown, {refused} of {} CR4 bits refused",
+        si.name(),
+        checks.len(),
+        HIDDEN_CR4.len()
+    );
     v.report()
 }
