@@ -13,6 +13,7 @@ pub mod domctl;
 pub mod error;
 pub mod hypercall;
 pub mod layout;
+pub mod saved;
 pub mod start_info;
 pub mod vcpu;
 
