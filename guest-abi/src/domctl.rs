@@ -64,11 +64,14 @@ pub struct CloneArgs {
     pub quota_pages: u64,
     /// Clone index the clone sees in its start-of-day page.
     pub index: u32,
-    /// Reserved, 0.
+    /// [`CLONE_PAUSED`] or 0.
     pub flags: u32,
     /// Name (NUL padded; empty means `domN`).
     pub name: [u8; NAME_MAX_BYTES],
 }
+
+/// [`CloneArgs::flags`]: the clone starts paused (restore writes its private pages first).
+pub const CLONE_PAUSED: u32 = 1 << 0;
 
 /// `quota_pages` meaning "as many pages as the template has".
 pub const QUOTA_DEFAULT: u64 = u64::MAX;

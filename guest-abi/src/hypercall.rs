@@ -90,8 +90,25 @@ pub mod nr {
     pub const DOM_SET_NAME: u64 = 0x10F;
     /// `frame_check() -> 0`: check the frame-table invariants (debug; fails with Busy).
     pub const FRAME_CHECK: u64 = 0x110;
+    /// `dom_snapshot(domid, name_gpa, len) -> snapid`: a live checkpoint epoch. A new frozen
+    /// domain holds the state of this instant, sharing every page with `domid`, which runs
+    /// on and copies what it writes from now on (O(1) in its memory size).
+    pub const DOM_SNAPSHOT: u64 = 0x111;
+    /// `dom_state_get(domid, out_gpa: *mut SavedState)`: what an image carries beyond the
+    /// context and memory (`saved::SavedState`).
+    pub const DOM_STATE_GET: u64 = 0x112;
+    /// `dom_state_set(domid, in_gpa: *const SavedState)`: applies a restored state to a
+    /// paused domain (validated), gives it a new generation and the `RESTORED` event.
+    pub const DOM_STATE_SET: u64 = 0x113;
+    /// `mem_private_map(domid, first_gfn, out_gpa, count) -> n`: one bit per page from
+    /// `first_gfn` (at most [`PRIVATE_MAP_MAX_PAGES`]): set if the page is not shared with
+    /// the domain's template (a delta image carries only those).
+    pub const MEM_PRIVATE_MAP: u64 = 0x114;
     /// One past the last control hypercall.
-    pub const CONTROL_END: u64 = 0x111;
+    pub const CONTROL_END: u64 = 0x115;
+
+    /// Most pages one `mem_private_map` call reports.
+    pub const PRIVATE_MAP_MAX_PAGES: u64 = 32768;
 }
 
 /// Event bits delivered to a domain.
@@ -104,6 +121,11 @@ pub mod event {
     pub const TIMER: u64 = 1 << 2;
     /// Another domain changed state (dom0).
     pub const DOMAIN_STATE: u64 = 1 << 3;
+    /// The domain was restored from an image: its generation changed and time may have
+    /// jumped for the world outside (its own clock continues where it was saved).
+    pub const RESTORED: u64 = 1 << 4;
+    /// Every event bit.
+    pub const ALL: u64 = CONSOLE_INPUT | CLONED | TIMER | DOMAIN_STATE | RESTORED;
 }
 
 #[cfg(target_arch = "x86_64")]

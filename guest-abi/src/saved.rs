@@ -22,6 +22,14 @@ impl Default for ExtendedContext {
     }
 }
 
+/// [`SavedState::blocked`]: running (or runnable).
+pub const BLOCKED_NONE: u32 = 0;
+/// [`SavedState::blocked`]: halted (HLT) until an event or timeout.
+pub const BLOCKED_HLT: u32 = 1;
+/// [`SavedState::blocked`]: in the `block` hypercall; RAX receives the pending events when it
+/// wakes (the saved RAX still holds the hypercall number).
+pub const BLOCKED_CALL: u32 = 2;
+
 /// Sentinel for "no domain" in [`SavedState`] identity fields.
 pub const NO_PARENT: u32 = u32::MAX;
 
@@ -36,7 +44,7 @@ pub struct SavedState {
     pub upcall_vector: u32,
     /// 1 if an upcall was injected and not yet acknowledged.
     pub upcall_in_service: u32,
-    /// 1 if the vCPU is blocked (in `block` or HLT) waiting for an event or its deadline.
+    /// What the vCPU was waiting in: [`BLOCKED_NONE`], [`BLOCKED_HLT`] or [`BLOCKED_CALL`].
     pub blocked: u32,
     /// 1 if `block_remaining_ns` is meaningful (the block has a timeout).
     pub has_deadline: u32,

@@ -23,6 +23,8 @@ bitflags::bitflags! {
         const PRIVILEGED = 1 << 0;
         /// The domain is a clone; `parent`, `clone_index` and `generation` say whose.
         const CLONE = 1 << 1;
+        /// The domain was restored from an image; `generation` is new.
+        const RESTORED = 1 << 2;
     }
 }
 

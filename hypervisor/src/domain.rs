@@ -180,6 +180,29 @@ pub struct Domain<V, F: EntryFormat> {
     pub counters: Counters,
     /// Why it crashed or was paused by the hypervisor.
     pub reason: Reason,
+    /// Added (wrapping) to the hypervisor's clock to give the domain's `time()`: a restored
+    /// domain's clock continues from the moment it was saved, in whichever boot.
+    pub clock_offset_ns: u64,
+    /// Added (wrapping) to the host TSC to give the guest's TSC.
+    pub tsc_offset: u64,
+    /// A frozen domain's clock and block timer at the instant it was frozen (what its
+    /// image records; clones start their clocks from it).
+    pub frozen_at: Option<FrozenAt>,
+    /// The live domain this frozen one is a checkpoint epoch of (for `list`).
+    pub snapshot_of: Option<DomId>,
+}
+
+/// The time-dependent state of a domain at the instant it was frozen or snapshotted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrozenAt {
+    /// Its `time()` then.
+    pub guest_ns: u64,
+    /// Its TSC then.
+    pub guest_tsc: u64,
+    /// What it was blocked in (`guest_abi::saved::BLOCKED_*`), and how much of its
+    /// timeout was left.
+    pub blocked: u32,
+    pub block_remaining_ns: Option<u64>,
 }
 
 impl<V, F: EntryFormat> Domain<V, F> {
@@ -215,6 +238,10 @@ impl<V, F: EntryFormat> Domain<V, F> {
             echo_waiting: false,
             counters: Counters::default(),
             reason: Reason::default(),
+            clock_offset_ns: 0,
+            tsc_offset: 0,
+            frozen_at: None,
+            snapshot_of: None,
         }
     }
 

@@ -195,6 +195,10 @@ pub fn start(boot: &'static mut BootInfo) -> ! {
         backend: if backend == Some(cpu::Backend::VmxEpt) { 1 } else { 2 },
         firmware: if firmware == "uefi" { 2 } else { 1 },
     };
+    const _: () = assert!(
+        crate::arch::svm::POOL_FRAMES_NEEDED <= crate::mm::boot::BOOT_POOL_FRAMES
+            && crate::arch::vmx::POOL_FRAMES_NEEDED <= crate::mm::boot::BOOT_POOL_FRAMES
+    );
     let plan = BootPlan { bundle, bundle_phys, config };
     match (backend, cpu.svm, cpu.vmx) {
         (Some(cpu::Backend::SvmNpt), Some(caps), _) => {

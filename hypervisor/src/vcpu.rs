@@ -321,6 +321,14 @@ impl Default for ExtendedState {
     }
 }
 
+impl ExtendedState {
+    /// MXCSR as saved.
+    pub fn mxcsr(&self) -> u32 {
+        let b = &self.fxsave[FXSAVE_MXCSR_OFFSET..FXSAVE_MXCSR_OFFSET + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
 /// One virtual CPU on a hardware backend.
 pub trait Vcpu {
     /// The general-purpose registers (valid between exits).
@@ -369,6 +377,8 @@ pub trait Vcpu {
     fn extended(&self) -> &ExtendedState;
     /// The saved [`ExtendedState`], to replace it (a clone takes its template's).
     fn extended_mut(&mut self) -> &mut ExtendedState;
+    /// Sets what is added to the host TSC to give the guest's (wrapping).
+    fn set_tsc_offset(&mut self, offset: u64);
 }
 
 /// Why a backend could not create a vCPU.
@@ -405,6 +415,9 @@ pub trait Backend {
     fn arm_preemption(&mut self, _vcpu: &mut Self::Vcpu, _ns: u64, _tsc_khz: u64) -> bool {
         false
     }
+    /// Lets this vCPU reach the device ports dom0 owns ([`crate::policy::devices::DOM0_PORTS`])
+    /// without exits; every other port stays intercepted. Only dom0's vCPU gets this.
+    fn pass_through_ports(&mut self, vcpu: &mut Self::Vcpu);
     /// Releases a vCPU's control block.
     fn destroy_vcpu(&mut self, ft: &mut FrameTable<'_>, vcpu: Self::Vcpu);
     /// Runs the vCPU until the next exit.

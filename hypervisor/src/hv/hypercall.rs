@@ -15,6 +15,7 @@ use crate::vcpu::{Backend, Vcpu};
 use alloc::vec::Vec;
 use guest_abi::domctl::{CloneArgs, CreateArgs, NAME_MAX_BYTES, parse_name};
 use guest_abi::hypercall::nr;
+use guest_abi::saved::SavedState;
 use guest_abi::vcpu::VcpuContext;
 use guest_abi::{HvError, bytes_of, bytes_of_mut};
 
@@ -145,7 +146,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 self.block(id, deadline, true);
                 Ok(Outcome::Blocked)
             }
-            nr::TIME => Ok(Outcome::Value(self.platform.now_ns())),
+            nr::TIME => Ok(Outcome::Value(self.guest_time_ns(self.dom(id)?))),
             nr::EVENT_ACK => {
                 let d = self.dom_mut(id)?;
                 let bits = core::mem::take(&mut d.events.pending);
@@ -348,7 +349,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             nr::DOM_CLONE => {
                 let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
                 let args = self.read_struct(id, a[1], CloneArgs { quota_pages: 0, index: 0, flags: 0, name: [0; NAME_MAX_BYTES] })?;
-                if args.flags != 0 || parse_name(&args.name).is_err() {
+                if args.flags & !guest_abi::domctl::CLONE_PAUSED != 0 || parse_name(&args.name).is_err() {
                     return Err(HvError::InvalidArgument);
                 }
                 Ok(Outcome::Value(self.clone_domain(t, &args)? as u64))
@@ -361,18 +362,40 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             }
             nr::DOM_SET_NAME => {
                 let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
-                let len = a[2];
-                if len == 0 || len > NAME_MAX_BYTES as u64 {
-                    return Err(HvError::InvalidArgument);
-                }
-                let mut buf = [0u8; NAME_MAX_BYTES];
-                self.read_guest(id, a[1], &mut buf[..len as usize])?;
-                let name = core::str::from_utf8(&buf[..len as usize]).map_err(|_| HvError::InvalidArgument)?;
-                if name.contains('\0') {
-                    return Err(HvError::InvalidArgument);
-                }
-                self.set_name(t, name)?;
+                let name = self.name_arg(id, a[1], a[2], false)?;
+                self.set_name(t, name.as_str())?;
                 Ok(Outcome::Value(0))
+            }
+            nr::DOM_SNAPSHOT => {
+                let t = self.other(id, a[0])?;
+                let name = self.name_arg(id, a[1], a[2], true)?;
+                Ok(Outcome::Value(self.snapshot(t, name.as_str())? as u64))
+            }
+            nr::DOM_STATE_GET => {
+                let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
+                let state = self.saved_state(t)?;
+                self.write_struct(id, a[1], &state)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::DOM_STATE_SET => {
+                let t = self.other(id, a[0])?;
+                let state = self.read_struct(id, a[1], SavedState::default())?;
+                self.restore_state(t, &state)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::MEM_PRIVATE_MAP => {
+                let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
+                let (first, out, count) = (a[1], a[2], a[3]);
+                if count == 0 || count > nr::PRIVATE_MAP_MAX_PAGES {
+                    return Err(HvError::InvalidArgument);
+                }
+                let bytes = count.div_ceil(8);
+                self.check_range(id, out, bytes)?;
+                let mut map = [0u8; (nr::PRIVATE_MAP_MAX_PAGES / 8) as usize];
+                let map = &mut map[..bytes as usize];
+                let covered = self.private_map(t, first, map)?.min(count);
+                self.write_guest(id, out, &map[..covered.div_ceil(8) as usize], false)?;
+                Ok(Outcome::Value(covered))
             }
             nr::FRAME_CHECK => match self.check_invariants() {
                 Ok(()) => Ok(Outcome::Value(0)),
@@ -384,6 +407,21 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             },
             _ => Err(HvError::NoSuchHypercall),
         }
+    }
+
+    /// A name passed as (gpa, len): UTF-8 without NULs, at most [`NAME_MAX_BYTES`]; empty
+    /// only where `empty_ok` (a default name is then chosen).
+    fn name_arg(&self, id: DomId, gpa: u64, len: u64, empty_ok: bool) -> Result<crate::domain::Name, HvError> {
+        if (len == 0 && !empty_ok) || len > NAME_MAX_BYTES as u64 {
+            return Err(HvError::InvalidArgument);
+        }
+        let mut buf = [0u8; NAME_MAX_BYTES];
+        self.read_guest(id, gpa, &mut buf[..len as usize])?;
+        let name = core::str::from_utf8(&buf[..len as usize]).map_err(|_| HvError::InvalidArgument)?;
+        if name.contains('\0') {
+            return Err(HvError::InvalidArgument);
+        }
+        Ok(crate::domain::Name::new(name))
     }
 
     /// Copies `len` bytes between two domains' memories in page-sized steps.

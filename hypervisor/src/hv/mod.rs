@@ -7,7 +7,9 @@ mod build;
 mod cr_decode;
 mod exit;
 mod hypercall;
+mod saved;
 mod serial;
+pub use saved::{StateError, validate_state};
 pub use serial::{ECHO_LINE_MAX_BYTES, SERIAL_DRAIN_BYTES_PER_EXIT};
 pub use build::BuildFailure;
 #[cfg(test)]
@@ -236,7 +238,12 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         d.gpa_limit = mem_bytes;
         let placeholder = VcpuContext::default();
         let vcpu = match self.backend.create_vcpu(&mut self.frames, &placeholder, p2m.root(), id) {
-            Ok(v) => v,
+            Ok(mut v) => {
+                if privileged && self.dom0.is_none() {
+                    self.backend.pass_through_ports(&mut v);
+                }
+                v
+            }
             Err(VcpuError::OutOfMemory) => {
                 let _ = p2m.destroy(&mut self.frames, &self.mem);
                 return Err(HvError::OutOfMemory);
@@ -505,7 +512,9 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             return Err(HvError::OutOfMemory);
         }
         self.unload_extended(id);
+        let clock = crate::domain::FrozenAt { blocked: guest_abi::saved::BLOCKED_NONE, block_remaining_ns: None, ..self.clock_now(self.dom(id)?) };
         let d = self.dom_mut(id)?;
+        d.frozen_at = Some(clock);
         let mut v = d.vcpu.take().ok_or(HvError::WrongState)?;
         let mut ctx = v.context();
         if self_initiated {
@@ -575,15 +584,17 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         // A clone starts from the template's saved registers and keeps its event registration:
         // if it asked for upcalls, CLONED arrives as one as soon as it can take an interrupt.
         let mut vcpu = vcpu;
-        let t_events = match self.domains.get(template) {
+        let (t_events, clock_offset_ns, tsc_offset) = match self.domains.get(template) {
             Some(t) => {
                 if let Some(ext) = t.frozen_extended.as_deref() {
                     *vcpu.extended_mut() = ext.clone();
                 }
-                t.events
+                (t.events, t.clock_offset_ns, t.tsc_offset)
             }
-            None => Events::default(),
+            None => (Events::default(), 0, 0),
         };
+        // The clone's clock runs on from the template's (a restored template's included).
+        vcpu.set_tsc_offset(tsc_offset);
         let mut d = Box::new(Domain::new(id, name_buf, false, t_mem, generation));
         d.p2m = Some(p2m);
         d.vcpu = Some(vcpu);
@@ -593,8 +604,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         d.mapped_ram = t_mapped;
         d.owned_ram = 0;
         d.gpa_limit = t_limit;
-        d.paused = None;
+        d.paused = (args.flags & domctl::CLONE_PAUSED != 0).then_some(PauseReason::User);
         d.events = Events { pending: event::CLONED, ..t_events };
+        d.clock_offset_ns = clock_offset_ns;
+        d.tsc_offset = tsc_offset;
         self.domains.insert(d);
         if let Some(t) = self.domains.get_mut(template) {
             t.clones += 1;

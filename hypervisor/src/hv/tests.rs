@@ -37,6 +37,9 @@ struct MockVcpu {
     instruction_length: u64,
     /// A flush was asked for and the vCPU has not run since (a new vCPU flushes first).
     flush_pending: bool,
+    tsc_offset: u64,
+    /// Reaches dom0's device ports without exits.
+    ports_granted: bool,
 }
 
 impl Vcpu for MockVcpu {
@@ -128,6 +131,9 @@ impl Vcpu for MockVcpu {
     fn extended_mut(&mut self) -> &mut ExtendedState {
         &mut self.ext
     }
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.tsc_offset = offset;
+    }
 }
 
 #[derive(Default)]
@@ -151,6 +157,10 @@ impl Backend for MockBackend {
         let mut v = MockVcpu { root: root.0 | (block.0 << 32), interruptible: true, flush_pending: true, ..Default::default() };
         v.set_context(ctx);
         Ok(v)
+    }
+
+    fn pass_through_ports(&mut self, v: &mut MockVcpu) {
+        v.ports_granted = true;
     }
 
     fn destroy_vcpu(&mut self, ft: &mut FrameTable<'_>, v: MockVcpu) {
@@ -1343,3 +1353,6 @@ fn every_mapping_downgrade_is_followed_by_a_flush_before_the_vcpu_runs_again() {
     }
     h.check_invariants().unwrap();
 }
+
+#[path = "saved_tests.rs"]
+mod saved;

@@ -4,6 +4,7 @@
 //! image) go through the same checks, so both vendors and every entry point agree.
 
 pub mod cpuid;
+pub mod devices;
 pub mod isolation;
 pub mod state;
 

@@ -9,7 +9,7 @@
 //! caller answers by stopping the domain.
 
 use super::Policy;
-use crate::vcpu::GuestMsr;
+use crate::vcpu::{ExtendedState, GuestMsr};
 use core::fmt;
 use guest_abi::vcpu::{
     CR8_MAX, Cr0Flags, Cr4Flags, EferFlags, RFLAGS_RESERVED_ZERO, RFlags, SEGMENT_TYPE_LDT, SEGMENT_TYPE_TSS_BUSY,
@@ -126,6 +126,9 @@ pub enum ContextError {
     Msr(GuestMsr),
     Segment(&'static str),
     DescriptorTable(&'static str),
+    Mxcsr,
+    DebugAddress(u8),
+    Dr6,
 }
 
 impl fmt::Display for ContextError {
@@ -142,6 +145,9 @@ impl fmt::Display for ContextError {
             Self::Msr(m) => write!(f, "{m:?} value refused"),
             Self::Segment(s) => write!(f, "segment {s} is invalid"),
             Self::DescriptorTable(t) => write!(f, "{t} base or limit is invalid"),
+            Self::Mxcsr => f.write_str("mxcsr has reserved bits"),
+            Self::DebugAddress(n) => write!(f, "dr{n} is not canonical"),
+            Self::Dr6 => f.write_str("dr6 has bits 63:32 set"),
         }
     }
 }
@@ -243,6 +249,29 @@ pub fn validate_context(c: &VcpuContext, policy: &Policy) -> Result<(), ContextE
         return Err(ContextError::Msr(GuestMsr::TscAux));
     }
     check_segments(c)
+}
+
+/// MXCSR bits FXRSTOR accepts on every CPU (Intel SDM Vol 1 11.6.6: without DAZ the mask
+/// is 0xFFBF). DAZ is refused even where the CPU has it: a restored image may come from
+/// another machine.
+pub const MXCSR_ALLOWED: u32 = 0xFFBF;
+
+/// Checks register state that travels outside the control block (a restored image's x87/SSE
+/// and debug registers) before the hypervisor loads it: FXRSTOR faults on reserved MXCSR bits
+/// and MOV DR on non-canonical addresses or DR6 bits 63:32, all of them in the hypervisor.
+pub fn validate_extended(e: &ExtendedState) -> Result<(), ContextError> {
+    if e.mxcsr() & !MXCSR_ALLOWED != 0 {
+        return Err(ContextError::Mxcsr);
+    }
+    for (n, &dr) in e.dr.iter().enumerate() {
+        if !canonical(dr) {
+            return Err(ContextError::DebugAddress(n as u8));
+        }
+    }
+    if e.dr6 >> 32 != 0 {
+        return Err(ContextError::Dr6);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -371,5 +400,22 @@ mod tests {
         assert_eq!(cr0_write(pg, false), Cr0Verdict::Fault, "PG without PE");
         assert_eq!(cr0_write(lm | nw, true), Cr0Verdict::Fault);
         assert_eq!(cr0_write(lm | nw | cd, true), Cr0Verdict::Apply);
+    }
+
+    #[test]
+    fn extended_state_from_an_image_is_checked_before_it_reaches_fxrstor() {
+        let mut e = ExtendedState::default();
+        assert_eq!(validate_extended(&e), Ok(()));
+        e.fxsave[24..28].copy_from_slice(&0x1_0000u32.to_le_bytes());
+        assert_eq!(validate_extended(&e), Err(ContextError::Mxcsr));
+        let mut e = ExtendedState::default();
+        e.fxsave[24..28].copy_from_slice(&0x40u32.to_le_bytes());
+        assert_eq!(validate_extended(&e), Err(ContextError::Mxcsr), "DAZ");
+        let mut e = ExtendedState::default();
+        e.dr[2] = 0x0000_8000_0000_0000;
+        assert_eq!(validate_extended(&e), Err(ContextError::DebugAddress(2)));
+        let mut e = ExtendedState::default();
+        e.dr6 = 1 << 40;
+        assert_eq!(validate_extended(&e), Err(ContextError::Dr6));
     }
 }

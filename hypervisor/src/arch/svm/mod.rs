@@ -36,8 +36,8 @@ bitflags::bitflags! {
 pub const IOPM_FRAMES: u64 = 3;
 /// Frames of the MSR permission map (8 KiB).
 pub const MSRPM_FRAMES: u64 = 2;
-/// Boot-pool frames the backend takes: IOPM, MSRPM, host save area, host VMCB.
-pub const POOL_FRAMES_NEEDED: u64 = IOPM_FRAMES + MSRPM_FRAMES + 2;
+/// Boot-pool frames the backend takes: IOPM, MSRPM, host save area, host VMCB, dom0's IOPM.
+pub const POOL_FRAMES_NEEDED: u64 = IOPM_FRAMES + MSRPM_FRAMES + 2 + IOPM_FRAMES;
 
 /// TLB_CONTROL values (AMD APM Vol 2 15.16.1): nothing, flush everything, flush this ASID.
 const TLB_CONTROL_NONE: u8 = 0;
@@ -100,6 +100,8 @@ unsafe extern "C" {
 /// The SVM backend (one per machine; the boot CPU only).
 pub struct Svm {
     iopm: Pfn,
+    /// dom0's IOPM: like `iopm` but without intercepts on the ports dom0 owns.
+    dom0_iopm: Pfn,
     msrpm: Pfn,
     host_vmcb: Vmcb,
     max_asid: u32,
@@ -134,12 +136,18 @@ impl Svm {
         let msrpm = Pfn(pool.0 + IOPM_FRAMES);
         let hsave = Pfn(msrpm.0 + MSRPM_FRAMES);
         let host_vmcb = Vmcb(Pfn(hsave.0 + 1));
+        let dom0_iopm = Pfn(host_vmcb.0.0 + 1);
         // Intercept every port and every MSR: the hypervisor emulates what guests may use.
         // SAFETY: the pool frames are ours and lie in the linear map.
         unsafe {
             core::ptr::write_bytes(phys::frame_ptr(iopm), 0xFF, (IOPM_FRAMES * 4096) as usize);
+            core::ptr::write_bytes(phys::frame_ptr(dom0_iopm), 0xFF, (IOPM_FRAMES * 4096) as usize);
             core::ptr::write_bytes(phys::frame_ptr(msrpm), 0xFF, (MSRPM_FRAMES * 4096) as usize);
         }
+        // SAFETY: the three contiguous pool frames of dom0's IOPM are ours and nothing else
+        // refers to them yet.
+        let dom0_map = unsafe { core::slice::from_raw_parts_mut(phys::frame_ptr(dom0_iopm), (IOPM_FRAMES * 4096) as usize) };
+        crate::policy::devices::grant_dom0_ports(dom0_map);
         // SAFETY: CPUID reported SVM (checked by the caller); enabling EFER.SVME and pointing
         // VM_HSAVE_PA at a zeroed page we own is the architected way to start it.
         unsafe {
@@ -147,7 +155,7 @@ impl Svm {
             wrmsr(msr::AMD_VM_HSAVE_PA, hsave.addr());
             core::arch::asm!("vmsave rax", in("rax") host_vmcb.pa(), options(nostack));
         }
-        Self { iopm, msrpm, host_vmcb, max_asid: asids.max(2), next_asid: 1, asid_generation: 1, flush_by_asid, tsc_aux: false }
+        Self { iopm, dom0_iopm, msrpm, host_vmcb, max_asid: asids.max(2), next_asid: 1, asid_generation: 1, flush_by_asid, tsc_aux: false }
     }
 
     fn assign_asid(&mut self, v: &mut SvmVcpu) {
@@ -210,6 +218,10 @@ impl Backend for Svm {
         let mut v = SvmVcpu { vmcb, regs: GuestRegs::default(), asid: 0, asid_generation: 0, flush: true, next_rip: None, reinject: 0, ext: Box::new(ExtendedState::default()) };
         v.set_context(ctx);
         Ok(v)
+    }
+
+    fn pass_through_ports(&mut self, v: &mut SvmVcpu) {
+        v.vmcb.write::<u64>(ctl::IOPM_BASE_PA, self.dom0_iopm.addr());
     }
 
     fn destroy_vcpu(&mut self, ft: &mut FrameTable<'_>, v: SvmVcpu) {
@@ -544,5 +556,9 @@ impl Vcpu for SvmVcpu {
 
     fn extended_mut(&mut self) -> &mut ExtendedState {
         &mut self.ext
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.vmcb.write::<u64>(ctl::TSC_OFFSET, offset);
     }
 }

@@ -20,6 +20,8 @@ pub const HOST_FS_SELECTOR: u64 = 0x0C08;
 pub const HOST_GS_SELECTOR: u64 = 0x0C0A;
 pub const HOST_TR_SELECTOR: u64 = 0x0C0C;
 
+pub const IO_BITMAP_A: u64 = 0x2000;
+pub const IO_BITMAP_B: u64 = 0x2002;
 pub const TSC_OFFSET: u64 = 0x2010;
 pub const EPT_POINTER: u64 = 0x201A;
 pub const GUEST_PHYSICAL_ADDRESS: u64 = 0x2400;
@@ -130,6 +132,7 @@ bitflags::bitflags! {
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct ProcControls: u32 {
         const INTERRUPT_WINDOW_EXITING = 1 << 2;
+        const USE_TSC_OFFSETTING = 1 << 3;
         const HLT_EXITING = 1 << 7;
         const MWAIT_EXITING = 1 << 10;
         const RDPMC_EXITING = 1 << 11;
@@ -139,6 +142,7 @@ bitflags::bitflags! {
         const CR8_STORE_EXITING = 1 << 20;
         const USE_TPR_SHADOW = 1 << 21;
         const UNCONDITIONAL_IO_EXITING = 1 << 24;
+        const USE_IO_BITMAPS = 1 << 25;
         const USE_MSR_BITMAPS = 1 << 28;
         const MONITOR_EXITING = 1 << 29;
         const SECONDARY_CONTROLS = 1 << 31;

@@ -192,7 +192,15 @@ pub struct Vmx {
     cr4_mask: u64,
     /// IA32_TSC_AUX is offered to guests, so it is switched with their extended state.
     tsc_aux: bool,
+    /// I/O bitmaps: A (ports 0-0x7FFF) and B (0x8000-0xFFFF) intercept every port;
+    /// dom0's A leaves out the ports dom0 owns (none of them is above 0x7FFF).
+    io_bitmap_a: Pfn,
+    io_bitmap_b: Pfn,
+    dom0_io_bitmap_a: Pfn,
 }
+
+/// Boot-pool frames the backend takes: the VMXON region and three I/O bitmaps.
+pub const POOL_FRAMES_NEEDED: u64 = 4;
 
 /// One VMX vCPU.
 pub struct VmxVcpu {
@@ -217,8 +225,17 @@ pub struct VmxVcpu {
 }
 
 impl Vmx {
-    /// Enables VMX on the boot CPU. `pool` is a zeroed boot-pool frame for the VMXON region.
+    /// Enables VMX on the boot CPU. `pool` is the first of [`POOL_FRAMES_NEEDED`] zeroed
+    /// boot-pool frames (VMXON region, I/O bitmaps).
     pub fn init(pool: Pfn, caps: &VmxCaps) -> Result<Self, VmxError> {
+        let (io_bitmap_a, io_bitmap_b, dom0_io_bitmap_a) = (Pfn(pool.0 + 1), Pfn(pool.0 + 2), Pfn(pool.0 + 3));
+        // SAFETY: the pool frames are ours, lie in the linear map and nothing refers to them yet.
+        unsafe {
+            for f in [io_bitmap_a, io_bitmap_b, dom0_io_bitmap_a] {
+                core::ptr::write_bytes(phys::frame_ptr(f), 0xFF, 4096);
+            }
+            crate::policy::devices::grant_dom0_ports(core::slice::from_raw_parts_mut(phys::frame_ptr(dom0_io_bitmap_a), 4096));
+        }
         // SAFETY: CPUID reported VMX, so these MSRs exist; CR0/CR4 updates follow the fixed
         // bits the CPU reports, which is what VMXON requires.
         unsafe {
@@ -259,7 +276,8 @@ impl Vmx {
                     | ProcControls::CR8_LOAD_EXITING
                     | ProcControls::CR8_STORE_EXITING
                     | ProcControls::MONITOR_EXITING
-                    | ProcControls::UNCONDITIONAL_IO_EXITING
+                    | ProcControls::USE_IO_BITMAPS
+                    | ProcControls::USE_TSC_OFFSETTING
                     | ProcControls::SECONDARY_CONTROLS)
                     .bits(),
                 proc_cap,
@@ -292,7 +310,8 @@ impl Vmx {
         let (p, q) = (controls.proc, controls.proc2);
         need(controls.pin.contains(PinControls::EXTERNAL_INTERRUPT_EXITING), "external-interrupt exiting")?;
         need(p.contains(ProcControls::HLT_EXITING), "HLT exiting")?;
-        need(p.contains(ProcControls::UNCONDITIONAL_IO_EXITING), "unconditional I/O exiting")?;
+        need(p.contains(ProcControls::USE_IO_BITMAPS), "I/O bitmaps")?;
+        need(p.contains(ProcControls::USE_TSC_OFFSETTING), "TSC offsetting")?;
         need(!p.contains(ProcControls::USE_MSR_BITMAPS), "MSR exiting")?;
         // Each vCPU's TPR is virtual: CR8 accesses exit instead of reaching the local APIC.
         need(p.contains(ProcControls::CR8_LOAD_EXITING | ProcControls::CR8_STORE_EXITING), "CR8 exiting")?;
@@ -332,6 +351,9 @@ impl Vmx {
             preemption_rate,
             cr4_mask: CR4_MASK_ALL,
             tsc_aux: false,
+            io_bitmap_a,
+            io_bitmap_b,
+            dom0_io_bitmap_a,
         })
     }
 
@@ -436,6 +458,8 @@ impl Backend for Vmx {
         write(EXIT_MSR_LOAD_COUNT, 0);
         write(ENTRY_MSR_LOAD_COUNT, 0);
         write(TSC_OFFSET, 0);
+        write(IO_BITMAP_A, self.io_bitmap_a.addr());
+        write(IO_BITMAP_B, self.io_bitmap_b.addr());
         if self.vpid {
             write(VPID, (domid % 0xFFFF) as u64 + 1);
         }
@@ -464,6 +488,11 @@ impl Backend for Vmx {
         };
         v.set_context(ctx);
         Ok(v)
+    }
+
+    fn pass_through_ports(&mut self, v: &mut VmxVcpu) {
+        make_current(v.vmcs);
+        write(IO_BITMAP_A, self.dom0_io_bitmap_a.addr());
     }
 
     fn arm_preemption(&mut self, v: &mut VmxVcpu, ns: u64, tsc_khz: u64) -> bool {
@@ -937,5 +966,10 @@ impl Vcpu for VmxVcpu {
 
     fn extended_mut(&mut self) -> &mut ExtendedState {
         &mut self.ext
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        make_current(self.vmcs);
+        write(TSC_OFFSET, offset);
     }
 }

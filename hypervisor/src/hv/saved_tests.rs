@@ -1,0 +1,227 @@
+//! Host tests of the save/restore mechanism: checkpoint epochs, the saved state and its
+//! validation, clocks that continue across restores, the private-page map, and the disk
+//! ports only dom0 reaches.
+
+use super::*;
+use guest_abi::domctl::CLONE_PAUSED;
+use guest_abi::hypercall::event;
+use guest_abi::saved::{BLOCKED_CALL, NO_PARENT, SavedState};
+
+fn snapshot_name(h: &mut Hv, d0: DomId, src: DomId, name: &str) -> Result<u64, HvError> {
+    let gpa = 0x20_0000;
+    h.write_guest(d0, gpa, name.as_bytes(), false).unwrap();
+    call(h, d0, nr::DOM_SNAPSHOT, &[u64::from(src), gpa, name.len() as u64])
+}
+
+#[test]
+fn a_checkpoint_epoch_keeps_its_instant_while_the_domain_writes_on() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let d = started(&mut h, "web", 8 * MIB);
+    for g in 0..64 {
+        guest_write(&mut h, d, 0x10_0000 + g * PAGE_SIZE, 1000 + g);
+    }
+    let free_before = h.frames.free_frames();
+    let s = snapshot_name(&mut h, d0, d, "web.ckpt").unwrap() as DomId;
+    // One frame (the snapshot's root), whatever the domain's size.
+    assert_eq!(free_before - h.frames.free_frames(), 1);
+    assert_eq!(h.domains.get(s).unwrap().life, Life::Frozen);
+    assert_eq!(h.domains.get(s).unwrap().snapshot_of, Some(d));
+    for g in 0..64 {
+        guest_write(&mut h, d, 0x10_0000 + g * PAGE_SIZE, 2000 + g);
+    }
+    for g in 0..64 {
+        assert_eq!(guest_read(&h, s, 0x10_0000 + g * PAGE_SIZE), 1000 + g);
+        assert_eq!(guest_read(&h, d, 0x10_0000 + g * PAGE_SIZE), 2000 + g);
+    }
+    h.check_invariants().unwrap();
+    // Ending the epoch gives back the pages only the snapshot still held.
+    let held = h.frames.free_frames();
+    h.destroy_domain(s).unwrap();
+    assert!(h.frames.free_frames() >= held + 64);
+    h.check_invariants().unwrap();
+    // The domain goes on writing (its pages are its own again) and is destroyed cleanly.
+    guest_write(&mut h, d, 0x10_0000, 3000);
+    assert_eq!(guest_read(&h, d, 0x10_0000), 3000);
+    h.destroy_domain(d).unwrap();
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn a_snapshot_costs_the_same_for_a_small_and_a_large_domain() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let mut cost = Vec::new();
+    for (name, mib) in [("small", 2), ("large", 48)] {
+        let d = started(&mut h, name, mib * MIB);
+        let before = h.frames.free_frames();
+        let s = snapshot_name(&mut h, d0, d, &alloc::format!("{name}.ckpt")).unwrap() as DomId;
+        cost.push(before - h.frames.free_frames());
+        h.destroy_domain(s).unwrap();
+        h.destroy_domain(d).unwrap();
+    }
+    assert_eq!(cost[0], cost[1]);
+}
+
+#[test]
+fn snapshots_are_refused_for_dom0_templates_and_unprivileged_callers() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let u = started(&mut h, "u", 4 * MIB);
+    let t = template(&mut h, 4);
+    assert_eq!(snapshot_name(&mut h, d0, d0, "x"), Err(HvError::NotPermitted));
+    assert_eq!(snapshot_name(&mut h, d0, t, "x"), Err(HvError::WrongState));
+    assert_eq!(call(&mut h, u, nr::DOM_SNAPSHOT, &[u64::from(t), 0, 0]), Err(HvError::NotPermitted));
+    assert_eq!(snapshot_name(&mut h, d0, u, "tpl"), Err(HvError::NameTaken));
+}
+
+#[test]
+fn the_saved_state_of_a_snapshot_is_the_instant_it_was_taken() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let d = started(&mut h, "web", 4 * MIB);
+    assert_eq!(call(&mut h, d, nr::SET_UPCALL, &[0x40]), Ok(0));
+    vcpu(&mut h, d).ext.dr[1] = 0x1234_5000;
+    let s = snapshot_name(&mut h, d0, d, "web.ckpt").unwrap() as DomId;
+    let first = h.saved_state(s).unwrap();
+    h.platform.now.set(h.platform.now.get() + 5_000_000_000);
+    let later = h.saved_state(s).unwrap();
+    assert_eq!(first, later, "a frozen state does not age");
+    assert_eq!(first.upcall_vector, 0x40);
+    assert_eq!(first.extended.dr[1], 0x1234_5000);
+    assert_eq!(first.parent, NO_PARENT);
+    assert!(h.saved_state(d).unwrap().guest_time_ns > first.guest_time_ns + 4_000_000_000);
+}
+
+fn paused(h: &mut Hv, name: &str) -> DomId {
+    let id = h.create_domain(name, 4 * MIB, false).unwrap();
+    let mut info = StartInfo::empty();
+    info.domid = 77;
+    info.generation = 3;
+    h.write_guest(id, START_INFO_GPA, info.as_bytes(), true).unwrap();
+    id
+}
+
+#[test]
+fn a_restored_domain_gets_a_new_generation_the_restored_event_and_its_own_clock() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let r = paused(&mut h, "restored");
+    let generation = h.domains.get(r).unwrap().generation;
+    let state = SavedState { guest_time_ns: 9_000_000_000_000, guest_tsc: 1 << 50, upcall_vector: 0x50, ..SavedState::default() };
+    h.write_guest(d0, 0x20_0000, unsafe { guest_abi::bytes_of(&state) }, false).unwrap();
+    assert_eq!(call(&mut h, d0, nr::DOM_STATE_SET, &[u64::from(r), 0x20_0000]), Ok(0));
+    let d = h.domains.get(r).unwrap();
+    assert_ne!(d.generation, generation);
+    assert_eq!(d.events.pending & event::RESTORED, event::RESTORED);
+    assert_eq!(d.events.upcall_vector, 0x50);
+    let new_generation = d.generation;
+    // The clock continues from the saved instant and runs on, in this "boot" or another.
+    h.unpause(r).unwrap();
+    let t1 = call(&mut h, r, nr::TIME, &[]).unwrap();
+    assert!((9_000_000_000_000..9_000_000_100_000).contains(&t1), "{t1}");
+    let t2 = call(&mut h, r, nr::TIME, &[]).unwrap();
+    assert!(t2 > t1);
+    let tsc = h.platform.cycles().wrapping_add(vcpu(&mut h, r).tsc_offset);
+    assert!(((1 << 50)..(1 << 50) + 100_000).contains(&tsc));
+    // The start-of-day page names the new domain and generation and says it was restored.
+    let mut info = StartInfo::empty();
+    h.read_guest(r, START_INFO_GPA, unsafe { guest_abi::bytes_of_mut(&mut info) }).unwrap();
+    assert_eq!((info.domid, info.generation, info.parent), (r, new_generation, NO_PARENT));
+    assert!(StartFlags::from_bits_retain(info.flags).contains(StartFlags::RESTORED));
+    // Clones of a restored template inherit its clock.
+    h.freeze(r, false).unwrap();
+    let c = h.clone_domain(r, &clone_args("c", 0, QUOTA_DEFAULT)).unwrap();
+    assert!(call(&mut h, c, nr::TIME, &[]).unwrap() > t2);
+    let template_offset = h.domains.get(r).unwrap().tsc_offset;
+    assert_eq!(vcpu(&mut h, c).tsc_offset, template_offset);
+}
+
+#[test]
+fn a_restored_state_that_would_fault_the_host_is_refused_and_changes_nothing() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let r = paused(&mut h, "restored");
+    let good = SavedState::default();
+    let mut bad_mxcsr = good;
+    bad_mxcsr.extended.fxsave[24..28].copy_from_slice(&0x1_0000u32.to_le_bytes());
+    let mut bad_dr = good;
+    bad_dr.extended.dr[3] = 0x8000_0000_0000;
+    let mut bad_dr6 = good;
+    bad_dr6.extended.dr6 = 1 << 33;
+    let bads = [
+        bad_mxcsr,
+        bad_dr,
+        bad_dr6,
+        SavedState { upcall_vector: 16, ..good },
+        SavedState { upcall_vector: 256, ..good },
+        SavedState { events_pending: 1 << 40, ..good },
+        SavedState { blocked: 3, ..good },
+        SavedState { upcall_in_service: 2, ..good },
+        SavedState { reserved: 1, ..good },
+    ];
+    let generation = h.domains.get(r).unwrap().generation;
+    for bad in bads {
+        h.write_guest(d0, 0x20_0000, unsafe { guest_abi::bytes_of(&bad) }, false).unwrap();
+        assert_eq!(call(&mut h, d0, nr::DOM_STATE_SET, &[u64::from(r), 0x20_0000]), Err(HvError::InvalidArgument), "{bad:?}");
+        let d = h.domains.get(r).unwrap();
+        assert_eq!((d.generation, d.events.pending, d.clock_offset_ns), (generation, 0, 0));
+    }
+    // Only paused live domains take a state.
+    h.unpause(r).unwrap();
+    h.write_guest(d0, 0x20_0000, unsafe { guest_abi::bytes_of(&good) }, false).unwrap();
+    assert_eq!(call(&mut h, d0, nr::DOM_STATE_SET, &[u64::from(r), 0x20_0000]), Err(HvError::WrongState));
+}
+
+#[test]
+fn a_domain_saved_inside_block_wakes_with_the_pending_events_in_rax() {
+    let mut h = hv();
+    let r = paused(&mut h, "restored");
+    let state = SavedState { blocked: BLOCKED_CALL, has_deadline: 1, block_remaining_ns: 1_000_000, ..SavedState::default() };
+    vcpu(&mut h, r).regs.rax = nr::BLOCK;
+    h.restore_state(r, &state).unwrap();
+    assert!(!h.domains.get(r).unwrap().blocked);
+    assert_eq!(vcpu(&mut h, r).regs.rax, event::RESTORED);
+}
+
+#[test]
+fn the_private_map_names_exactly_the_pages_a_clone_made_its_own() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let t = template(&mut h, 8);
+    let c = h.clone_domain(t, &CloneArgs { flags: CLONE_PAUSED, ..clone_args("c", 0, QUOTA_DEFAULT) }).unwrap();
+    assert!(h.domains.get(c).unwrap().paused.is_some(), "CLONE_PAUSED");
+    h.unpause(c).unwrap();
+    for g in [0x105u64, 0x200, 0x201, 0x7FF] {
+        guest_write(&mut h, c, g * PAGE_SIZE, g);
+    }
+    let pages = 8 * MIB / PAGE_SIZE;
+    let out = 0x20_0000;
+    assert_eq!(call(&mut h, d0, nr::MEM_PRIVATE_MAP, &[u64::from(c), 0, out, pages]), Ok(pages));
+    let mut map = vec![0u8; (pages / 8) as usize];
+    h.read_guest(d0, out, &mut map).unwrap();
+    let private: Vec<u64> = (0..pages).filter(|g| map[(g / 8) as usize] & (1 << (g % 8)) != 0).collect();
+    // The start-of-day page is the clone's own too.
+    assert_eq!(private, [1, 0x105, 0x200, 0x201, 0x7FF]);
+    // Asking past the end covers only what exists; a zero or huge count is refused.
+    assert_eq!(call(&mut h, d0, nr::MEM_PRIVATE_MAP, &[u64::from(c), pages - 3, out, 64]), Ok(3));
+    assert_eq!(call(&mut h, d0, nr::MEM_PRIVATE_MAP, &[u64::from(c), 0, out, 0]), Err(HvError::InvalidArgument));
+    assert_eq!(call(&mut h, d0, nr::MEM_PRIVATE_MAP, &[u64::from(c), 0, out, 1 << 40]), Err(HvError::InvalidArgument));
+    assert_eq!(call(&mut h, d0, nr::MEM_PRIVATE_MAP, &[u64::from(c), pages + 1, out, 8]), Err(HvError::InvalidArgument));
+}
+
+#[test]
+fn only_dom0s_vcpu_reaches_the_disk_ports() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let u = started(&mut h, "u", 4 * MIB);
+    assert!(vcpu(&mut h, d0).ports_granted);
+    assert!(!vcpu(&mut h, u).ports_granted);
+    let t = template(&mut h, 1);
+    let c = h.clone_domain(t, &clone_args("c", 0, QUOTA_DEFAULT)).unwrap();
+    assert!(!vcpu(&mut h, c).ports_granted);
+    // Another domain's accesses to those ports exit and read all-ones.
+    vcpu(&mut h, u).regs.rax = 0;
+    h.handle_exit(u, Exit::Io { port: 0x170, size: 2, write: false, string: false });
+    assert_eq!(vcpu(&mut h, u).regs.rax & 0xFFFF, 0xFFFF);
+}
