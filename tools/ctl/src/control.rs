@@ -5,6 +5,7 @@
 use alloc::vec::Vec;
 use guest_abi::domctl::{CloneArgs, CreateArgs, DomainInfo, DomainStat, HvInfo, NAME_MAX_BYTES, name_field};
 use guest_abi::hypercall::nr;
+use guest_abi::saved::SavedState;
 use guest_abi::vcpu::VcpuContext;
 use guest_abi::{HvError, HvResult};
 
@@ -166,11 +167,44 @@ impl<H: Hypercalls> Control<H> {
 
     /// Clones a template.
     pub fn clone_domain(&mut self, template: u32, name: &str, index: u32, quota_pages: u64) -> HvResult<u32> {
+        self.clone_with(template, name, index, quota_pages, 0)
+    }
+
+    /// Clones a template with [`CloneArgs::flags`] (`CLONE_PAUSED`).
+    pub fn clone_with(&mut self, template: u32, name: &str, index: u32, quota_pages: u64, flags: u32) -> HvResult<u32> {
         if name.len() > NAME_MAX_BYTES {
             return Err(HvError::InvalidArgument);
         }
-        let args = CloneArgs { quota_pages, index, flags: 0, name: name_field(name) };
+        let args = CloneArgs { quota_pages, index, flags, name: name_field(name) };
         self.hc.call(nr::DOM_CLONE, &[template as u64, addr(&args)]).map(|id| id as u32)
+    }
+
+    /// Starts a live checkpoint epoch: a frozen domain `name` with `id`'s state of this
+    /// instant, sharing its pages; `id` runs on.
+    pub fn snapshot(&mut self, id: u32, name: &str) -> HvResult<u32> {
+        if name.len() > NAME_MAX_BYTES {
+            return Err(HvError::InvalidArgument);
+        }
+        self.hc.call(nr::DOM_SNAPSHOT, &[id as u64, name.as_ptr() as u64, name.len() as u64]).map(|id| id as u32)
+    }
+
+    /// What an image carries beyond the context and memory.
+    pub fn state_get(&mut self, id: u32) -> HvResult<SavedState> {
+        let mut out = SavedState::default();
+        self.hc.call(nr::DOM_STATE_GET, &[id as u64, addr_mut(&mut out)])?;
+        Ok(out)
+    }
+
+    /// Applies a restored state to a paused domain (new generation, `RESTORED` event).
+    pub fn state_set(&mut self, id: u32, state: &SavedState) -> HvResult<()> {
+        self.hc.call(nr::DOM_STATE_SET, &[id as u64, addr(state)]).map(drop)
+    }
+
+    /// One bit per page from `first_gfn` (LSB first), set where the page is not shared with
+    /// the domain's template; returns how many pages the bits cover.
+    pub fn private_map(&mut self, id: u32, first_gfn: u64, out: &mut [u8]) -> HvResult<u64> {
+        let count = (out.len() as u64 * 8).min(nr::PRIVATE_MAP_MAX_PAGES);
+        self.hc.call(nr::MEM_PRIVATE_MAP, &[id as u64, first_gfn, out.as_mut_ptr() as u64, count])
     }
 
     /// Copy-on-write and exit statistics.

@@ -6,12 +6,14 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod ata;
 pub mod bench;
 pub mod boot_tables;
 pub mod control;
 pub mod launch;
 pub mod line;
 pub mod registers;
+pub mod save;
 pub mod shell;
 pub mod builder;
 pub mod elf;

@@ -119,6 +119,18 @@ pub enum Command {
     Sleep { ms: u64 },
     /// A benchmark.
     Bench(Bench),
+    /// Save a domain to an image (pause, write, destroy; `keep`: a live checkpoint instead).
+    Save { target: Target, image: String, keep: bool, full: bool },
+    /// A live checkpoint: the domain runs on while its image is written.
+    Checkpoint { target: Target, image: String, full: bool },
+    /// Restore an image as a new domain.
+    Restore { image: String, name: Option<String>, paused: bool },
+    /// The images in the store.
+    StoreList,
+    /// Remove images.
+    Rm(Vec<String>),
+    /// Check an image: the store's checksum and every record and the digest.
+    Verify(String),
 }
 
 /// Why a line could not be parsed.
@@ -234,6 +246,13 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         Ok(())
     };
     let opt = |key: &str| options.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let flag = |key: &str| -> Result<bool, ParseError> {
+        match opt(key) {
+            None | Some("0" | "no" | "false") => Ok(false),
+            Some("1" | "yes" | "true") => Ok(true),
+            Some(v) => Err(ParseError::Bad(format!("{key}={v} (1 or 0)"))),
+        }
+    };
     let cmd = match cmd.as_str() {
         "help" | "?" => Command::Help,
         "images" => {
@@ -388,6 +407,38 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             };
             Command::Bench(b)
         }
+        "save" => {
+            no_extra(&["keep", "full"], 2)?;
+            let target = take_target("domain")?;
+            let image = positional.get(1).ok_or(ParseError::Missing("image name"))?.to_string();
+            Command::Save { target, image, keep: flag("keep")?, full: flag("full")? }
+        }
+        "checkpoint" => {
+            no_extra(&["full"], 2)?;
+            let target = take_target("domain")?;
+            let image = positional.get(1).ok_or(ParseError::Missing("image name"))?.to_string();
+            Command::Checkpoint { target, image, full: flag("full")? }
+        }
+        "restore" => {
+            no_extra(&["name", "paused"], 1)?;
+            let image = positional.first().ok_or(ParseError::Missing("image name"))?.to_string();
+            Command::Restore { image, name: opt("name").map(String::from), paused: flag("paused")? }
+        }
+        "store" => {
+            no_extra(&[], 0)?;
+            Command::StoreList
+        }
+        "rm" => {
+            no_extra(&[], usize::MAX)?;
+            if positional.is_empty() {
+                return Err(ParseError::Missing("image name"));
+            }
+            Command::Rm(positional.iter().map(|s| s.to_string()).collect())
+        }
+        "verify" => {
+            no_extra(&[], 1)?;
+            Command::Verify(positional.first().ok_or(ParseError::Missing("image name"))?.to_string())
+        }
         "sleep" => {
             no_extra(&[], 1)?;
             let d = positional.first().ok_or(ParseError::Missing("duration"))?;
@@ -420,6 +471,8 @@ pub struct Shell<H: Hypercalls> {
     pub tsc_khz: u64,
     /// A cycle counter for benchmarks (the TSC in dom0).
     pub cycles: fn() -> u64,
+    /// The image store and what long operations report to.
+    pub storage: crate::save::Storage,
 }
 
 const HELP: &str = "\
@@ -443,6 +496,11 @@ commands (a domain is an ID or a NAME):
   bench density [mib=M] [max=N]   clone a template until memory runs out
   bench cow                       copy-on-write fault vs a 4 KiB copy + null hypercall
   bench lifecycle [count=N]       create/clone/destroy N times; memory must come back exactly
+  save DOMAIN IMAGE [keep=1] [full=1]   pause, write to the store, destroy (keep=1: live, runs on)
+  checkpoint DOMAIN IMAGE [full=1]      live checkpoint: the domain pauses only to start an epoch
+  restore IMAGE [name=NAME] [paused=1]  a domain (or template) from an image
+  store | rm IMAGE... | verify IMAGE    the images on dom0's disk
+  bench save [mib=M]              save/restore per MiB vs the raw disk, checkpoint pause, delta size
   poweroff                        end the machine
 ";
 
@@ -512,6 +570,7 @@ impl<H: Hypercalls> Shell<H> {
             Command::Vcpu { target, .. } | Command::Checksum(target) => Some(target.clone()),
             Command::Freeze { target, .. } | Command::Wait { target, .. } => Some(target.clone()),
             Command::Clone { template, .. } => Some(template.clone()),
+            Command::Save { target, .. } | Command::Checkpoint { target, .. } => Some(target.clone()),
             _ => None,
         };
         match self.run(cmd, out) {
@@ -770,6 +829,12 @@ impl<H: Hypercalls> Shell<H> {
                 Err(e) => return Err(e),
             },
             Command::Bench(b) => self.bench(b, out)?,
+            c @ (Command::Save { .. }
+            | Command::Checkpoint { .. }
+            | Command::Restore { .. }
+            | Command::StoreList
+            | Command::Rm(_)
+            | Command::Verify(_)) => self.storage_command(c, out)?,
             Command::Sleep { ms } => {
                 let deadline = self.ctl.time_ns()?.saturating_add(ms * 1_000_000);
                 loop {
@@ -845,5 +910,6 @@ impl<H: Hypercalls> Shell<H> {
     }
 }
 
+mod storage;
 #[cfg(test)]
 mod tests;

@@ -5,11 +5,16 @@
 
 extern crate alloc;
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::RefCell;
+use ctl::ata::{AtaDisk, NativePorts};
 use ctl::control::{Control, Native};
 use ctl::line::LineEditor;
+use ctl::save::{DataDisk, Storage, Ui};
 use ctl::shell::{Flow, Image, Shell};
 use guest_abi::hypercall::CallInsn;
 use guest_abi::rt;
@@ -69,11 +74,92 @@ fn images(info: &'static StartInfo) -> Vec<Image> {
         .collect()
 }
 
-/// Console input: bytes read from the hypervisor but not yet consumed by the editor (several
-/// lines can arrive in one read, e.g. when pasting).
+/// Ctrl-C: stops a long operation.
+const CTRL_C: u8 = 0x03;
+/// Width a progress line is cleared to.
+const PROGRESS_COLUMNS: usize = 64;
+
+/// Console bytes read from the hypervisor but not yet consumed by the line editor (several
+/// lines can arrive in one read, e.g. when pasting, or while a long operation ran).
+type TypedAhead = Rc<RefCell<VecDeque<u8>>>;
+
+/// Console input: the line editor over the typed-ahead bytes.
 struct Input {
     editor: LineEditor,
-    pending: VecDeque<u8>,
+    pending: TypedAhead,
+}
+
+/// Progress of long operations, shown in place on the console; Ctrl-C interrupts them.
+struct ConsoleUi {
+    typed: TypedAhead,
+    shown: String,
+    interrupted: bool,
+}
+
+impl Ui for ConsoleUi {
+    fn progress(&mut self, text: &str) {
+        if text == self.shown {
+            return;
+        }
+        let mut line = String::from("\r");
+        line.push_str(text);
+        for _ in text.len()..self.shown.len().max(text.len()).min(PROGRESS_COLUMNS) {
+            line.push(' ');
+        }
+        line.push('\r');
+        rt::console::write_all(line.as_bytes());
+        self.shown = String::from(text);
+    }
+
+    fn interrupted(&mut self) -> bool {
+        if self.interrupted {
+            return true;
+        }
+        // SAFETY: dom0 is a guest of this hypervisor with identity-mapped memory.
+        let mut ctl = Control::new(unsafe { Native::new() });
+        let mut buf = [0u8; 64];
+        if let Ok(n) = ctl.console_read(&mut buf) {
+            for &b in &buf[..n] {
+                if b == CTRL_C {
+                    self.interrupted = true;
+                } else {
+                    self.typed.borrow_mut().push_back(b);
+                }
+            }
+        }
+        self.interrupted
+    }
+
+    fn reset(&mut self) {
+        self.interrupted = false;
+        self.shown.clear();
+    }
+}
+
+/// Finds dom0's data disk and the image store on it.
+fn storage(typed: &TypedAhead) -> Storage {
+    // SAFETY: the hypervisor passes the secondary ATA channel through to dom0 alone, and
+    // nothing else in dom0 drives it.
+    match AtaDisk::probe(unsafe { NativePorts::new() }) {
+        Ok(disk) => {
+            let ui = ConsoleUi { typed: typed.clone(), shown: String::new(), interrupted: false };
+            let s = Storage::on(DataDisk(Box::new(disk)), Box::new(ui));
+            match &s.store {
+                Ok(st) => guest_abi::println!(
+                    "image store: {} images, {} MiB free of {} MiB",
+                    st.list().len(),
+                    st.free_bytes() >> 20,
+                    st.capacity_bytes() >> 20
+                ),
+                Err(e) => guest_abi::println!("image store unusable: {e}"),
+            }
+            s
+        }
+        Err(e) => {
+            guest_abi::println!("no image store: {e}");
+            Storage::none(&alloc::format!("{e}"))
+        }
+    }
 }
 
 impl Input {
@@ -81,7 +167,8 @@ impl Input {
     fn read_line(&mut self, ctl: &mut Control<Native>) -> String {
         let mut echo = Vec::new();
         loop {
-            while let Some(b) = self.pending.pop_front() {
+            loop {
+                let Some(b) = self.pending.borrow_mut().pop_front() else { break };
                 let line = self.editor.feed(b, &mut echo);
                 if !echo.is_empty() {
                     rt::console::write_all(&echo);
@@ -93,7 +180,7 @@ impl Input {
             }
             let mut buf = [0u8; 256];
             match ctl.console_read(&mut buf) {
-                Ok(n) if n > 0 => self.pending.extend(&buf[..n]),
+                Ok(n) if n > 0 => self.pending.borrow_mut().extend(&buf[..n]),
                 _ => {
                     let _ = ctl.block(0);
                     let _ = ctl.event_ack();
@@ -109,8 +196,10 @@ fn dom0_main(info: &'static StartInfo) -> i32 {
     guest_abi::println!("cowvisor dom0: {} guest images; type help", images.len());
     // SAFETY: dom0 is a guest of this hypervisor with identity-mapped memory.
     let ctl = Control::new(unsafe { Native::new() });
-    let mut shell = Shell { ctl, images, call_insn, tsc_khz: info.tsc_khz, cycles: rt::rdtsc };
-    let mut input = Input { editor: LineEditor::new(), pending: VecDeque::new() };
+    let typed: TypedAhead = Rc::new(RefCell::new(VecDeque::new()));
+    let storage = storage(&typed);
+    let mut shell = Shell { ctl, images, call_insn, tsc_khz: info.tsc_khz, cycles: rt::rdtsc, storage };
+    let mut input = Input { editor: LineEditor::new(), pending: typed };
     let mut out = ConsoleOut(String::new());
     if rt::cmdline_value("demo").is_some() {
         guest_abi::println!("demo: a template that fills 32 MiB, freezes itself, and three copy-on-write clones");
@@ -124,6 +213,7 @@ fn dom0_main(info: &'static StartInfo) -> i32 {
     loop {
         rt::console::write_all(PROMPT.as_bytes());
         let line = input.read_line(&mut shell.ctl);
+        shell.storage.ui.reset();
         let flow = shell.execute(&line, &mut out);
         out.flush();
         if flow == Flow::PowerOff {

@@ -187,6 +187,7 @@ fn shell() -> Shell<FakeHv> {
         call_insn: CallInsn::Vmmcall,
         tsc_khz: 1_000_000,
         cycles: || 0,
+        storage: crate::save::Storage::none("no disk"),
     }
 }
 
