@@ -45,6 +45,7 @@ pub const DEFAULT_GUESTS: &[GuestSpec] = &[
     GuestSpec { image: "fxsave-leak", package: "guests", bin: "fxsave-leak" },
     GuestSpec { image: "console-flood", package: "guests", bin: "console-flood" },
     GuestSpec { image: "quota-tables", package: "guests", bin: "quota-tables" },
+    GuestSpec { image: "ckptwriter", package: "guests", bin: "ckptwriter" },
 ];
 
 /// The path of a built image by its bundle name.

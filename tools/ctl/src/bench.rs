@@ -27,7 +27,12 @@ pub enum Bench {
     Cow { image: String },
     /// Create, clone and destroy `count` times; free frames and heap must come back exactly.
     Lifecycle { image: String, count: u32 },
+    /// Save, restore and checkpoint costs against the raw disk; `big_mib` is the large
+    /// (mostly zero) domain of the checkpoint-pause and zero-elision figures.
+    Save { mem_mib: u64, big_mib: u64 },
 }
+
+mod save;
 
 /// Memory of the domains the lifecycle benchmark creates, and of the template it clones.
 const LIFECYCLE_MEM_MIB: u64 = 2;
@@ -113,6 +118,7 @@ impl<H: Hypercalls> Shell<H> {
             Bench::Density { image, mem_mib, max } => self.bench_density(&image, mem_mib, max, out),
             Bench::Cow { image } => self.bench_cow(&image, out),
             Bench::Lifecycle { image, count } => self.bench_lifecycle(&image, count, out),
+            Bench::Save { mem_mib, big_mib } => self.bench_save(mem_mib, big_mib, out),
         }
     }
 

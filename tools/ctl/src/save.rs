@@ -640,3 +640,6 @@ pub fn kind_name(k: ImageKind) -> &'static str {
 pub fn short_digest(d: &Digest) -> String {
     d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -358,7 +358,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             Command::Check
         }
         "bench" => {
-            let what = positional.first().ok_or(ParseError::Missing("benchmark (clone memory density cow lifecycle)"))?;
+            let what = positional.first().ok_or(ParseError::Missing("benchmark (clone memory density cow lifecycle save)"))?;
             let image = opt("image").unwrap_or(if *what == "cow" { "cowbench" } else { "demo" }).to_string();
             let count = |default: u32| -> Result<u32, ParseError> {
                 match opt("count") {
@@ -403,7 +403,12 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                     no_extra(&["image"], 1)?;
                     Bench::Cow { image }
                 }
-                other => return Err(ParseError::Bad(format!("unknown benchmark {other:?} (clone memory density cow lifecycle)"))),
+                "save" => {
+                    no_extra(&["mib", "big"], 1)?;
+                    let big = opt("big").map(|v| number::<u64>("big", v)).transpose()?.unwrap_or(1024);
+                    Bench::Save { mem_mib: mib(16)?, big_mib: big }
+                }
+                other => return Err(ParseError::Bad(format!("unknown benchmark {other:?} (clone memory density cow lifecycle save)"))),
             };
             Command::Bench(b)
         }
@@ -486,7 +491,7 @@ commands (a domain is an ID or a NAME):
   clone TEMPLATE [count=N] [name=PREFIX] [quota=MIB|KIBk]
   stat DOMAIN                     copy-on-write and exit statistics
   vcpu DOMAIN [REG=VALUE]...      show the vCPU's registers, or set some (checked)
-  checksum DOMAIN                 CRC-32 of the domain's RAM
+  checksum DOMAIN                 CRC-32 of the domain's RAM (but its start-of-day page)
   wait DOMAIN STATE [SECS]        STATE: running blocked paused frozen dead crashed
   info                            machine figures
   check                           verify the hypervisor's frame accounting
@@ -500,7 +505,7 @@ commands (a domain is an ID or a NAME):
   checkpoint DOMAIN IMAGE [full=1]      live checkpoint: the domain pauses only to start an epoch
   restore IMAGE [name=NAME] [paused=1]  a domain (or template) from an image
   store | rm IMAGE... | verify IMAGE    the images on dom0's disk
-  bench save [mib=M]              save/restore per MiB vs the raw disk, checkpoint pause, delta size
+  bench save [mib=M] [big=M]      save/restore per MiB vs the raw disk, checkpoint pause, delta size
   poweroff                        end the machine
 ";
 
@@ -779,14 +784,21 @@ impl<H: Hypercalls> Shell<H> {
                 let mem = self.ctl.info(id)?.mem_bytes;
                 let mut crc = guest_abi::crc32::Crc32::new();
                 let mut chunk = alloc::vec![0u8; CHECKSUM_CHUNK_BYTES];
+                // The start-of-day page is left out: it says who the domain is, which a
+                // restore changes (and the guest cannot write it).
+                let info_page = guest_abi::layout::START_INFO_GPA..guest_abi::layout::START_INFO_GPA + 4096;
                 let mut at = 0u64;
                 while at < mem {
-                    let n = (mem - at).min(CHECKSUM_CHUNK_BYTES as u64) as usize;
+                    let end = if at < info_page.start { info_page.start } else { mem.min(at + CHECKSUM_CHUNK_BYTES as u64) };
+                    let n = (end - at).min(CHECKSUM_CHUNK_BYTES as u64) as usize;
                     self.ctl.mem_read(id, at, &mut chunk[..n])?;
                     crc.update(&chunk[..n]);
                     at += n as u64;
+                    if at == info_page.start {
+                        at = info_page.end;
+                    }
                 }
-                let _ = writeln!(out, "checksum of domain {id}: {:#010x} over {} KiB", crc.finish(), mem / 1024);
+                let _ = writeln!(out, "checksum of domain {id}: {:#010x} over {} KiB (start-of-day page left out)", crc.finish(), mem / 1024 - 4);
             }
             Command::Vcpu { target, set } => {
                 let id = self.resolve(&target)?;
