@@ -37,8 +37,11 @@ const START_INFO_GFN: u64 = START_INFO_GPA / PAGE_BYTES as u64;
 
 /// What a long operation reports to, and asks, the person at the console.
 pub trait Ui {
-    /// A progress line (shown in place, not kept).
-    fn progress(&mut self, text: &str);
+    /// Progress of `verb` (`saving`, `restoring`, ...) on `name`: `done` of `total` bytes
+    /// (shown in place, not kept; a console shows it only when the percentage changes).
+    fn progress(&mut self, verb: &str, name: &str, done: u64, total: u64);
+    /// The operation ended: take the progress line away.
+    fn clear(&mut self);
     /// Whether Ctrl-C was typed since the operation started.
     fn interrupted(&mut self) -> bool;
     /// A new command starts: forget an earlier Ctrl-C.
@@ -49,7 +52,8 @@ pub trait Ui {
 pub struct Quiet;
 
 impl Ui for Quiet {
-    fn progress(&mut self, _text: &str) {}
+    fn progress(&mut self, _verb: &str, _name: &str, _done: u64, _total: u64) {}
+    fn clear(&mut self) {}
     fn interrupted(&mut self) -> bool {
         false
     }
@@ -238,8 +242,17 @@ fn kib(bytes: u64) -> u64 {
 }
 
 fn show_progress(ui: &mut dyn Ui, verb: &str, name: &str, done: u64, total: u64) {
-    let pct = if total == 0 { 100 } else { done.saturating_mul(100) / total };
-    ui.progress(&format!("{verb} {name}: {pct:>3}% {}/{} MiB", done >> 20, total >> 20));
+    ui.progress(verb, name, done.min(total), total);
+}
+
+/// The progress line a console shows: `saving web:  42% 6/16 MiB`.
+pub fn progress_line(verb: &str, name: &str, done: u64, total: u64) -> String {
+    format!("{verb} {name}: {:>3}% {}/{} MiB", percent(done, total), done >> 20, total >> 20)
+}
+
+/// `done` of `total` in whole percent.
+pub fn percent(done: u64, total: u64) -> u64 {
+    if total == 0 { 100 } else { (done.saturating_mul(100) / total).min(100) }
 }
 
 /// Zero pages are left out of content digests anyway; the start-of-day page is too.
@@ -417,7 +430,7 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
         match written {
             Ok((digest, stats)) => {
                 let entry = self.store.commit(writer)?;
-                self.ui.progress("");
+                self.ui.clear();
                 Ok(Saved {
                     image: entry.name,
                     kind,
@@ -431,7 +444,7 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
             }
             Err(e) => {
                 self.store.abort(writer);
-                self.ui.progress("");
+                self.ui.clear();
                 Err(e)
             }
         }
@@ -506,11 +519,11 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
             pages += n as u64;
             show_progress(self.ui, "verifying", image, dec.position(), size);
             if self.ui.interrupted() {
-                self.ui.progress("");
+                self.ui.clear();
                 return Err(SaveError::Interrupted);
             }
         }
-        self.ui.progress("");
+        self.ui.clear();
         let digest = dec.digest().unwrap_or([0; 32]);
         Ok((pro, digest, pages))
     }
@@ -544,7 +557,7 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
             }
             Err(e) => {
                 let _ = self.ctl.destroy(id);
-                self.ui.progress("");
+                self.ui.clear();
                 Err(e)
             }
         }
@@ -610,7 +623,7 @@ fn fill<H: Hypercalls, D: BlockDevice>(
     if pro.kind == ImageKind::Template {
         ctl.freeze(id)?;
     }
-    ui.progress("");
+    ui.clear();
     Ok((pages, hasher.map(ContentHasher::finish)))
 }
 

@@ -92,23 +92,40 @@ struct Input {
 /// Progress of long operations, shown in place on the console; Ctrl-C interrupts them.
 struct ConsoleUi {
     typed: TypedAhead,
+    /// The progress line on the console (empty: none).
     shown: String,
+    shown_pct: Option<u64>,
     interrupted: bool,
 }
 
-impl Ui for ConsoleUi {
-    fn progress(&mut self, text: &str) {
-        if text == self.shown {
-            return;
-        }
+impl ConsoleUi {
+    /// Replaces the progress line with `text` (overwriting what is left of the old one).
+    fn show(&mut self, text: &str) {
         let mut line = String::from("\r");
         line.push_str(text);
-        for _ in text.len()..self.shown.len().max(text.len()).min(PROGRESS_COLUMNS) {
+        for _ in text.len()..self.shown.len().min(PROGRESS_COLUMNS) {
             line.push(' ');
         }
         line.push('\r');
         rt::console::write_all(line.as_bytes());
         self.shown = String::from(text);
+    }
+}
+
+impl Ui for ConsoleUi {
+    fn progress(&mut self, verb: &str, name: &str, done: u64, total: u64) {
+        let pct = ctl::save::percent(done, total);
+        if self.shown_pct == Some(pct) {
+            return;
+        }
+        self.shown_pct = Some(pct);
+        self.show(&ctl::save::progress_line(verb, name, done, total));
+    }
+
+    fn clear(&mut self) {
+        if self.shown_pct.take().is_some() {
+            self.show("");
+        }
     }
 
     fn interrupted(&mut self) -> bool {
@@ -132,7 +149,7 @@ impl Ui for ConsoleUi {
 
     fn reset(&mut self) {
         self.interrupted = false;
-        self.shown.clear();
+        self.shown_pct = None;
     }
 }
 
@@ -142,7 +159,7 @@ fn storage(typed: &TypedAhead) -> Storage {
     // nothing else in dom0 drives it.
     match AtaDisk::probe(unsafe { NativePorts::new() }) {
         Ok(disk) => {
-            let ui = ConsoleUi { typed: typed.clone(), shown: String::new(), interrupted: false };
+            let ui = ConsoleUi { typed: typed.clone(), shown: String::new(), shown_pct: None, interrupted: false };
             let s = Storage::on(DataDisk(Box::new(disk)), Box::new(ui));
             match &s.store {
                 Ok(st) => guest_abi::println!(

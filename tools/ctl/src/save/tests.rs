@@ -225,7 +225,8 @@ struct Interrupt {
 }
 
 impl Ui for Interrupt {
-    fn progress(&mut self, _: &str) {}
+    fn progress(&mut self, _: &str, _: &str, _: u64, _: u64) {}
+    fn clear(&mut self) {}
     fn interrupted(&mut self) -> bool {
         self.asked += 1;
         self.asked > self.after
