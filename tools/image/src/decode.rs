@@ -3,13 +3,13 @@
 //! last run is taken as good (`next_run` returns `None` only then).
 
 use crate::wire::{
-    self, RecordHeader, DOMAIN_BYTES, END_BYTES, HEADER_BYTES, MAX_RECORD_PAYLOAD,
-    MEMORY_HEADER_BYTES, RECORD_HEADER_BYTES, STATE_BYTES, TEMPLATE_REF_BYTES, VCPU_BYTES,
+    self, DOMAIN_BYTES, END_BYTES, HEADER_BYTES, MAX_RECORD_PAYLOAD, MEMORY_HEADER_BYTES,
+    RECORD_HEADER_BYTES, RecordHeader, STATE_BYTES, TEMPLATE_REF_BYTES, VCPU_BYTES,
 };
 use crate::{
-    name_ok, record, DecodeError, Digest, DomainRecord, ImageKind, Source, TemplateRef,
-    FORMAT_VERSION, MAGIC, MAX_NAME_BYTES, MAX_NOTES, MAX_NOTE_BYTES, MAX_RUN_PAGES,
-    OLDEST_READABLE_VERSION, PAGE_BYTES,
+    DecodeError, Digest, DomainRecord, FORMAT_VERSION, ImageKind, MAGIC, MAX_NAME_BYTES,
+    MAX_NOTE_BYTES, MAX_NOTES, MAX_RUN_PAGES, OLDEST_READABLE_VERSION, PAGE_BYTES, Source,
+    TemplateRef, name_ok, record,
 };
 use alloc::string::String;
 use alloc::vec;
@@ -55,7 +55,11 @@ struct Input<S> {
 impl<S: Source> Input<S> {
     fn read_exact(&mut self, mut buf: &mut [u8]) -> Result<(), S::Error> {
         while !buf.is_empty() {
-            let n = self.src.take(buf).map_err(DecodeError::Source)?.min(buf.len());
+            let n = self
+                .src
+                .take(buf)
+                .map_err(DecodeError::Source)?
+                .min(buf.len());
             if n == 0 {
                 return Err(DecodeError::Truncated { at: self.pos });
             }
@@ -106,7 +110,10 @@ pub struct Decoder<S: Source> {
 impl<S: Source> Decoder<S> {
     /// Read and check the header and every record before the first MEMORY (or END).
     pub fn new(source: S, limits: Limits) -> Result<(Self, Prologue), S::Error> {
-        let mut input = Input { src: source, pos: 0 };
+        let mut input = Input {
+            src: source,
+            pos: 0,
+        };
         let mut raw = [0u8; HEADER_BYTES];
         input.read_exact(&mut raw)?;
         if raw[..8] != MAGIC {
@@ -122,11 +129,17 @@ impl<S: Source> Decoder<S> {
             || min_reader == 0
             || min_reader > version
         {
-            return Err(DecodeError::UnsupportedVersion { version, min_reader });
+            return Err(DecodeError::UnsupportedVersion {
+                version,
+                min_reader,
+            });
         }
-        let kind = ImageKind::from_code(header.kind).ok_or(DecodeError::BadKind { kind: header.kind })?;
+        let kind =
+            ImageKind::from_code(header.kind).ok_or(DecodeError::BadKind { kind: header.kind })?;
         if header.flags & 0xFFFF != 0 {
-            return Err(DecodeError::UnknownFlags { flags: header.flags });
+            return Err(DecodeError::UnknownFlags {
+                flags: header.flags,
+            });
         }
         let mut dec = Decoder {
             input,
@@ -196,10 +209,15 @@ impl<S: Source> Decoder<S> {
         }
         let name = name_from(&d.name, d.name_len as usize, false).ok_or(DecodeError::BadName)?;
         if d.mem_bytes == 0 || d.mem_bytes % PAGE_BYTES as u64 != 0 {
-            return Err(DecodeError::BadMemSize { mem_bytes: d.mem_bytes });
+            return Err(DecodeError::BadMemSize {
+                mem_bytes: d.mem_bytes,
+            });
         }
         if d.mem_bytes > limits.max_mem_bytes {
-            return Err(DecodeError::MemoryTooLarge { mem_bytes: d.mem_bytes, limit: limits.max_mem_bytes });
+            return Err(DecodeError::MemoryTooLarge {
+                mem_bytes: d.mem_bytes,
+                limit: limits.max_mem_bytes,
+            });
         }
         self.mem_bytes = d.mem_bytes;
         let domain = DomainRecord {
@@ -243,11 +261,16 @@ impl<S: Source> Decoder<S> {
                     if t.reserved != 0 {
                         return Err(DecodeError::Reserved { ty });
                     }
-                    let name = name_from(&t.name, t.name_len as usize, true).ok_or(DecodeError::BadName)?;
+                    let name = name_from(&t.name, t.name_len as usize, true)
+                        .ok_or(DecodeError::BadName)?;
                     if t.mem_bytes != self.mem_bytes {
                         return Err(DecodeError::TemplateMismatch);
                     }
-                    template = Some(TemplateRef { digest: t.digest, mem_bytes: t.mem_bytes, name });
+                    template = Some(TemplateRef {
+                        digest: t.digest,
+                        mem_bytes: t.mem_bytes,
+                        name,
+                    });
                 }
                 record::NOTE => {
                     if notes.len() >= MAX_NOTES {
@@ -255,7 +278,9 @@ impl<S: Source> Decoder<S> {
                     }
                     let len = rec.h.length as usize;
                     let text = self.scratch.get(..len).filter(|_| len <= MAX_NOTE_BYTES);
-                    let text = text.and_then(|t| core::str::from_utf8(t).ok()).ok_or(DecodeError::BadNote)?;
+                    let text = text
+                        .and_then(|t| core::str::from_utf8(t).ok())
+                        .ok_or(DecodeError::BadNote)?;
                     notes.push(String::from(text));
                 }
                 _ => self.unknown(&rec)?,
@@ -266,7 +291,15 @@ impl<S: Source> Decoder<S> {
         if (self.kind == ImageKind::Delta) != template.is_some() {
             return Err(DecodeError::KindMismatch);
         }
-        Ok(Prologue { kind: self.kind, version, domain, vcpu, state, template, notes })
+        Ok(Prologue {
+            kind: self.kind,
+            version,
+            domain,
+            vcpu,
+            state,
+            template,
+            notes,
+        })
     }
 
     fn run(&mut self, pages: &mut [u8]) -> Result<Option<(u64, usize)>, S::Error> {
@@ -286,7 +319,9 @@ impl<S: Source> Decoder<S> {
             }
             self.body(&rec)?;
             match ty {
-                record::TEMPLATE_REF if self.kind != ImageKind::Delta => return Err(DecodeError::KindMismatch),
+                record::TEMPLATE_REF if self.kind != ImageKind::Delta => {
+                    return Err(DecodeError::KindMismatch);
+                }
                 record::DOMAIN | record::VCPU | record::STATE | record::TEMPLATE_REF => {
                     return Err(DecodeError::Duplicate { ty });
                 }
@@ -300,12 +335,17 @@ impl<S: Source> Decoder<S> {
     fn memory(&mut self, rec: &Rec, pages: &mut [u8]) -> Result<(u64, usize), S::Error> {
         let ty = rec.h.ty;
         let len = rec.h.length as usize;
-        let Some(data_len) = len.checked_sub(MEMORY_HEADER_BYTES).filter(|n| n % PAGE_BYTES == 0) else {
+        let Some(data_len) = len
+            .checked_sub(MEMORY_HEADER_BYTES)
+            .filter(|n| n % PAGE_BYTES == 0)
+        else {
             self.body(rec)?;
             return Err(DecodeError::BadLength { ty });
         };
         // `header` refused lengths above MAX_RECORD_PAYLOAD, so the run fits the buffer.
-        let data = pages.get_mut(..data_len).ok_or(DecodeError::BadLength { ty })?;
+        let data = pages
+            .get_mut(..data_len)
+            .ok_or(DecodeError::BadLength { ty })?;
         let mut mh = [0u8; MEMORY_HEADER_BYTES];
         self.input.read_exact(&mut mh)?;
         self.input.read_exact(data)?;
@@ -327,8 +367,14 @@ impl<S: Source> Decoder<S> {
             return Err(DecodeError::RunNotAscending { gfn: first_gfn });
         }
         let end = first_gfn.checked_add(count as u64);
-        if !end.and_then(|e| e.checked_mul(PAGE_BYTES as u64)).is_some_and(|e| e <= self.mem_bytes) {
-            return Err(DecodeError::RunOutOfRange { gfn: first_gfn, pages: count });
+        if !end
+            .and_then(|e| e.checked_mul(PAGE_BYTES as u64))
+            .is_some_and(|e| e <= self.mem_bytes)
+        {
+            return Err(DecodeError::RunOutOfRange {
+                gfn: first_gfn,
+                pages: count,
+            });
         }
         self.next_gfn = first_gfn + count as u64;
         self.pages += count as u64;
@@ -370,7 +416,10 @@ impl<S: Source> Decoder<S> {
         let h = RecordHeader::parse(&raw);
         let index = u32::try_from(self.records).unwrap_or(u32::MAX);
         if h.length as usize > MAX_RECORD_PAYLOAD {
-            return Err(DecodeError::RecordTooLong { record: index, length: h.length });
+            return Err(DecodeError::RecordTooLong {
+                record: index,
+                length: h.length,
+            });
         }
         if h.ty != record::END {
             self.digest.update(&raw);
@@ -413,7 +462,10 @@ impl<S: Source> Decoder<S> {
 
     fn check_record(&mut self, rec: &Rec, checksum: u64) -> Result<(), S::Error> {
         if checksum != rec.h.checksum {
-            return Err(DecodeError::RecordChecksum { record: rec.index, offset: rec.offset });
+            return Err(DecodeError::RecordChecksum {
+                record: rec.index,
+                offset: rec.offset,
+            });
         }
         if rec.h.flags & !record::FLAG_MANDATORY != 0 {
             return Err(DecodeError::BadFlags { ty: rec.h.ty });
@@ -432,7 +484,9 @@ impl<S: Source> Decoder<S> {
         if rec.h.length as usize != N {
             return Err(DecodeError::BadLength { ty: rec.h.ty });
         }
-        self.scratch.first_chunk::<N>().ok_or(DecodeError::BadLength { ty: rec.h.ty })
+        self.scratch
+            .first_chunk::<N>()
+            .ok_or(DecodeError::BadLength { ty: rec.h.ty })
     }
 }
 

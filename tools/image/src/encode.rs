@@ -1,10 +1,10 @@
 //! Writing an image.
 
-use crate::wire::{self, EndWire, Header, RecordHeader, MAX_RECORD_PAYLOAD};
+use crate::wire::{self, EndWire, Header, MAX_RECORD_PAYLOAD, RecordHeader};
 use crate::{
-    is_zero_page, name_ok, record, Digest, DomainRecord, EncodeError, ImageKind, Sink,
-    TemplateRef, FORMAT_VERSION, MAX_NOTES, MAX_NOTE_BYTES, MAX_RUN_PAGES, MIN_READER_VERSION,
-    PAGE_BYTES,
+    Digest, DomainRecord, EncodeError, FORMAT_VERSION, ImageKind, MAX_NOTE_BYTES, MAX_NOTES,
+    MAX_RUN_PAGES, MIN_READER_VERSION, PAGE_BYTES, Sink, TemplateRef, is_zero_page, name_ok,
+    record,
 };
 use guest_abi::saved::SavedState;
 use guest_abi::vcpu::VcpuContext;
@@ -51,7 +51,9 @@ impl<S: Sink> Encoder<S> {
             return Err(EncodeError::BadName);
         }
         if domain.mem_bytes == 0 || domain.mem_bytes % PAGE_BYTES as u64 != 0 {
-            return Err(EncodeError::BadMemSize { mem_bytes: domain.mem_bytes });
+            return Err(EncodeError::BadMemSize {
+                mem_bytes: domain.mem_bytes,
+            });
         }
         match (kind, template) {
             (ImageKind::Delta, Some(t)) => {
@@ -133,7 +135,10 @@ impl<S: Sink> Encoder<S> {
             .and_then(|end| end.checked_mul(PAGE_BYTES as u64))
             .is_some_and(|end| end <= self.mem_bytes);
         if !in_range {
-            return Err(EncodeError::RunOutOfRange { gfn: first_gfn, pages: count });
+            return Err(EncodeError::RunOutOfRange {
+                gfn: first_gfn,
+                pages: count,
+            });
         }
         self.memory_started = true;
         self.next_gfn = first_gfn + count as u64;
@@ -150,7 +155,10 @@ impl<S: Sink> Encoder<S> {
             match (start, zero) {
                 (None, false) => start = Some(i),
                 (Some(s), true) => {
-                    self.memory_record(first_gfn + s as u64, &pages[s * PAGE_BYTES..i * PAGE_BYTES])?;
+                    self.memory_record(
+                        first_gfn + s as u64,
+                        &pages[s * PAGE_BYTES..i * PAGE_BYTES],
+                    )?;
                     start = None;
                 }
                 _ => {}
@@ -182,7 +190,11 @@ impl<S: Sink> Encoder<S> {
     }
 
     fn usable(&self) -> Result<(), EncodeError<S::Error>> {
-        if self.failed { Err(EncodeError::Failed) } else { Ok(()) }
+        if self.failed {
+            Err(EncodeError::Failed)
+        } else {
+            Ok(())
+        }
     }
 
     /// Write bytes, into the digest too.
@@ -197,7 +209,12 @@ impl<S: Sink> Encoder<S> {
     }
 
     /// Write one record whose payload is `parts` concatenated, then its padding.
-    fn record(&mut self, ty: u32, mandatory: bool, parts: &[&[u8]]) -> Result<(), EncodeError<S::Error>> {
+    fn record(
+        &mut self,
+        ty: u32,
+        mandatory: bool,
+        parts: &[&[u8]],
+    ) -> Result<(), EncodeError<S::Error>> {
         let length: usize = parts.iter().map(|p| p.len()).sum();
         debug_assert!(length <= MAX_RECORD_PAYLOAD);
         let pad = [0u8; 8];

@@ -132,7 +132,10 @@ impl<E: fmt::Display> fmt::Display for DecodeError<E> {
             Truncated { at } => write!(f, "image truncated at byte {at}"),
             BadMagic => f.write_str("not a domain image (bad magic)"),
             HeaderChecksum => f.write_str("header checksum mismatch"),
-            UnsupportedVersion { version, min_reader } => write!(
+            UnsupportedVersion {
+                version,
+                min_reader,
+            } => write!(
                 f,
                 "unsupported image version {version} (needs reader {min_reader}; this reader is {} and reads {}..)",
                 crate::FORMAT_VERSION,
@@ -143,7 +146,9 @@ impl<E: fmt::Display> fmt::Display for DecodeError<E> {
             RecordChecksum { record, offset } => {
                 write!(f, "record {record} checksum mismatch (at byte {offset})")
             }
-            RecordTooLong { record, length } => write!(f, "record {record} too long ({length} bytes)"),
+            RecordTooLong { record, length } => {
+                write!(f, "record {record} too long ({length} bytes)")
+            }
             BadFlags { ty } => write!(f, "{} record has reserved flags set", Ty(*ty)),
             Reserved { ty } => write!(f, "{} record has non-zero reserved bytes", Ty(*ty)),
             UnknownMandatory { ty } => write!(f, "unknown mandatory record {:#x}", ty),
@@ -214,7 +219,9 @@ impl<E: fmt::Display> fmt::Display for EncodeError<E> {
             Sink(e) => write!(f, "write failed: {e}"),
             BadName => f.write_str("bad name"),
             BadMemSize { mem_bytes } => write!(f, "bad memory size {mem_bytes}"),
-            KindMismatch => f.write_str("a template reference goes with a delta image, and only there"),
+            KindMismatch => {
+                f.write_str("a template reference goes with a delta image, and only there")
+            }
             TemplateMismatch => f.write_str("delta and template memory sizes differ"),
             NoteTooLong => f.write_str("note too long"),
             TooManyNotes => f.write_str("too many notes"),

@@ -17,7 +17,7 @@ mod encode;
 mod error;
 mod wire;
 
-pub use content::{content_digest, ContentError, ContentHasher};
+pub use content::{ContentError, ContentHasher, content_digest};
 pub use decode::{Decoder, Limits, Prologue};
 pub use encode::{Encoder, ImageStats};
 pub use error::{DecodeError, EncodeError};

@@ -144,7 +144,15 @@ pub fn parse_header(raw: &[u8; HEADER_BYTES]) -> (Header, u64) {
     let _reserved = g.u16();
     let flags = g.u32();
     let mut s = Get::new(&raw[56..]);
-    (Header { version, min_reader, kind, flags }, s.u64())
+    (
+        Header {
+            version,
+            min_reader,
+            kind,
+            flags,
+        },
+        s.u64(),
+    )
 }
 
 // ---- record header ---------------------------------------------------------------------
@@ -162,7 +170,13 @@ pub struct RecordHeader {
 impl RecordHeader {
     pub fn parse(raw: &[u8; RECORD_HEADER_BYTES]) -> Self {
         let mut g = Get::new(raw);
-        Self { ty: g.u32(), flags: g.u32(), length: g.u32(), reserved: g.u32(), checksum: g.u64() }
+        Self {
+            ty: g.u32(),
+            flags: g.u32(),
+            length: g.u32(),
+            reserved: g.u32(),
+            checksum: g.u64(),
+        }
     }
 
     /// The 16 bytes the checksum covers.
@@ -280,7 +294,11 @@ pub fn encode_end(e: &EndWire) -> [u8; END_BYTES] {
 
 pub fn decode_end(raw: &[u8; END_BYTES]) -> EndWire {
     let mut g = Get::new(raw);
-    EndWire { records: g.u64(), pages: g.u64(), digest: g.array() }
+    EndWire {
+        records: g.u64(),
+        pages: g.u64(),
+        digest: g.array(),
+    }
 }
 
 // ---- MEMORY ------------------------------------------------------------------------------
@@ -303,7 +321,12 @@ pub fn decode_memory_header(raw: &[u8; MEMORY_HEADER_BYTES]) -> (u64, u32, u32) 
 // ---- VCPU --------------------------------------------------------------------------------
 
 fn put_segment(p: &mut Put<'_>, s: &Segment) {
-    let Segment { selector, attrs, limit, base } = *s;
+    let Segment {
+        selector,
+        attrs,
+        limit,
+        base,
+    } = *s;
     p.u16(selector);
     p.u16(attrs);
     p.u32(limit);
@@ -311,7 +334,12 @@ fn put_segment(p: &mut Put<'_>, s: &Segment) {
 }
 
 fn get_segment(g: &mut Get<'_>) -> Segment {
-    Segment { selector: g.u16(), attrs: g.u16(), limit: g.u32(), base: g.u64() }
+    Segment {
+        selector: g.u16(),
+        attrs: g.u16(),
+        limit: g.u32(),
+        base: g.u64(),
+    }
 }
 
 pub fn encode_vcpu(v: &VcpuContext) -> [u8; VCPU_BYTES] {
@@ -535,8 +563,18 @@ mod tests {
             rax: 0x1111,
             rip: 0x2222,
             dr7: 0x3333,
-            cs: Segment { selector: 0x08, attrs: 0x0A9B, limit: 0xFFFF_FFFF, base: 0x4444 },
-            ldtr: Segment { selector: 0x55, attrs: 0, limit: 0x66, base: 0x77 },
+            cs: Segment {
+                selector: 0x08,
+                attrs: 0x0A9B,
+                limit: 0xFFFF_FFFF,
+                base: 0x4444,
+            },
+            ldtr: Segment {
+                selector: 0x55,
+                attrs: 0,
+                limit: 0x66,
+                base: 0x77,
+            },
             gdtr_base: 0x88,
             gdtr_limit: 0x99,
             idtr_limit: 0xAA,
@@ -550,7 +588,10 @@ mod tests {
         assert_eq!(at(0), 0x1111);
         assert_eq!(at(16 * 8), 0x2222);
         assert_eq!(at(24 * 8), 0x3333);
-        assert_eq!(&raw[200..208], &[0x08, 0, 0x9B, 0x0A, 0xFF, 0xFF, 0xFF, 0xFF]);
+        assert_eq!(
+            &raw[200..208],
+            &[0x08, 0, 0x9B, 0x0A, 0xFF, 0xFF, 0xFF, 0xFF]
+        );
         assert_eq!(at(208), 0x4444);
         assert_eq!(&raw[312..320], &[0x55, 0, 0, 0, 0x66, 0, 0, 0]);
         assert_eq!(at(320), 0x77);
@@ -584,16 +625,27 @@ mod tests {
         let at = |o: usize| u64::from_le_bytes(raw[o..o + 8].try_into().unwrap());
         assert_eq!((raw[0], raw[511]), (0x7F, 0x80));
         assert_eq!((at(512), at(536), at(544), at(552)), (1, 4, 0xFFFF_0FF0, 5));
-        assert_eq!(&raw[560..576], &[0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(
+            &raw[560..576],
+            &[0x40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]
+        );
         assert_eq!((at(576), at(584), at(592)), (6, 7, 8));
-        assert_eq!(&raw[600..616], &[9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 12, 0, 0, 0]);
+        assert_eq!(
+            &raw[600..616],
+            &[9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 12, 0, 0, 0]
+        );
         assert_eq!(at(616), 13);
         assert_eq!(decode_state(&raw), s);
     }
 
     #[test]
     fn header_round_trips_and_its_checksum_covers_bytes_0_to_56() {
-        let h = Header { version: 1, min_reader: 1, kind: 3, flags: 0 };
+        let h = Header {
+            version: 1,
+            min_reader: 1,
+            kind: 3,
+            flags: 0,
+        };
         let raw = encode_header(&h);
         assert_eq!(&raw[..8], b"COWVIMG\0");
         let (back, sum) = parse_header(&raw);

@@ -22,8 +22,17 @@ fn pages_of(runs: &[(u64, Vec<u8>)]) -> BTreeMap<u64, Vec<u8>> {
 #[test]
 fn domain_image_round_trips_domain_vcpu_state_notes_and_pages() {
     let mem = 64 * 4096;
-    let pages: Vec<(u64, Vec<u8>)> = [0u64, 1, 2, 9, 63].iter().map(|&g| (g, page(g, 7))).collect();
-    let image = encode(ImageKind::Domain, mem, None, &["saved from d3 at 12:00", ""], &pages);
+    let pages: Vec<(u64, Vec<u8>)> = [0u64, 1, 2, 9, 63]
+        .iter()
+        .map(|&g| (g, page(g, 7)))
+        .collect();
+    let image = encode(
+        ImageKind::Domain,
+        mem,
+        None,
+        &["saved from d3 at 12:00", ""],
+        &pages,
+    );
     let (pro, runs, _) = decode(&image, Limits { max_mem_bytes: mem }).unwrap();
     assert_eq!(pro.kind, ImageKind::Domain);
     assert_eq!(pro.version, FORMAT_VERSION);
@@ -31,7 +40,10 @@ fn domain_image_round_trips_domain_vcpu_state_notes_and_pages() {
     assert_eq!(pro.vcpu, vcpu(1));
     assert_eq!(pro.state, state(1));
     assert_eq!(pro.template, None);
-    assert_eq!(pro.notes, vec!["saved from d3 at 12:00".to_string(), String::new()]);
+    assert_eq!(
+        pro.notes,
+        vec!["saved from d3 at 12:00".to_string(), String::new()]
+    );
     let got = pages_of(&runs);
     assert_eq!(got, pages.into_iter().collect::<BTreeMap<_, _>>());
 }
@@ -43,7 +55,15 @@ fn template_image_round_trips() {
     for g in [1usize, 2, 3, 7] {
         raw[g * PAGE_BYTES..(g + 1) * PAGE_BYTES].copy_from_slice(&page(g as u64, 2));
     }
-    let mut enc = Encoder::new(Vec::new(), ImageKind::Template, &domain("tmpl", mem), &vcpu(2), &state(2), None).unwrap();
+    let mut enc = Encoder::new(
+        Vec::new(),
+        ImageKind::Template,
+        &domain("tmpl", mem),
+        &vcpu(2),
+        &state(2),
+        None,
+    )
+    .unwrap();
     enc.memory(0, &raw).unwrap();
     let (image, _, stats) = enc.finish().unwrap();
     assert_eq!((stats.pages_written, stats.pages_zero), (4, 4));
@@ -54,7 +74,12 @@ fn template_image_round_trips() {
     assert_eq!(pro.kind, ImageKind::Template);
     assert_eq!(pro.vcpu, vcpu(2));
     assert_eq!(pro.state, state(2));
-    assert_eq!(runs.iter().map(|(g, b)| (*g, b.len() / PAGE_BYTES)).collect::<Vec<_>>(), vec![(1, 3), (7, 1)]);
+    assert_eq!(
+        runs.iter()
+            .map(|(g, b)| (*g, b.len() / PAGE_BYTES))
+            .collect::<Vec<_>>(),
+        vec![(1, 3), (7, 1)]
+    );
     let mut back = vec![0u8; mem as usize];
     for (g, p) in pages_of(&runs) {
         back[g as usize * PAGE_BYTES..][..PAGE_BYTES].copy_from_slice(&p);
@@ -65,10 +90,22 @@ fn template_image_round_trips() {
 #[test]
 fn delta_image_round_trips_its_template_ref_and_keeps_zero_pages() {
     let mem = 64 * 4096;
-    let t = TemplateRef { digest: [7; 32], mem_bytes: mem, name: String::new() };
+    let t = TemplateRef {
+        digest: [7; 32],
+        mem_bytes: mem,
+        name: String::new(),
+    };
     let mut run = page(10, 4);
     run.extend_from_slice(&[0u8; PAGE_BYTES]); // the clone zeroed page 11: must be written
-    let mut enc = Encoder::new(Vec::new(), ImageKind::Delta, &domain("clone-1", mem), &vcpu(3), &state(3), Some(&t)).unwrap();
+    let mut enc = Encoder::new(
+        Vec::new(),
+        ImageKind::Delta,
+        &domain("clone-1", mem),
+        &vcpu(3),
+        &state(3),
+        Some(&t),
+    )
+    .unwrap();
     enc.memory(10, &run).unwrap();
     let (image, _, stats) = enc.finish().unwrap();
     assert_eq!((stats.pages_written, stats.pages_zero), (2, 0));
@@ -87,7 +124,15 @@ fn zero_pages_are_elided_so_a_mostly_zero_64_mib_domain_encodes_to_a_tiny_image(
     for &g in &used {
         raw[g as usize * PAGE_BYTES..][..PAGE_BYTES].copy_from_slice(&page(g, 5));
     }
-    let mut enc = Encoder::new(Vec::new(), ImageKind::Domain, &domain("big", mem), &vcpu(1), &state(1), None).unwrap();
+    let mut enc = Encoder::new(
+        Vec::new(),
+        ImageKind::Domain,
+        &domain("big", mem),
+        &vcpu(1),
+        &state(1),
+        None,
+    )
+    .unwrap();
     for (i, chunk) in raw.chunks(MAX_RUN_PAGES * PAGE_BYTES).enumerate() {
         enc.memory((i * MAX_RUN_PAGES) as u64, chunk).unwrap();
     }
@@ -114,7 +159,15 @@ fn runs_longer_than_zero_gaps_split_only_at_zero_pages_and_a_full_run_is_one_rec
 
 #[test]
 fn the_digest_finish_returns_is_the_one_the_reader_checks() {
-    let mut enc = Encoder::new(Vec::new(), ImageKind::Domain, &domain("d", 4096), &vcpu(1), &state(1), None).unwrap();
+    let mut enc = Encoder::new(
+        Vec::new(),
+        ImageKind::Domain,
+        &domain("d", 4096),
+        &vcpu(1),
+        &state(1),
+        None,
+    )
+    .unwrap();
     enc.memory(0, &page(0, 1)).unwrap();
     let (image, digest, _) = enc.finish().unwrap();
     let end = image.len() - 24 - 48;
@@ -171,7 +224,16 @@ fn content_digest_is_the_same_live_and_from_the_image_with_or_without_zero_pages
     live.context(&vcpu(1), &state(1));
     let live = live.finish();
     // From an image (two differently encoded images: one call per page with notes, and one call).
-    let a = encode(ImageKind::Template, mem, None, &["x"], &raw.chunks(PAGE_BYTES).enumerate().map(|(g, p)| (g as u64, p.to_vec())).collect::<Vec<_>>());
+    let a = encode(
+        ImageKind::Template,
+        mem,
+        None,
+        &["x"],
+        &raw.chunks(PAGE_BYTES)
+            .enumerate()
+            .map(|(g, p)| (g as u64, p.to_vec()))
+            .collect::<Vec<_>>(),
+    );
     let b = encode(ImageKind::Template, mem, None, &[], &[(0, raw.clone())]);
     assert_ne!(a, b);
     for image in [a, b] {
@@ -185,7 +247,14 @@ fn content_digest_is_the_same_live_and_from_the_image_with_or_without_zero_pages
         assert_eq!(h.finish(), live);
     }
     // And the one-call form, non-zero pages only.
-    let nz: Vec<(u64, &[u8; PAGE_BYTES])> = raw.as_chunks::<PAGE_BYTES>().0.iter().enumerate().map(|(g, p)| (g as u64, p)).filter(|(_, p)| p.iter().any(|&b| b != 0)).collect();
+    let nz: Vec<(u64, &[u8; PAGE_BYTES])> = raw
+        .as_chunks::<PAGE_BYTES>()
+        .0
+        .iter()
+        .enumerate()
+        .map(|(g, p)| (g as u64, p))
+        .filter(|(_, p)| p.iter().any(|&b| b != 0))
+        .collect();
     assert_eq!(content_digest(mem, &vcpu(1), &state(1), nz).unwrap(), live);
 }
 
@@ -194,7 +263,10 @@ fn content_digest_ignores_identity_and_clock_but_covers_registers_events_and_pag
     let mem = 4 * 4096u64;
     let p = page(1, 1);
     let p: &[u8; PAGE_BYTES] = p.as_slice().try_into().unwrap();
-    let d = |v: &guest_abi::vcpu::VcpuContext, s: &guest_abi::saved::SavedState, gfn: u64, m: u64| content_digest(m, v, s, [(gfn, p)]).unwrap();
+    let d = |v: &guest_abi::vcpu::VcpuContext,
+             s: &guest_abi::saved::SavedState,
+             gfn: u64,
+             m: u64| content_digest(m, v, s, [(gfn, p)]).unwrap();
     let (v, s) = (vcpu(1), state(1));
     let base = d(&v, &s, 1, mem);
     let mut other = s;
@@ -231,37 +303,105 @@ fn content_hasher_refuses_pages_out_of_order_or_range_and_then_matches_nothing()
     let mut h = ContentHasher::new(2 * 4096);
     h.context(&vcpu(1), &state(1));
     assert_eq!(h.page(2, &z), Err(ContentError::OutOfRange { gfn: 2 }));
-    assert_eq!(ContentHasher::new(2 * 4096).page(u64::MAX, &z), Err(ContentError::OutOfRange { gfn: u64::MAX }));
+    assert_eq!(
+        ContentHasher::new(2 * 4096).page(u64::MAX, &z),
+        Err(ContentError::OutOfRange { gfn: u64::MAX })
+    );
     assert_ne!(h.finish(), good);
 }
 
 #[test]
 fn the_encoder_refuses_bad_names_sizes_kinds_notes_and_runs_without_writing() {
     type E = EncodeError<Infallible>;
-    let new = |kind, d: &DomainRecord, t: Option<&TemplateRef>| Encoder::new(Vec::new(), kind, d, &vcpu(1), &state(1), t).err();
+    let new = |kind, d: &DomainRecord, t: Option<&TemplateRef>| {
+        Encoder::new(Vec::new(), kind, d, &vcpu(1), &state(1), t).err()
+    };
     let mem = 16 * 4096;
-    assert_eq!(new(ImageKind::Domain, &domain("", mem), None), Some(E::BadName));
-    assert_eq!(new(ImageKind::Domain, &domain(&"x".repeat(33), mem), None), Some(E::BadName));
-    assert_eq!(new(ImageKind::Domain, &domain("a\nb", mem), None), Some(E::BadName));
+    assert_eq!(
+        new(ImageKind::Domain, &domain("", mem), None),
+        Some(E::BadName)
+    );
+    assert_eq!(
+        new(ImageKind::Domain, &domain(&"x".repeat(33), mem), None),
+        Some(E::BadName)
+    );
+    assert_eq!(
+        new(ImageKind::Domain, &domain("a\nb", mem), None),
+        Some(E::BadName)
+    );
     assert!(new(ImageKind::Domain, &domain(&"é".repeat(16), mem), None).is_none());
-    assert_eq!(new(ImageKind::Domain, &domain("d", 0), None), Some(E::BadMemSize { mem_bytes: 0 }));
-    assert_eq!(new(ImageKind::Domain, &domain("d", 4097), None), Some(E::BadMemSize { mem_bytes: 4097 }));
-    assert_eq!(new(ImageKind::Delta, &domain("d", mem), None), Some(E::KindMismatch));
-    assert_eq!(new(ImageKind::Template, &domain("d", mem), Some(&template_ref(mem))), Some(E::KindMismatch));
-    assert_eq!(new(ImageKind::Delta, &domain("d", mem), Some(&template_ref(mem * 2))), Some(E::TemplateMismatch));
+    assert_eq!(
+        new(ImageKind::Domain, &domain("d", 0), None),
+        Some(E::BadMemSize { mem_bytes: 0 })
+    );
+    assert_eq!(
+        new(ImageKind::Domain, &domain("d", 4097), None),
+        Some(E::BadMemSize { mem_bytes: 4097 })
+    );
+    assert_eq!(
+        new(ImageKind::Delta, &domain("d", mem), None),
+        Some(E::KindMismatch)
+    );
+    assert_eq!(
+        new(
+            ImageKind::Template,
+            &domain("d", mem),
+            Some(&template_ref(mem))
+        ),
+        Some(E::KindMismatch)
+    );
+    assert_eq!(
+        new(
+            ImageKind::Delta,
+            &domain("d", mem),
+            Some(&template_ref(mem * 2))
+        ),
+        Some(E::TemplateMismatch)
+    );
 
-    let mut enc = Encoder::new(Vec::new(), ImageKind::Domain, &domain("d", mem), &vcpu(1), &state(1), None).unwrap();
-    assert_eq!(enc.note(&"n".repeat(MAX_NOTE_BYTES + 1)), Err(E::NoteTooLong));
+    let mut enc = Encoder::new(
+        Vec::new(),
+        ImageKind::Domain,
+        &domain("d", mem),
+        &vcpu(1),
+        &state(1),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        enc.note(&"n".repeat(MAX_NOTE_BYTES + 1)),
+        Err(E::NoteTooLong)
+    );
     for _ in 0..MAX_NOTES {
         enc.note("n").unwrap();
     }
     assert_eq!(enc.note("n"), Err(E::TooManyNotes));
-    assert_eq!(enc.memory(0, &[1u8; 100]), Err(E::RunNotAligned { bytes: 100 }));
-    assert_eq!(enc.memory(0, &vec![1u8; (MAX_RUN_PAGES + 1) * PAGE_BYTES]), Err(E::RunTooLong { pages: MAX_RUN_PAGES + 1 }));
-    assert_eq!(enc.memory(15, &page(0, 0).repeat(2)), Err(E::RunOutOfRange { gfn: 15, pages: 2 }));
-    assert_eq!(enc.memory(u64::MAX, &page(0, 0)), Err(E::RunOutOfRange { gfn: u64::MAX, pages: 1 }));
+    assert_eq!(
+        enc.memory(0, &[1u8; 100]),
+        Err(E::RunNotAligned { bytes: 100 })
+    );
+    assert_eq!(
+        enc.memory(0, &vec![1u8; (MAX_RUN_PAGES + 1) * PAGE_BYTES]),
+        Err(E::RunTooLong {
+            pages: MAX_RUN_PAGES + 1
+        })
+    );
+    assert_eq!(
+        enc.memory(15, &page(0, 0).repeat(2)),
+        Err(E::RunOutOfRange { gfn: 15, pages: 2 })
+    );
+    assert_eq!(
+        enc.memory(u64::MAX, &page(0, 0)),
+        Err(E::RunOutOfRange {
+            gfn: u64::MAX,
+            pages: 1
+        })
+    );
     enc.memory(4, &page(4, 0)).unwrap();
-    assert_eq!(enc.memory(4, &page(4, 0)), Err(E::RunNotAscending { gfn: 4 }));
+    assert_eq!(
+        enc.memory(4, &page(4, 0)),
+        Err(E::RunNotAscending { gfn: 4 })
+    );
     assert_eq!(enc.note("late"), Err(E::NoteAfterMemory));
     enc.memory(5, &page(5, 0)).unwrap();
     let (image, _, _) = enc.finish().unwrap();
@@ -283,9 +423,23 @@ impl Sink for Full {
 
 #[test]
 fn a_failing_sink_stops_the_encoder_for_good() {
-    let mut enc = Encoder::new(Full(2000), ImageKind::Domain, &domain("d", 1 << 20), &vcpu(1), &state(1), None).unwrap();
-    assert_eq!(enc.memory(0, &page(0, 1)), Err(EncodeError::Sink("disk full")));
+    let mut enc = Encoder::new(
+        Full(2000),
+        ImageKind::Domain,
+        &domain("d", 1 << 20),
+        &vcpu(1),
+        &state(1),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        enc.memory(0, &page(0, 1)),
+        Err(EncodeError::Sink("disk full"))
+    );
     assert_eq!(enc.memory(1, &page(1, 1)), Err(EncodeError::Failed));
     assert!(matches!(enc.finish(), Err(EncodeError::Failed)));
-    assert_eq!(EncodeError::Sink("disk full").to_string(), "write failed: disk full");
+    assert_eq!(
+        EncodeError::Sink("disk full").to_string(),
+        "write failed: disk full"
+    );
 }

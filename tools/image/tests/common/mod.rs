@@ -11,7 +11,9 @@ use guest_abi::vcpu::VcpuContext;
 
 pub type Err = DecodeError<Infallible>;
 
-pub const NO_LIMIT: Limits = Limits { max_mem_bytes: u64::MAX };
+pub const NO_LIMIT: Limits = Limits {
+    max_mem_bytes: u64::MAX,
+};
 
 /// A deterministic xorshift64* generator.
 pub struct Rng(pub u64);
@@ -64,7 +66,12 @@ pub fn state(seed: u64) -> SavedState {
 }
 
 pub fn domain(name: &str, mem_bytes: u64) -> DomainRecord {
-    DomainRecord { name: name.into(), mem_bytes, quota_pages: mem_bytes / 4096, origin_domid: 3 }
+    DomainRecord {
+        name: name.into(),
+        mem_bytes,
+        quota_pages: mem_bytes / 4096,
+        origin_domid: 3,
+    }
 }
 
 /// A page whose bytes depend on `gfn` and `seed` (never all zero).
@@ -85,7 +92,15 @@ pub fn encode(
     notes: &[&str],
     pages: &[(u64, Vec<u8>)],
 ) -> Vec<u8> {
-    let mut enc = Encoder::new(Vec::new(), kind, &domain("dom", mem_bytes), &vcpu(1), &state(1), template).unwrap();
+    let mut enc = Encoder::new(
+        Vec::new(),
+        kind,
+        &domain("dom", mem_bytes),
+        &vcpu(1),
+        &state(1),
+        template,
+    )
+    .unwrap();
     for n in notes {
         enc.note(n).unwrap();
     }
@@ -96,22 +111,47 @@ pub fn encode(
 }
 
 pub fn template_ref(mem_bytes: u64) -> TemplateRef {
-    TemplateRef { digest: [0x5A; 32], mem_bytes, name: "tmpl".into() }
+    TemplateRef {
+        digest: [0x5A; 32],
+        mem_bytes,
+        name: "tmpl".into(),
+    }
 }
 
 /// A small image of each kind with pages and notes.
 pub fn samples() -> Vec<Vec<u8>> {
     let t = template_ref(64 * 4096);
     vec![
-        encode(ImageKind::Domain, 64 * 4096, None, &["saved from d3"], &[(0, page(0, 1)), (5, page(5, 1)), (6, page(6, 1))]),
-        encode(ImageKind::Template, 32 * 4096, None, &[], &[(31, page(31, 2))]),
-        encode(ImageKind::Delta, 64 * 4096, Some(&t), &["delta", "two"], &[(1, page(1, 3)), (2, vec![0; 4096]), (40, page(40, 3))]),
+        encode(
+            ImageKind::Domain,
+            64 * 4096,
+            None,
+            &["saved from d3"],
+            &[(0, page(0, 1)), (5, page(5, 1)), (6, page(6, 1))],
+        ),
+        encode(
+            ImageKind::Template,
+            32 * 4096,
+            None,
+            &[],
+            &[(31, page(31, 2))],
+        ),
+        encode(
+            ImageKind::Delta,
+            64 * 4096,
+            Some(&t),
+            &["delta", "two"],
+            &[(1, page(1, 3)), (2, vec![0; 4096]), (40, page(40, 3))],
+        ),
         encode(ImageKind::Domain, 16 * 4096, None, &[], &[]),
     ]
 }
 
 /// Decode a whole image: the prologue and every run as (first_gfn, bytes).
-pub fn decode(image: &[u8], limits: Limits) -> Result<(Prologue, Vec<(u64, Vec<u8>)>, Digest), Err> {
+pub fn decode(
+    image: &[u8],
+    limits: Limits,
+) -> Result<(Prologue, Vec<(u64, Vec<u8>)>, Digest), Err> {
     let (mut dec, pro) = Decoder::new(image, limits)?;
     let mut buf = vec![0u8; MAX_RUN_PAGES * PAGE_BYTES];
     let mut runs = Vec::new();
@@ -149,7 +189,12 @@ pub struct Raw {
 
 impl Raw {
     pub fn new(ty: u32, mandatory: bool, payload: Vec<u8>) -> Self {
-        Raw { ty, flags: mandatory as u32, reserved: 0, payload }
+        Raw {
+            ty,
+            flags: mandatory as u32,
+            reserved: 0,
+            payload,
+        }
     }
 }
 
@@ -174,9 +219,19 @@ pub fn parse(image: &[u8]) -> RawImage {
     let mut records = Vec::new();
     let mut at = 64;
     while at < image.len() {
-        let (ty, flags, len, reserved) = (u32_at(image, at), u32_at(image, at + 4), u32_at(image, at + 8) as usize, u32_at(image, at + 12));
+        let (ty, flags, len, reserved) = (
+            u32_at(image, at),
+            u32_at(image, at + 4),
+            u32_at(image, at + 8) as usize,
+            u32_at(image, at + 12),
+        );
         let payload = image[at + 24..at + 24 + len].to_vec();
-        records.push(Raw { ty, flags, reserved, payload });
+        records.push(Raw {
+            ty,
+            flags,
+            reserved,
+            payload,
+        });
         at += 24 + len + (8 - len % 8) % 8;
     }
     RawImage { header, records }
