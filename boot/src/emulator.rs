@@ -1,5 +1,7 @@
 //! Command lines for the two emulators: QEMU (TCG with AMD SVM+NPT, or KVM with nesting) and
 //! Bochs (Intel VMX+EPT, `corei7_skylake_x`). The serial port goes to a pty the runner owns.
+//! dom0's data disk, when there is one, is the master of the secondary ATA channel (ports
+//! 0x170-0x177, 0x376) on both: QEMU's q35 gets a PIIX3 IDE controller for it.
 
 use crate::image::Firmware;
 use crate::{BootError, io_err, setup};
@@ -60,7 +62,32 @@ impl CpuFeature {
     }
 }
 
-/// Builds the QEMU command; `cpu_features` are added to TCG's CPU model.
+/// Heads and sectors per track Bochs assumes for a flat disk image; its size must be a whole
+/// number of such cylinders.
+pub const BOCHS_HEADS: u64 = 16;
+/// See [`BOCHS_HEADS`].
+pub const BOCHS_SECTORS_PER_TRACK: u64 = 63;
+/// Bytes of one cylinder of [`BOCHS_HEADS`] x [`BOCHS_SECTORS_PER_TRACK`] sectors.
+pub const CYLINDER_BYTES: u64 = BOCHS_HEADS * BOCHS_SECTORS_PER_TRACK * 512;
+
+/// QEMU's `-device`/`-drive` arguments that hang `disk` (a raw file) as master on the
+/// secondary channel of a PIIX3 IDE controller, so it answers at the legacy ports 0x170-0x177
+/// and 0x376 on the q35 machine.
+pub fn qemu_disk_args(disk: &Path) -> Vec<String> {
+    // In QEMU's option syntax a comma in a value is written twice.
+    let file = disk.display().to_string().replace(',', ",,");
+    vec![
+        "-device".into(),
+        "piix3-ide,id=ide9".into(),
+        "-drive".into(),
+        format!("if=none,id=store,format=raw,file={file}"),
+        "-device".into(),
+        "ide-hd,drive=store,bus=ide9.1,unit=0".into(),
+    ]
+}
+
+/// Builds the QEMU command; `cpu_features` are added to TCG's CPU model; `disk` is dom0's data
+/// disk.
 #[allow(clippy::too_many_arguments)]
 pub fn qemu_command(
     image: &Path,
@@ -69,6 +96,7 @@ pub fn qemu_command(
     icount: bool,
     accel: Accel,
     cpu_features: &[CpuFeature],
+    disk: Option<&Path>,
     serial_tty: &Path,
     run_dir: &Path,
 ) -> Result<Command, BootError> {
@@ -92,6 +120,9 @@ pub fn qemu_command(
         .arg(serial_tty)
         .arg("-drive")
         .arg(format!("format=raw,file={}", image.display()));
+    if let Some(disk) = disk {
+        cmd.args(qemu_disk_args(disk));
+    }
     if firmware == Firmware::Uefi {
         let (code, vars) = setup::ovmf_files().ok_or_else(|| BootError::Missing {
             what: "OVMF".into(),
@@ -115,8 +146,18 @@ pub const QEMU_STATUS_SUCCESS: i32 = 33;
 /// QEMU exit status when the hypervisor wrote the failure code.
 pub const QEMU_STATUS_FAILURE: i32 = 35;
 
-/// The Bochs configuration for one run.
-pub fn bochsrc(image: &Path, mem_mib: u32, serial_tty: &Path, log: &Path) -> String {
+/// The Bochs configuration for one run; `disk` is dom0's data disk and its size in cylinders
+/// (of [`CYLINDER_BYTES`]).
+pub fn bochsrc(image: &Path, mem_mib: u32, disk: Option<(&Path, u64)>, serial_tty: &Path, log: &Path) -> String {
+    let disk = match disk {
+        Some((path, cylinders)) => format!(
+            "ata1: enabled=1, ioaddr1=0x170, ioaddr2=0x370, irq=15\n\
+             ata1-master: type=disk, path=\"{}\", mode=flat, cylinders={cylinders}, heads={BOCHS_HEADS}, \
+             spt={BOCHS_SECTORS_PER_TRACK}\n",
+            path.display()
+        ),
+        None => String::new(),
+    };
     format!(
         "megs: {mem_mib}\n\
          romimage: file={bios}, options=fastboot\n\
@@ -128,6 +169,7 @@ pub fn bochsrc(image: &Path, mem_mib: u32, serial_tty: &Path, log: &Path) -> Str
          sound: driver=dummy\n\
          boot: disk\n\
          ata0-master: type=disk, path=\"{image}\", mode=flat\n\
+         {disk}\
          log: {log}\n\
          panic: action=fatal, term=report\n\
          error: action=report\n\
@@ -144,11 +186,25 @@ pub fn bochsrc(image: &Path, mem_mib: u32, serial_tty: &Path, log: &Path) -> Str
 }
 
 /// Builds the Bochs command; writes the config and the debugger's command file to `run_dir`.
-pub fn bochs_command(image: &Path, mem_mib: u32, serial_tty: &Path, run_dir: &Path) -> Result<Command, BootError> {
+/// `disk` (dom0's data disk) must be a whole number of [`CYLINDER_BYTES`] cylinders.
+pub fn bochs_command(
+    image: &Path,
+    mem_mib: u32,
+    disk: Option<&Path>,
+    serial_tty: &Path,
+    run_dir: &Path,
+) -> Result<Command, BootError> {
     let rc = run_dir.join("bochsrc");
     let commands = run_dir.join("bochs-commands");
     let log = run_dir.join("bochs.log");
-    std::fs::write(&rc, bochsrc(image, mem_mib, serial_tty, &log)).map_err(io_err("writing bochsrc"))?;
+    let disk = match disk {
+        Some(path) => {
+            let len = std::fs::metadata(path).map_err(io_err(format!("reading the size of {}", path.display())))?.len();
+            Some((path, len / CYLINDER_BYTES))
+        }
+        None => None,
+    };
+    std::fs::write(&rc, bochsrc(image, mem_mib, disk, serial_tty, &log)).map_err(io_err("writing bochsrc"))?;
     // Bochs is built with its debugger: continue, then quit when the machine stops.
     std::fs::write(&commands, "c\nquit\n").map_err(io_err("writing the Bochs command file"))?;
     let mut cmd = Command::new("bochs");
@@ -159,6 +215,25 @@ pub fn bochs_command(image: &Path, mem_mib: u32, serial_tty: &Path, run_dir: &Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_disk_is_the_secondary_master_on_both_emulators() {
+        let args = |c: &Command| c.get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        let dir = Path::new("/tmp");
+        let qemu = |disk| qemu_command(Path::new("boot.img"), Firmware::Bios, 512, false, Accel::Tcg, &[], disk, dir, dir);
+        let with = args(&qemu(Some(Path::new("/d/s,1.img"))).unwrap());
+        let want = "-device piix3-ide,id=ide9 -drive if=none,id=store,format=raw,file=/d/s,,1.img \
+                    -device ide-hd,drive=store,bus=ide9.1,unit=0";
+        assert!(with.contains(want), "{with}");
+        assert!(!args(&qemu(None).unwrap()).contains("piix3-ide"));
+
+        let rc = bochsrc(Path::new("boot.img"), 512, Some((Path::new("/d/store.img"), 4161)), dir, dir);
+        assert!(rc.contains("ata1: enabled=1, ioaddr1=0x170, ioaddr2=0x370, irq=15\n"), "{rc}");
+        let master = "ata1-master: type=disk, path=\"/d/store.img\", mode=flat, cylinders=4161, heads=16, spt=63\n";
+        assert!(rc.contains(master), "{rc}");
+        assert!(rc.contains("ata0-master: type=disk, path=\"boot.img\", mode=flat\n"), "{rc}");
+        assert!(!bochsrc(Path::new("boot.img"), 512, None, dir, dir).contains("ata1"));
+    }
 
     #[test]
     fn cpu_features_are_a_sign_and_a_lower_case_flag_name() {

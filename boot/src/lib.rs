@@ -8,6 +8,7 @@ pub mod emulator;
 pub mod image;
 pub mod run;
 pub mod setup;
+pub mod store_cmd;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -5,20 +5,22 @@
 //! boot [run] [--emulator qemu|bochs] [--uefi] [--script FILE] [--timeout SECS]
 //!            [--guest NAME=PATH]... [--mem MIB] [--icount]
 //!            [--log-level LEVEL] [--config KEY=VALUE]... [--accel auto|tcg] [--cpu-feature +FLAG]...
-//!            [--no-default-guests] [--keep] [--quiet]
+//!            [--disk PATH | --no-disk] [--no-default-guests] [--keep] [--quiet]
+//! boot store ls|get|put|rm|verify ... [--disk PATH]
 //! ```
 //! Exit status: 0 the machine powered off normally, 1 the hypervisor reported a failure,
 //! 2 timeout, 3 the emulator crashed, 4 setup or build error, 64 bad arguments, 130 user quit.
 
 use boot::console::Input;
 use boot::emulator::{Accel, CpuFeature, Emulator};
-use boot::run::{RunOptions, RunResult, run};
+use boot::run::{DataDisk, RunOptions, RunResult, run};
 use boot::{BootError, image};
 use std::io::IsTerminal;
 use std::time::Duration;
 
 const USAGE: &str = "\
 usage: boot [run] [options]
+       boot store ls|get|put|rm|verify ... [--disk PATH]   (see boot store --help)
 
 Builds the hypervisor, dom0 and guest images, packs them into a bootable disk image and runs
 it. The serial console is your terminal (Ctrl-] quits); dom0 first shows the copy-on-write
@@ -39,6 +41,10 @@ options:
   --accel auto|tcg        QEMU acceleration (default auto)
   --cpu-feature +FLAG     add a feature to QEMU TCG's CPU model, e.g. +pku or +rdtscp
                           (repeatable; QEMU then uses TCG even where KVM works)
+  --disk PATH             dom0's data disk (its image store), a raw file made on first
+                          use (2 GiB, sparse). Default: target/store.img, left out while
+                          another run holds it
+  --no-disk               no data disk
   --no-default-guests     do not bundle the default guest images
   --keep                  keep the run directory (disk image, emulator logs)
   --quiet                 do not copy the console to stdout
@@ -96,6 +102,8 @@ fn parse(args: &[String]) -> Result<RunOptions, BootError> {
                     .ok_or_else(|| usage(format!("--cpu-feature takes +NAME or -NAME (a QEMU CPU flag), got {v:?}")))?;
                 opts.cpu_features.push(f);
             }
+            "--disk" => opts.disk = DataDisk::Path(value("--disk")?.into()),
+            "--no-disk" => opts.disk = DataDisk::None,
             "--no-default-guests" => opts.default_guests = false,
             "--keep" => opts.keep = true,
             "--quiet" => opts.echo = false,
@@ -130,6 +138,9 @@ fn parse(args: &[String]) -> Result<RunOptions, BootError> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("store") {
+        std::process::exit(boot::store_cmd::main(&args[1..]));
+    }
     let opts = match parse(&args) {
         Ok(o) => o,
         Err(e) => {
@@ -148,6 +159,7 @@ fn main() {
         }
     };
     eprintln!("\r\n(boot) ran: {}", outcome.command_line);
+    eprintln!("(boot) data disk: {}", outcome.disk);
     let verdict = match &outcome.result {
         RunResult::Success => "machine powered off normally".to_string(),
         RunResult::Failure(r) => format!("FAILURE: {r}"),

@@ -1,12 +1,15 @@
 //! One run of the system: make sure the emulator is installed, build the artifacts, pack the
 //! bundle, make the disk image, start the emulator on a pty, run the console session and decide
-//! the outcome from the exit status and the hypervisor's last `(hv) power off:` line.
+//! the outcome from the exit status and the hypervisor's last `(hv) power off:` line. dom0's
+//! data disk (its image store) is attached as the secondary ATA master and locked for the run.
 
 use crate::console::{Input, Pty, Session, SessionEnd, SessionOptions, run_session};
 use crate::emulator::{self, Accel, CpuFeature, Emulator, QEMU_STATUS_FAILURE, QEMU_STATUS_SUCCESS};
 use crate::image::{self, BundleSpec, Firmware};
+use crate::store_cmd::{self, DiskOpenError};
 use crate::{BootError, artifacts, io_err, setup};
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -47,6 +50,91 @@ pub struct RunOptions {
     pub keep: bool,
     /// Extra CPU features for QEMU TCG's `-cpu` (`+pku`, `+rdtscp`, ...).
     pub cpu_features: Vec<CpuFeature>,
+    /// dom0's data disk.
+    pub disk: DataDisk,
+}
+
+/// Which data disk (dom0's image store) a run attaches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataDisk {
+    /// `target/store.img`, made on first use; left out (and said so) while another run holds
+    /// it, so runs in parallel still boot. A test that needs the disk names its own.
+    Default,
+    /// This file, made if missing; an error if another process holds it.
+    Path(PathBuf),
+    /// None.
+    None,
+}
+
+/// What a run did about its data disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskUse {
+    /// Attached this file.
+    Attached(PathBuf),
+    /// Left out the default disk: another run held it.
+    Busy(PathBuf),
+    /// No data disk was asked for.
+    Off,
+}
+
+impl DiskUse {
+    /// The attached file, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::Attached(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DiskUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Attached(p) => write!(f, "{}", p.display()),
+            Self::Busy(p) => write!(f, "none ({} is in use by another run)", p.display()),
+            Self::Off => f.write_str("none"),
+        }
+    }
+}
+
+/// Makes, checks and locks the data disk `choice` asks for (`default` standing for the
+/// default path). The returned file holds the lock; keep it until the emulator has exited.
+pub fn prepare_disk(
+    choice: &DataDisk,
+    default: &Path,
+    emulator: Emulator,
+) -> Result<(DiskUse, Option<std::fs::File>), BootError> {
+    let (path, is_default) = match choice {
+        DataDisk::None => return Ok((DiskUse::Off, None)),
+        DataDisk::Default => (default, true),
+        DataDisk::Path(p) => (p.as_path(), false),
+    };
+    let bad = |m: String| BootError::Usage(format!("data disk {}: {m}", path.display()));
+    store_cmd::create_disk(path).map_err(io_err(format!("making the data disk {}", path.display())))?;
+    let lock = match store_cmd::lock_disk(path) {
+        Ok(f) => f,
+        Err(DiskOpenError::InUse) if is_default => return Ok((DiskUse::Busy(path.to_path_buf()), None)),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let len = lock.metadata().map_err(io_err(format!("reading the size of {}", path.display())))?.len();
+    if let Some(problem) = store_cmd::disk_size_problem(len) {
+        return Err(bad(problem));
+    }
+    if emulator == Emulator::Bochs && len % emulator::CYLINDER_BYTES != 0 {
+        return Err(bad(format!(
+            "Bochs needs a whole number of {}-byte cylinders (16 heads x 63 sectors), and {len} bytes is not; \
+             e.g. `truncate -s {} {}`",
+            emulator::CYLINDER_BYTES,
+            len / emulator::CYLINDER_BYTES * emulator::CYLINDER_BYTES,
+            path.display()
+        )));
+    }
+    if emulator == Emulator::Bochs && path.to_string_lossy().contains('"') {
+        return Err(bad("Bochs cannot take a path with a double quote".into()));
+    }
+    // The emulator runs in the run directory: give it an absolute path.
+    let path = std::fs::canonicalize(path).map_err(io_err(format!("resolving {}", path.display())))?;
+    Ok((DiskUse::Attached(path), Some(lock)))
 }
 
 impl Default for RunOptions {
@@ -65,6 +153,7 @@ impl Default for RunOptions {
             echo: false,
             cpu_features: Vec::new(),
             keep: false,
+            disk: DataDisk::Default,
         }
     }
 }
@@ -93,6 +182,8 @@ pub struct RunOutcome {
     pub serial: String,
     /// The emulator command line that ran.
     pub command_line: String,
+    /// The data disk it had.
+    pub disk: DiskUse,
     /// Directory with the image and emulator logs.
     pub run_dir: PathBuf,
     /// Wall-clock duration of the emulator run.
@@ -204,12 +295,23 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, BootError> {
     let image_path = run_dir.join("disk.img");
     image::make_disk_image(&built.hypervisor, &bundle_path, firmware, &image_path, opts.emulator == Emulator::Bochs)?;
 
+    // Held until this function returns, after the emulator has exited.
+    let (disk, _disk_lock) = prepare_disk(&opts.disk, &store_cmd::default_disk_path(), opts.emulator)?;
+
     let pty = Pty::open().map_err(io_err("opening a pty for the serial console"))?;
     let mut cmd = match opts.emulator {
-        Emulator::Qemu => {
-            emulator::qemu_command(&image_path, firmware, opts.mem_mib, opts.icount, opts.accel, &opts.cpu_features, &pty.path, &run_dir)?
-        }
-        Emulator::Bochs => emulator::bochs_command(&image_path, opts.mem_mib, &pty.path, &run_dir)?,
+        Emulator::Qemu => emulator::qemu_command(
+            &image_path,
+            firmware,
+            opts.mem_mib,
+            opts.icount,
+            opts.accel,
+            &opts.cpu_features,
+            disk.path(),
+            &pty.path,
+            &run_dir,
+        )?,
+        Emulator::Bochs => emulator::bochs_command(&image_path, opts.mem_mib, disk.path(), &pty.path, &run_dir)?,
     };
     let command_line = format!(
         "{} {}",
@@ -241,12 +343,48 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, BootError> {
     if matches!(result, RunResult::Success | RunResult::Quit) && !opts.keep {
         let _ = std::fs::remove_dir_all(&run_dir);
     }
-    Ok(RunOutcome { result, serial, command_line, run_dir, elapsed, lines_sent: session.lines_sent })
+    Ok(RunOutcome { result, serial, command_line, disk, run_dir, elapsed, lines_sent: session.lines_sent })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_disk_is_made_checked_and_locked_for_the_run() {
+        let dir = std::env::temp_dir().join(format!("run-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let default = dir.join("store.img");
+        assert_eq!(prepare_disk(&DataDisk::None, &default, Emulator::Qemu).unwrap().0, DiskUse::Off);
+        assert!(!default.exists());
+
+        // Made on first use; held for the run.
+        let (used, lock) = prepare_disk(&DataDisk::Default, &default, Emulator::Bochs).unwrap();
+        assert_eq!(used, DiskUse::Attached(std::fs::canonicalize(&default).unwrap()));
+        assert_eq!(std::fs::metadata(&default).unwrap().len(), store_cmd::DEFAULT_DISK_BYTES);
+        // Another run leaves the default disk out, but refuses a disk it was told to use.
+        let busy = prepare_disk(&DataDisk::Default, &default, Emulator::Qemu).unwrap().0;
+        assert_eq!(busy, DiskUse::Busy(default.clone()));
+        let err = prepare_disk(&DataDisk::Path(default.clone()), &default, Emulator::Qemu).unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(lock);
+
+        let sized = |name: &str, len: u64| {
+            let p = dir.join(name);
+            std::fs::File::create(&p).unwrap().set_len(len).unwrap();
+            DataDisk::Path(p)
+        };
+        let err = prepare_disk(&sized("odd.img", (16 << 20) + 100), &default, Emulator::Qemu).unwrap_err();
+        assert!(err.to_string().contains("512-byte sectors"), "{err}");
+        let err = prepare_disk(&sized("small.img", 1 << 20), &default, Emulator::Qemu).unwrap_err();
+        assert!(err.to_string().contains("8 MiB"), "{err}");
+        // Whole sectors but not whole cylinders: QEMU takes it, Bochs does not.
+        let uneven = sized("uneven.img", 16 << 20);
+        assert!(matches!(prepare_disk(&uneven, &default, Emulator::Qemu).unwrap().0, DiskUse::Attached(_)));
+        let err = prepare_disk(&uneven, &default, Emulator::Bochs).unwrap_err();
+        assert!(err.to_string().contains("cylinders"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn failure_reason_prefers_panic_and_exception_lines() {
