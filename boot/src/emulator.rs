@@ -118,8 +118,11 @@ pub fn qemu_command(
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-serial")
         .arg(serial_tty)
+        // The boot disk on the q35 AHCI controller, first in the boot order: SeaBIOS would
+        // otherwise try the (unbootable) data disk on the PIIX3 controller first and stop.
         .arg("-drive")
-        .arg(format!("format=raw,file={}", image.display()));
+        .arg(format!("if=none,id=boot,format=raw,file={}", image.display().to_string().replace(',', ",,")))
+        .args(["-device", "ide-hd,drive=boot,bus=ide.0,bootindex=0"]);
     if let Some(disk) = disk {
         cmd.args(qemu_disk_args(disk));
     }

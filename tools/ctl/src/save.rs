@@ -247,7 +247,12 @@ fn show_progress(ui: &mut dyn Ui, verb: &str, name: &str, done: u64, total: u64)
 
 /// The progress line a console shows: `saving web:  42% 6/16 MiB`.
 pub fn progress_line(verb: &str, name: &str, done: u64, total: u64) -> String {
-    format!("{verb} {name}: {:>3}% {}/{} MiB", percent(done, total), done >> 20, total >> 20)
+    let pct = percent(done, total);
+    if total >= 4 << 20 {
+        format!("{verb} {name}: {pct:>3}% {}/{} MiB", done >> 20, total >> 20)
+    } else {
+        format!("{verb} {name}: {pct:>3}% {}/{} KiB", done >> 10, total >> 10)
+    }
 }
 
 /// `done` of `total` in whole percent.
@@ -422,8 +427,10 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
             ImageKind::Template => store::ImageKind::Template,
             ImageKind::Delta => store::ImageKind::Delta,
         };
-        let origin = format!("d{} {}", info.domid, name);
-        let origin: String = origin.chars().take(store::MAX_ORIGIN_BYTES).collect();
+        let mut origin = format!("d{} {}", info.domid, name);
+        while origin.len() > store::MAX_ORIGIN_BYTES {
+            origin.pop();
+        }
         let mut writer = self.store.begin(image, store_kind, &origin)?;
         let record = DomainRecord { name: name.clone(), mem_bytes: info.mem_bytes, quota_pages: stat.quota_pages, origin_domid: info.domid };
         let written = self.encode(&mut writer, kind, &record, &vcpu, &st, template.as_ref(), from, info.parent != NO_DOMAIN && !full);
@@ -502,6 +509,7 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
             }
             gfn += window;
         }
+        show_progress(self.ui, "saving", &record.name, mem, mem);
         let (_, digest, stats) = enc.finish().map_err(SaveError::Encode)?;
         Ok((digest, stats))
     }
