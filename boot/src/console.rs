@@ -132,6 +132,9 @@ pub struct SessionOptions {
     pub prompt: String,
     /// Copy console output to stdout as it arrives.
     pub echo: bool,
+    /// Kill the emulator (by its PID) as soon as its output contains this: a power cut at a
+    /// chosen moment, for crash-safety tests.
+    pub kill_on: Option<String>,
 }
 
 /// Why a session ended.
@@ -143,6 +146,8 @@ pub enum SessionEnd {
     TimedOut,
     /// The user pressed Ctrl-] and the emulator was killed.
     Quit,
+    /// The output showed [`SessionOptions::kill_on`] and the emulator was killed.
+    Killed,
 }
 
 /// What a session produced.
@@ -316,6 +321,12 @@ pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::R
         if opts.timeout.is_some_and(|t| start.elapsed() > t) {
             kill(child);
             return Ok(Session { output, end: SessionEnd::TimedOut, lines_sent: sent });
+        }
+        if let Some(needle) = &opts.kill_on {
+            if output.windows(needle.len()).rev().take(buf.len() + needle.len()).any(|w| w == needle.as_bytes()) {
+                kill(child);
+                return Ok(Session { output, end: SessionEnd::Killed, lines_sent: sent });
+            }
         }
     }
 }

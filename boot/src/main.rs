@@ -164,6 +164,7 @@ fn main() {
         RunResult::Success => "machine powered off normally".to_string(),
         RunResult::Failure(r) => format!("FAILURE: {r}"),
         RunResult::Timeout => "TIMEOUT: the machine was stopped".to_string(),
+        RunResult::Killed => "KILLED: the machine was stopped at the console text it was to be killed at".to_string(),
         RunResult::Quit => "quit".to_string(),
         RunResult::EmulatorError(e) => format!("EMULATOR ERROR: {e}"),
     };

@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub cpu_features: Vec<CpuFeature>,
     /// dom0's data disk.
     pub disk: DataDisk,
+    /// Kill the emulator by its PID once the console shows this (a power cut for tests).
+    pub kill_on: Option<String>,
 }
 
 /// Which data disk (dom0's image store) a run attaches.
@@ -134,6 +136,12 @@ pub fn prepare_disk(
     }
     // The emulator runs in the run directory: give it an absolute path.
     let path = std::fs::canonicalize(path).map_err(io_err(format!("resolving {}", path.display())))?;
+    // Bochs marks an image in use with `IMAGE.lock` and leaves it behind when it is killed
+    // (a timeout, a power-cut test); we hold the disk's own lock, so no Bochs of ours is
+    // using it now and the marker is stale.
+    let mut bochs_lock = path.clone().into_os_string();
+    bochs_lock.push(".lock");
+    let _ = std::fs::remove_file(bochs_lock);
     Ok((DiskUse::Attached(path), Some(lock)))
 }
 
@@ -154,6 +162,7 @@ impl Default for RunOptions {
             cpu_features: Vec::new(),
             keep: false,
             disk: DataDisk::Default,
+            kill_on: None,
         }
     }
 }
@@ -167,6 +176,8 @@ pub enum RunResult {
     Failure(String),
     /// The timeout expired.
     Timeout,
+    /// The emulator was killed when the console showed `kill_on`.
+    Killed,
     /// The user quit an interactive session.
     Quit,
     /// The emulator crashed or exited without the hypervisor powering off.
@@ -200,6 +211,7 @@ impl RunOutcome {
             RunResult::Success => 0,
             RunResult::Failure(_) => 1,
             RunResult::Timeout => 2,
+            RunResult::Killed => 2,
             RunResult::EmulatorError(_) => 3,
             RunResult::Quit => 130,
         }
@@ -239,6 +251,7 @@ fn decide(emulator: Emulator, session: &Session, serial: &str, run_dir: &std::pa
     let failure = serial.contains(POWER_OFF_FAILURE);
     match &session.end {
         SessionEnd::TimedOut => RunResult::Timeout,
+        SessionEnd::Killed => RunResult::Killed,
         SessionEnd::Quit => RunResult::Quit,
         SessionEnd::Exited(status) => {
             let code = status.code();
@@ -328,6 +341,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, BootError> {
         input: opts.input.clone(),
         prompt: SHELL_PROMPT.to_string(),
         echo: opts.echo,
+        kill_on: opts.kill_on.clone(),
     };
     let session = match run_session(&mut child, &pty, &session_opts) {
         Ok(s) => s,
