@@ -349,13 +349,11 @@ impl<S: Source> Decoder<S> {
         let mut mh = [0u8; MEMORY_HEADER_BYTES];
         self.input.read_exact(&mut mh)?;
         self.input.read_exact(data)?;
-        let mut xx = xxhash_rust::xxh3::Xxh3Default::new();
-        xx.update(&rec.h.head());
-        xx.update(&mh);
-        xx.update(data);
-        self.digest.update(&mh);
-        self.digest.update(data);
-        self.check_record(rec, xx.digest())?;
+        let mut sum = wire::record_hasher();
+        sum.write(&rec.h.head());
+        sum.write(&mh);
+        sum.write(data);
+        self.check_record(rec, sum.finish())?;
         let (first_gfn, count, reserved) = wire::decode_memory_header(&mh);
         if count == 0 || count as usize != data_len / PAGE_BYTES {
             return Err(DecodeError::BadLength { ty });
@@ -432,8 +430,8 @@ impl<S: Source> Decoder<S> {
     fn body(&mut self, rec: &Rec) -> Result<(), S::Error> {
         let len = rec.h.length as usize;
         let total = len + wire::padding(len);
-        let mut xx = xxhash_rust::xxh3::Xxh3Default::new();
-        xx.update(&rec.h.head());
+        let mut sum = wire::record_hasher();
+        sum.write(&rec.h.head());
         let mut done = 0;
         let mut padding_ok = true;
         while done < total {
@@ -441,10 +439,7 @@ impl<S: Source> Decoder<S> {
             // A payload that fits whole stays at the start of scratch for `payload`.
             let chunk = &mut self.scratch[..n];
             self.input.read_exact(chunk)?;
-            xx.update(chunk);
-            if rec.h.ty != record::END {
-                self.digest.update(chunk);
-            }
+            sum.write(chunk);
             done += n;
             if done == total {
                 // Padding is the last 0-7 bytes, inside this chunk: `total` is a multiple of
@@ -453,7 +448,7 @@ impl<S: Source> Decoder<S> {
                 padding_ok = chunk[n.saturating_sub(pad)..].iter().all(|&b| b == 0);
             }
         }
-        self.check_record(rec, xx.digest())?;
+        self.check_record(rec, sum.finish())?;
         if !padding_ok {
             return Err(DecodeError::Reserved { ty: rec.h.ty });
         }

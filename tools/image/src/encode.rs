@@ -84,7 +84,7 @@ impl<S: Sink> Encoder<S> {
             kind: kind.code(),
             flags: 0,
         });
-        enc.put(&header)?;
+        enc.put_digested(&header)?;
         enc.record(record::DOMAIN, true, &[&wire::encode_domain(kind, domain)])?;
         enc.record(record::VCPU, true, &[&wire::encode_vcpu(vcpu)])?;
         enc.record(record::STATE, true, &[&wire::encode_state(state)])?;
@@ -197,14 +197,21 @@ impl<S: Sink> Encoder<S> {
         }
     }
 
-    /// Write bytes, into the digest too.
+    /// Write bytes.
     fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError<S::Error>> {
         if let Err(e) = self.sink.put(bytes) {
             self.failed = true;
             return Err(EncodeError::Sink(e));
         }
-        self.digest.update(bytes);
         self.stats.bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Write bytes the image digest covers: the header and each record's header (whose
+    /// checksum covers its payload).
+    fn put_digested(&mut self, bytes: &[u8]) -> Result<(), EncodeError<S::Error>> {
+        self.put(bytes)?;
+        self.digest.update(bytes);
         Ok(())
     }
 
@@ -226,14 +233,14 @@ impl<S: Sink> Encoder<S> {
             reserved: 0,
             checksum: 0,
         };
-        let mut xx = xxhash_rust::xxh3::Xxh3Default::new();
-        xx.update(&h.head());
+        let mut sum = wire::record_hasher();
+        sum.write(&h.head());
         for p in parts {
-            xx.update(p);
+            sum.write(p);
         }
-        xx.update(pad);
-        h.checksum = xx.digest();
-        self.put(&h.encode())?;
+        sum.write(pad);
+        h.checksum = sum.finish();
+        self.put_digested(&h.encode())?;
         for p in parts {
             self.put(p)?;
         }

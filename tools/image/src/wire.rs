@@ -130,6 +130,15 @@ pub fn encode_header(h: &Header) -> [u8; HEADER_BYTES] {
     out
 }
 
+/// The rapidhash v3 secrets of record checksums (seed 0).
+pub static RECORD_SECRETS: rapidhash::v3::RapidSecrets = rapidhash::v3::RapidSecrets::seed(0);
+
+/// A record checksum being computed: rapidhash v3 (seed 0) of header bytes 0-15, the
+/// payload and the padding, fed in any pieces.
+pub fn record_hasher() -> rapidhash::v3::RapidStreamHasherV3<'static> {
+    rapidhash::v3::RapidStreamHasherV3::new(&RECORD_SECRETS)
+}
+
 /// XXH3-64 of header bytes 0..56.
 pub fn header_checksum(raw: &[u8; HEADER_BYTES]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&raw[..56])

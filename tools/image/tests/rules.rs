@@ -371,10 +371,16 @@ fn reserved_fields_flags_and_padding_must_be_zero() {
     let sum_at = record_offsets(&image)[note] + 16;
     let mut covered = image[sum_at - 16..sum_at].to_vec();
     covered.extend_from_slice(&image[sum_at + 8..sum_at + 8 + 8]);
-    image[sum_at..sum_at + 8].copy_from_slice(&xxhash_rust::xxh3::xxh3_64(&covered).to_le_bytes());
+    let sum = rapidhash::v3::rapidhash_v3_seeded(&covered, &rapidhash::v3::RapidSecrets::seed(0));
+    image[sum_at..sum_at + 8].copy_from_slice(&sum.to_le_bytes());
     let end_at = *record_offsets(&image).last().unwrap();
     let mut end = parse(&image).records.pop().unwrap();
-    end.payload[16..].copy_from_slice(blake3::hash(&image[..end_at]).as_bytes());
+    // The digest: the header and each record's header, up to END.
+    let mut digested = image[..64].to_vec();
+    for &at in &record_offsets(&image)[..record_offsets(&image).len() - 1] {
+        digested.extend_from_slice(&image[at..at + 24]);
+    }
+    end.payload[16..].copy_from_slice(blake3::hash(&digested).as_bytes());
     image.truncate(end_at);
     image.extend_from_slice(&record_bytes(&end));
     assert_eq!(refused(&image), Err::Reserved { ty: NOTE });

@@ -18,7 +18,7 @@
 //!   device may have stored that directory after all.)
 //! - **Memory.** Bounded: the directory (at most [`MAX_ENTRIES`] entries), one sector of
 //!   buffered partial data per writer, 32 KiB while verifying. Nothing grows with image size.
-//! - **Checksums.** Each entry keeps the XXH3-64 of its image's bytes ([`Store::verify`],
+//! - **Checksums.** Each entry keeps the rapidhash v3 of its image's bytes ([`Store::verify`],
 //!   [`ImageChecksum`]).
 #![no_std]
 
@@ -112,7 +112,7 @@ pub struct Entry {
     pub sequence: u64,
     /// The first sector of its extent.
     pub first_lba: u64,
-    /// XXH3-64 of its bytes (what [`ImageChecksum`] computes).
+    /// rapidhash v3 of its bytes (what [`ImageChecksum`] computes).
     pub checksum: u64,
 }
 

@@ -260,7 +260,7 @@ pub fn record_bytes(r: &Raw) -> Vec<u8> {
     body.extend(std::iter::repeat_n(0u8, pad));
     let mut sumd = head.clone();
     sumd.extend_from_slice(&body);
-    let sum = xxhash_rust::xxh3::xxh3_64(&sumd);
+    let sum = rapidhash::v3::rapidhash_v3_seeded(&sumd, &rapidhash::v3::RapidSecrets::seed(0));
     let mut out = head;
     out.extend_from_slice(&sum.to_le_bytes());
     out.extend_from_slice(&body);
@@ -276,13 +276,17 @@ pub fn build(raw: &RawImage) -> Vec<u8> {
     let mut out = header.to_vec();
     let (end, body) = raw.records.split_last().unwrap();
     let mut pages = 0u64;
+    // The digest covers the header and every record's 24-byte header (with its checksum).
+    let mut digested = header.to_vec();
     for r in body {
         if r.ty == MEMORY && r.payload.len() >= 16 {
             pages += u32_at(&r.payload, 8) as u64;
         }
-        out.extend_from_slice(&record_bytes(r));
+        let bytes = record_bytes(r);
+        digested.extend_from_slice(&bytes[..24]);
+        out.extend_from_slice(&bytes);
     }
-    let digest = blake3::hash(&out);
+    let digest = blake3::hash(&digested);
     let mut end = end.clone();
     if end.ty == END && end.payload.len() == 48 {
         end.payload[..8].copy_from_slice(&(body.len() as u64).to_le_bytes());
