@@ -22,7 +22,7 @@ fn unpriv(si: &'static StartInfo) -> i32 {
     let b = buf.as_mut_ptr() as u64;
     let dom0 = 0u64;
     let me = si.domid as u64;
-    let calls: [(u64, &str, [u64; 4]); 17] = [
+    let calls: [(u64, &str, [u64; 4]); 21] = [
         (nr::DOM_CREATE, "dom_create", [&create as *const _ as u64, 0, 0, 0]),
         (nr::DOM_DESTROY, "dom_destroy", [dom0, 0, 0, 0]),
         (nr::DOM_PAUSE, "dom_pause", [dom0, 0, 0, 0]),
@@ -40,6 +40,10 @@ fn unpriv(si: &'static StartInfo) -> i32 {
         (nr::DOM_STAT, "dom_stat", [dom0, b, 0, 0]),
         (nr::DOM_SET_NAME, "dom_set_name", [dom0, b, 4, 0]),
         (nr::FRAME_CHECK, "frame_check", [0, 0, 0, 0]),
+        (nr::DOM_SNAPSHOT, "dom_snapshot", [me, b, 4, 0]),
+        (nr::DOM_STATE_GET, "dom_state_get", [dom0, b, 0, 0]),
+        (nr::DOM_STATE_SET, "dom_state_set", [me, b, 0, 0]),
+        (nr::MEM_PRIVATE_MAP, "mem_private_map", [dom0, 0, b, 64]),
     ];
     let mut status = Status::Success;
     for (n, name, a) in calls {
