@@ -27,8 +27,6 @@ pub const MEM_COPY_MAX_BYTES: u64 = 64 << 20;
 pub const LIST_MAX_IDS: u64 = 4096;
 /// Domain ids `dom_list` copies per step.
 const LIST_CHUNK_IDS: usize = 64;
-/// Bytes copied per step of a bulk copy.
-const COPY_CHUNK_BYTES: usize = 4096;
 
 /// What a hypercall did.
 enum Outcome {
@@ -285,7 +283,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 if len > MEM_COPY_MAX_BYTES {
                     return Err(HvError::InvalidArgument);
                 }
-                self.copy_between(id, src, t, dst, len, true)?;
+                self.copy_guest(id, src, t, dst, len, true)?;
                 Ok(Outcome::Value(0))
             }
             nr::MEM_READ => {
@@ -296,7 +294,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 if len > MEM_COPY_MAX_BYTES {
                     return Err(HvError::InvalidArgument);
                 }
-                self.copy_between(t, src, id, dst, len, false)?;
+                self.copy_guest(t, src, id, dst, len, false)?;
                 Ok(Outcome::Value(0))
             }
             nr::VCPU_SET => {
@@ -424,16 +422,4 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         Ok(crate::domain::Name::new(name))
     }
 
-    /// Copies `len` bytes between two domains' memories in page-sized steps.
-    fn copy_between(&mut self, from: DomId, src: u64, to: DomId, dst: u64, len: u64, privileged: bool) -> Result<(), HvError> {
-        let mut buf = [0u8; COPY_CHUNK_BYTES];
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(COPY_CHUNK_BYTES as u64) as usize;
-            self.read_guest(from, src + done, &mut buf[..n])?;
-            self.write_guest(to, dst + done, &buf[..n], privileged)?;
-            done += n as u64;
-        }
-        Ok(())
-    }
 }

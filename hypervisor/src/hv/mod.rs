@@ -692,24 +692,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// only, unless `privileged` (the hypervisor or dom0 filling a start-of-day page).
     /// The whole range is checked before anything is written.
     pub fn write_guest(&mut self, id: DomId, gpa: u64, data: &[u8], privileged: bool) -> Result<(), HvError> {
-        {
-            let d = self.dom(id)?;
-            if d.life == Life::Frozen {
-                return Err(HvError::ReadOnly);
-            }
-            let p2m = d.p2m.as_ref().ok_or(HvError::WrongState)?;
-            let end = gpa.checked_add(data.len() as u64).ok_or(HvError::BadAddress)?;
-            if !data.is_empty() {
-                for gfn in gpa / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
-                    let leaf = p2m.lookup(&self.mem, gfn).ok_or(HvError::BadAddress)?;
-                    match leaf.ty {
-                        P2mType::Ram => {}
-                        P2mType::Info if privileged => {}
-                        _ => return Err(HvError::ReadOnly),
-                    }
-                }
-            }
-        }
+        self.check_writable(id, gpa, data.len() as u64, privileged)?;
         let mut cursor = gpa;
         let mut done = 0;
         while done < data.len() {
@@ -719,6 +702,49 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             self.mem.write_bytes(pfn, offset, &data[done..done + n]);
             done += n;
             cursor += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Checks that `[gpa, gpa + len)` may be written in a domain: every page mapped, guest
+    /// RAM (or, if `privileged`, its start-of-day page), the domain not frozen.
+    pub fn check_writable(&self, id: DomId, gpa: u64, len: u64, privileged: bool) -> Result<(), HvError> {
+        let d = self.dom(id)?;
+        if d.life == Life::Frozen {
+            return Err(HvError::ReadOnly);
+        }
+        let p2m = d.p2m.as_ref().ok_or(HvError::WrongState)?;
+        let end = gpa.checked_add(len).ok_or(HvError::BadAddress)?;
+        if len > 0 {
+            for gfn in gpa / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
+                let leaf = p2m.lookup(&self.mem, gfn).ok_or(HvError::BadAddress)?;
+                match leaf.ty {
+                    P2mType::Ram => {}
+                    P2mType::Info if privileged => {}
+                    _ => return Err(HvError::ReadOnly),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `src` in domain `from` to `dst` in domain `to`, frame to frame
+    /// (no bounce buffer), resolving copy-on-write in `to`; the destination is checked whole
+    /// first, so a refused copy writes nothing.
+    pub fn copy_guest(&mut self, from: DomId, src: u64, to: DomId, dst: u64, len: u64, privileged: bool) -> Result<(), HvError> {
+        self.check_range(from, src, len)?;
+        self.check_writable(to, dst, len, privileged)?;
+        let mut done = 0u64;
+        while done < len {
+            let (s, t) = (src + done, dst + done);
+            let n = (PAGE_SIZE - s % PAGE_SIZE).min(PAGE_SIZE - t % PAGE_SIZE).min(len - done);
+            let src_pfn = {
+                let p2m = self.dom(from)?.p2m.as_ref().ok_or(HvError::WrongState)?;
+                p2m.lookup(&self.mem, s / PAGE_SIZE).ok_or(HvError::BadAddress)?.pfn
+            };
+            let dst_pfn = self.writable_frame(to, t / PAGE_SIZE, privileged)?;
+            self.mem.copy_bytes(dst_pfn, (t % PAGE_SIZE) as usize, src_pfn, (s % PAGE_SIZE) as usize, n as usize);
+            done += n;
         }
         Ok(())
     }

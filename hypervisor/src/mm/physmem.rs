@@ -47,6 +47,14 @@ pub unsafe trait PhysMem {
         unsafe { core::ptr::copy_nonoverlapping(self.frame_ptr(src), self.frame_ptr(dst), PAGE_SIZE as usize) }
     }
 
+    /// Copies `len` bytes from `src_offset` in frame `src` to `dst_offset` in frame `dst`.
+    fn copy_bytes(&self, dst: Pfn, dst_offset: usize, src: Pfn, src_offset: usize, len: usize) {
+        assert!(dst_offset + len <= PAGE_SIZE as usize && src_offset + len <= PAGE_SIZE as usize);
+        // SAFETY: both ranges lie inside their frames (checked above); `copy` allows the two
+        // to be the same frame.
+        unsafe { core::ptr::copy(self.frame_ptr(src).add(src_offset), self.frame_ptr(dst).add(dst_offset), len) }
+    }
+
     /// Copies `out.len()` bytes from `offset` within a frame.
     fn read_bytes(&self, pfn: Pfn, offset: usize, out: &mut [u8]) {
         assert!(offset + out.len() <= PAGE_SIZE as usize);

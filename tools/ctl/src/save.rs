@@ -29,8 +29,9 @@ use store::{BlockDevice, Store, StoreError};
 pub const RUN_BYTES: usize = MAX_RUN_PAGES * PAGE_BYTES;
 /// Pages one private-map call covers.
 const PRIVATE_MAP_PAGES: u64 = guest_abi::hypercall::nr::PRIVATE_MAP_MAX_PAGES;
-/// Bytes the image reader fetches from the store at a time.
-const READ_AHEAD_BYTES: usize = 256 * 1024;
+/// Bytes the image reader fetches from the store at a time for record headers and small
+/// records (memory runs are read straight into the caller's buffer).
+const READ_AHEAD_BYTES: usize = 16 * 1024;
 /// Guest frame of the start-of-day page, which the content digest leaves out: every domain,
 /// a template restored from an image included, has its own.
 const START_INFO_GFN: u64 = START_INFO_GPA / PAGE_BYTES as u64;
@@ -222,6 +223,12 @@ struct StoreSource<'a, D: BlockDevice> {
 impl<D: BlockDevice> Source for StoreSource<'_, D> {
     type Error = StoreError;
     fn take(&mut self, out: &mut [u8]) -> Result<usize, StoreError> {
+        if self.at == self.len && out.len() >= self.buf.len() {
+            // A memory run: straight into the caller's buffer, no copy through ours.
+            let n = self.store.read_at(&self.name, self.offset, out)?;
+            self.offset += n as u64;
+            return Ok(n);
+        }
         if self.at == self.len {
             self.len = self.store.read_at(&self.name, self.offset, &mut self.buf)?;
             self.offset += self.len as u64;
@@ -431,7 +438,7 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
         while origin.len() > store::MAX_ORIGIN_BYTES {
             origin.pop();
         }
-        let mut writer = self.store.begin(image, store_kind, &origin)?;
+        let mut writer = self.store.begin_self_checked(image, store_kind, &origin)?;
         let record = DomainRecord { name: name.clone(), mem_bytes: info.mem_bytes, quota_pages: stat.quota_pages, origin_domid: info.domid };
         let written = self.encode(&mut writer, kind, &record, &vcpu, &st, template.as_ref(), from, info.parent != NO_DOMAIN && !full);
         match written {

@@ -133,6 +133,8 @@ const DIR_CHECKSUM: usize = 32;
 
 // Entry offsets.
 const E_KIND: usize = 0;
+/// Bit 7 of an entry's kind byte: the image carries its own checksums ([`Entry::self_checked`]).
+const KIND_SELF_CHECKED: u8 = 0x80;
 const E_NAME_LEN: usize = 1;
 const E_ORIGIN_LEN: usize = 2;
 const E_FIRST_LBA: usize = 8;
@@ -174,7 +176,7 @@ pub(crate) fn encode_directory(generation: u64, next_sequence: u64, entries: &[&
     put_u32(header, DIR_COUNT, count as u32);
     put_u64(header, DIR_NEXT_SEQUENCE, next_sequence);
     for (e, raw) in entries.iter().zip(body.chunks_exact_mut(ENTRY_BYTES)) {
-        raw[E_KIND] = e.kind.code();
+        raw[E_KIND] = e.kind.code() | if e.self_checked { KIND_SELF_CHECKED } else { 0 };
         raw[E_NAME_LEN] = e.name.len() as u8;
         raw[E_ORIGIN_LEN] = e.origin.len() as u8;
         put_u64(raw, E_FIRST_LBA, e.first_lba);
@@ -207,7 +209,7 @@ pub(crate) fn decode_directory(header: &Sector, body: &[u8], total: u64) -> Opti
     let next_sequence = get_u64(header, DIR_NEXT_SEQUENCE);
     let mut entries = Vec::with_capacity(count);
     for raw in body.chunks_exact(ENTRY_BYTES).take(count) {
-        let kind = ImageKind::from_code(raw[E_KIND])?;
+        let kind = ImageKind::from_code(raw[E_KIND] & !KIND_SELF_CHECKED)?;
         let name_len = raw[E_NAME_LEN] as usize;
         let origin_len = raw[E_ORIGIN_LEN] as usize;
         if name_len > MAX_NAME_BYTES || origin_len > MAX_ORIGIN_BYTES {
@@ -225,6 +227,7 @@ pub(crate) fn decode_directory(header: &Sector, body: &[u8], total: u64) -> Opti
             sequence: get_u64(raw, E_SEQUENCE),
             first_lba: get_u64(raw, E_FIRST_LBA),
             checksum: get_u64(raw, E_CHECKSUM),
+            self_checked: raw[E_KIND] & KIND_SELF_CHECKED != 0,
         };
         let fits = e.first_lba >= DATA_LBA
             && e.first_lba

@@ -112,8 +112,12 @@ pub struct Entry {
     pub sequence: u64,
     /// The first sector of its extent.
     pub first_lba: u64,
-    /// rapidhash v3 of its bytes (what [`ImageChecksum`] computes).
+    /// rapidhash v3 of its bytes (what [`ImageChecksum`] computes); 0 if `self_checked`.
     pub checksum: u64,
+    /// Written with [`Store::begin_self_checked`]: the bytes carry their own checksums (a
+    /// domain image checksums every record), so the store kept none of its own and
+    /// [`Store::verify`] only re-reads them.
+    pub self_checked: bool,
 }
 
 impl Entry {

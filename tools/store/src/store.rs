@@ -72,6 +72,8 @@ pub struct ImageWriter {
     checksum: ImageChecksum,
     /// The error that ended this writer, if any: it then accepts nothing more.
     failed: Option<StoreError>,
+    /// The store checksums the bytes (not for [`Store::begin_self_checked`]).
+    checked: bool,
 }
 
 impl ImageWriter {
@@ -358,6 +360,28 @@ impl<D: BlockDevice> Store<D> {
         kind: ImageKind,
         origin: &str,
     ) -> Result<ImageWriter, StoreError> {
+        self.begin_inner(name, kind, origin, true)
+    }
+
+    /// Like [`Store::begin`], for bytes that carry their own checksums (dom0's domain images
+    /// checksum every record): the store spends no pass of its own over them, which is what
+    /// a save costs beyond the disk, and its entry says so ([`Entry::self_checked`]).
+    pub fn begin_self_checked(
+        &mut self,
+        name: &str,
+        kind: ImageKind,
+        origin: &str,
+    ) -> Result<ImageWriter, StoreError> {
+        self.begin_inner(name, kind, origin, false)
+    }
+
+    fn begin_inner(
+        &mut self,
+        name: &str,
+        kind: ImageKind,
+        origin: &str,
+        checked: bool,
+    ) -> Result<ImageWriter, StoreError> {
         if !is_valid_name(name) {
             return Err(StoreError::BadName);
         }
@@ -390,6 +414,7 @@ impl<D: BlockDevice> Store<D> {
             partial: [0; SECTOR_BYTES],
             checksum: ImageChecksum::new(),
             failed: None,
+            checked,
         })
     }
 
@@ -431,7 +456,9 @@ impl<D: BlockDevice> Store<D> {
                 StoreError::Full
             });
         }
-        w.checksum.update(data);
+        if w.checked {
+            w.checksum.update(data);
+        }
         let have = w.partial_len();
         if have > 0 {
             let take = data.len().min(SECTOR_BYTES - have);
@@ -478,7 +505,8 @@ impl<D: BlockDevice> Store<D> {
             origin: w.origin,
             sequence: self.next_sequence,
             first_lba: w.start,
-            checksum: w.checksum.value(),
+            checksum: if w.checked { w.checksum.value() } else { 0 },
+            self_checked: !w.checked,
         };
         let listed: Vec<&Entry> = self
             .entries
@@ -573,10 +601,12 @@ impl<D: BlockDevice> Store<D> {
     }
 
     /// Re-reads image `name` and checks its bytes against the checksum in its entry:
-    /// [`StoreError::Corrupt`]`(`[`CorruptWhat::Image`]`)` if they differ.
+    /// [`StoreError::Corrupt`]`(`[`CorruptWhat::Image`]`)` if they differ. A self-checked
+    /// image is only re-read (every sector must be readable): its own checksums are the
+    /// reader's to check.
     pub fn verify(&mut self, name: &str) -> Result<(), StoreError> {
         let e = self.find(name).ok_or(StoreError::NoSuchImage)?;
-        let (mut lba, mut left, expect) = (e.first_lba, e.size_bytes, e.checksum);
+        let (mut lba, mut left, expect, self_checked) = (e.first_lba, e.size_bytes, e.checksum, e.self_checked);
         let mut buf = vec![0u8; VERIFY_CHUNK];
         let mut sum = ImageChecksum::new();
         while left > 0 {
@@ -587,7 +617,7 @@ impl<D: BlockDevice> Store<D> {
             lba += sectors as u64;
             left -= n as u64;
         }
-        if sum.value() == expect {
+        if self_checked || sum.value() == expect {
             Ok(())
         } else {
             Err(StoreError::Corrupt(CorruptWhat::Image))
