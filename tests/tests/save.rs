@@ -163,6 +163,10 @@ fn saved_checkpointed_and_template_images_come_back_and_bad_ones_change_nothing(
         for (name, bytes, _) in &bad {
             put_image(&path, name, bytes);
         }
+        // The host command checks images through their own records, like dom0.
+        let verify = |name: &str| boot::store_cmd::main(&["verify".into(), name.into(), "--disk".into(), path.display().to_string()]);
+        assert_eq!(verify("w.img"), 0, "a good image verifies on the host");
+        assert_ne!(verify("flip-page.img"), 0, "a flipped page is found on the host");
 
         // The next boot: hostile images refused, the template and the delta restored.
         let mut second: Vec<String> = vec!["info".into()];
