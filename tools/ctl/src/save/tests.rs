@@ -409,3 +409,24 @@ fn dom0_and_dead_domains_are_not_saved_and_bad_image_names_touch_nothing() {
     w.ctl.hc.dom(u64::from(d)).unwrap().state = state::DEAD;
     assert!(matches!(w.with(&mut Quiet, |s| s.save(d, "x.img", Mode::Save, false)), Err(SaveError::NotRunning)));
 }
+
+#[test]
+fn a_store_that_fills_up_mid_save_gives_store_full_and_leaves_everything_as_it_was() {
+    // A 32 KiB store with 20 KiB taken: the 18 KiB image would fit an empty one, not this.
+    let mut w = World { store: Store::format(MemDevice::new(264 + 64)).unwrap(), ..World::new() };
+    let mut blob = w.store.begin("other.img", store::ImageKind::Domain, "test").unwrap();
+    w.store.write(&mut blob, &[7u8; 20 * 1024]).unwrap();
+    w.store.commit(blob).unwrap();
+    let d = w.domain("web", 2);
+    let before = w.memory(d);
+    let e = w.with(&mut Quiet, |s| s.save(d, "web.img", Mode::Save, false)).unwrap_err();
+    assert_eq!(e.to_string(), "store: store full", "{e:?}");
+    assert_eq!(w.store.list().len(), 1, "no partial image");
+    w.store.verify("other.img").unwrap();
+    assert_eq!(w.ctl.info(d).unwrap().state, state::RUNNING, "the domain runs on");
+    assert_eq!(w.memory(d), before);
+    let e = w.with(&mut Quiet, |s| s.save(d, "web.img", Mode::Live, false)).unwrap_err();
+    assert_eq!(e.to_string(), "store: store full", "{e:?}");
+    assert_eq!(w.ctl.list().unwrap(), vec![0, d], "the checkpoint epoch is gone");
+}
+
