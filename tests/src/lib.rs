@@ -230,3 +230,16 @@ pub fn number_after(line: &str, key: &str) -> f64 {
     let s: String = line[at..].trim_start().chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
     s.parse().unwrap_or_else(|_| panic!("no number after {key:?} in {line:?}"))
 }
+
+/// What a `bench` command printed; none of it may be an error.
+pub fn bench_lines(o: &RunOutcome, cmd: &str) -> Vec<String> {
+    let out = output_of(o, cmd, 0);
+    assert!(!out.iter().any(|l| l.starts_with("error")), "{cmd}: {out:?}");
+    out
+}
+
+/// The first of `lines` that contains `needle`.
+pub fn find<'a>(lines: &'a [String], needle: &str) -> &'a str {
+    lines.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in {lines:?}"))
+}
+

@@ -4,16 +4,6 @@
 
 use tests::*;
 
-fn bench_lines(o: &boot::run::RunOutcome, cmd: &str) -> Vec<String> {
-    let out = output_of(o, cmd, 0);
-    assert!(!out.iter().any(|l| l.starts_with("error")), "{cmd}: {out:?}");
-    out
-}
-
-fn find<'a>(lines: &'a [String], needle: &str) -> &'a str {
-    lines.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in {lines:?}"))
-}
-
 fn cow_clone_memory(label: &str, opts: boot::run::RunOptions, sizes: &str, count: u32) {
     let clone_cmd = format!("bench clone sizes={sizes} count={count}");
     let o = dom0_ok(opts, &["bench cow", &clone_cmd, "bench memory count=32", "poweroff"]);

@@ -5,16 +5,6 @@
 
 use tests::*;
 
-fn bench_lines(o: &boot::run::RunOutcome, cmd: &str) -> Vec<String> {
-    let out = output_of(o, cmd, 0);
-    assert!(!out.iter().any(|l| l.starts_with("error")), "{cmd}: {out:?}");
-    out
-}
-
-fn find<'a>(lines: &'a [String], needle: &str) -> &'a str {
-    lines.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in {lines:?}"))
-}
-
 /// A fresh data disk for a benchmark run.
 fn bench_disk(name: &str) -> boot::run::DataDisk {
     let dir = boot::workspace_root().join("target").join("test-disks");

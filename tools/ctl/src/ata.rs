@@ -6,7 +6,7 @@
 //! dom0 never needs machine addresses. Port access goes through [`Ports`], so the protocol
 //! is tested on the host against a simulated drive.
 
-use store::{BlockDevice, DeviceError, SECTOR_BYTES};
+use store::{BlockDevice, DeviceError, SECTOR_BYTES, transfer_range};
 
 /// Raw port I/O.
 pub trait Ports {
@@ -166,15 +166,20 @@ impl<P: Ports> AtaDisk<P> {
         Ok(())
     }
 
-    fn check_range(&self, lba: u64, len: usize) -> Result<u64, DeviceError> {
-        if len % SECTOR_BYTES != 0 {
-            return Err(DeviceError::OutOfRange);
+    /// Moves `sectors` sectors from `lba` on, up to [`SECTORS_PER_COMMAND`] per command:
+    /// `each(ports, i)` moves sector `i` once the drive is ready for it.
+    fn transfer(&mut self, lba: u64, sectors: usize, c28: u8, c48: u8, mut each: impl FnMut(&mut P, usize)) -> Result<(), DeviceError> {
+        for start in (0..sectors).step_by(SECTORS_PER_COMMAND) {
+            let n = (sectors - start).min(SECTORS_PER_COMMAND);
+            let first = lba + start as u64;
+            self.command(first, n, c28, c48)?;
+            for s in 0..n {
+                self.wait_data(first + s as u64)?;
+                each(&mut self.ports, start + s);
+            }
+            self.finish(first)?;
         }
-        let n = (len / SECTOR_BYTES) as u64;
-        match lba.checked_add(n) {
-            Some(end) if end <= self.sectors => Ok(n),
-            _ => Err(DeviceError::OutOfRange),
-        }
+        Ok(())
     }
 
     /// The port access underneath (tests inspect the simulated drive).
@@ -189,31 +194,17 @@ impl<P: Ports> BlockDevice for AtaDisk<P> {
     }
 
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
-        self.check_range(lba, buf.len())?;
-        for (i, chunk) in buf.chunks_mut(SECTORS_PER_COMMAND * SECTOR_BYTES).enumerate() {
-            let first = lba + (i * SECTORS_PER_COMMAND) as u64;
-            self.command(first, chunk.len() / SECTOR_BYTES, cmd::READ, cmd::READ_EXT)?;
-            for (s, sector) in chunk.chunks_mut(SECTOR_BYTES).enumerate() {
-                self.wait_data(first + s as u64)?;
-                self.ports.insw(SECONDARY_BASE + reg::DATA, sector);
-            }
-            self.finish(first)?;
-        }
-        Ok(())
+        transfer_range(self.sectors, lba, buf.len())?;
+        self.transfer(lba, buf.len() / SECTOR_BYTES, cmd::READ, cmd::READ_EXT, |p, i| {
+            p.insw(SECONDARY_BASE + reg::DATA, &mut buf[i * SECTOR_BYTES..(i + 1) * SECTOR_BYTES]);
+        })
     }
 
     fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), DeviceError> {
-        self.check_range(lba, buf.len())?;
-        for (i, chunk) in buf.chunks(SECTORS_PER_COMMAND * SECTOR_BYTES).enumerate() {
-            let first = lba + (i * SECTORS_PER_COMMAND) as u64;
-            self.command(first, chunk.len() / SECTOR_BYTES, cmd::WRITE, cmd::WRITE_EXT)?;
-            for (s, sector) in chunk.chunks(SECTOR_BYTES).enumerate() {
-                self.wait_data(first + s as u64)?;
-                self.ports.outsw(SECONDARY_BASE + reg::DATA, sector);
-            }
-            self.finish(first)?;
-        }
-        Ok(())
+        transfer_range(self.sectors, lba, buf.len())?;
+        self.transfer(lba, buf.len() / SECTOR_BYTES, cmd::WRITE, cmd::WRITE_EXT, |p, i| {
+            p.outsw(SECONDARY_BASE + reg::DATA, &buf[i * SECTOR_BYTES..(i + 1) * SECTOR_BYTES]);
+        })
     }
 
     fn flush(&mut self) -> Result<(), DeviceError> {
