@@ -99,6 +99,10 @@ impl fmt::Display for DiskUse {
     }
 }
 
+/// Attempts at locking a named data disk before it counts as in use, and the wait between.
+const DISK_LOCK_TRIES: u32 = 50;
+const DISK_LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Makes, checks and locks the data disk `choice` asks for (`default` standing for the
 /// default path). The returned file holds the lock; keep it until the emulator has exited.
 pub fn prepare_disk(
@@ -113,10 +117,17 @@ pub fn prepare_disk(
     };
     let bad = |m: String| BootError::Usage(format!("data disk {}: {m}", path.display()));
     store_cmd::create_disk(path).map_err(io_err(format!("making the data disk {}", path.display())))?;
-    let lock = match store_cmd::lock_disk(path) {
-        Ok(f) => f,
-        Err(DiskOpenError::InUse) if is_default => return Ok((DiskUse::Busy(path.to_path_buf()), None)),
-        Err(e) => return Err(bad(e.to_string())),
+    // A lock just released can linger for a moment: a process forked beside its holder keeps
+    // a copy until it execs. A named disk gets a few seconds before it counts as in use.
+    let mut tries = if is_default { 1 } else { DISK_LOCK_TRIES };
+    let lock = loop {
+        tries -= 1;
+        match store_cmd::lock_disk(path) {
+            Ok(f) => break f,
+            Err(DiskOpenError::InUse) if is_default => return Ok((DiskUse::Busy(path.to_path_buf()), None)),
+            Err(DiskOpenError::InUse) if tries > 0 => std::thread::sleep(DISK_LOCK_RETRY),
+            Err(e) => return Err(bad(e.to_string())),
+        }
     };
     let len = lock.metadata().map_err(io_err(format!("reading the size of {}", path.display())))?.len();
     if let Some(problem) = store_cmd::disk_size_problem(len) {

@@ -43,14 +43,27 @@ fn checksum(o: &boot::run::RunOutcome, n: usize) -> String {
     l.split_whitespace().nth(4).unwrap().to_string()
 }
 
+/// The disk file, locked for the host. The run that used it has ended, but its lock can
+/// outlive it by a moment (a process being spawned beside it holds a copy until its exec).
+fn open_disk(path: &Path) -> FileDisk {
+    for _ in 0..100 {
+        match FileDisk::open(path) {
+            Ok(d) => return d,
+            Err(boot::store_cmd::DiskOpenError::InUse) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+    panic!("{} stayed in use", path.display());
+}
+
 /// The images on a disk, read on the host.
 fn images(path: &Path) -> Vec<(String, String)> {
-    let store = Store::open(FileDisk::open(path).unwrap()).unwrap();
+    let store = Store::open(open_disk(path)).unwrap();
     store.list().iter().map(|e| (e.name.clone(), e.kind.to_string())).collect()
 }
 
 fn read_image(path: &Path, name: &str) -> Vec<u8> {
-    let mut store = Store::open(FileDisk::open(path).unwrap()).unwrap();
+    let mut store = Store::open(open_disk(path)).unwrap();
     let size = store.find(name).unwrap().size_bytes as usize;
     let mut bytes = vec![0u8; size];
     assert_eq!(store.read_at(name, 0, &mut bytes).unwrap(), size);
@@ -58,7 +71,7 @@ fn read_image(path: &Path, name: &str) -> Vec<u8> {
 }
 
 fn put_image(path: &Path, name: &str, bytes: &[u8]) {
-    let mut store = Store::open(FileDisk::open(path).unwrap()).unwrap();
+    let mut store = Store::open(open_disk(path)).unwrap();
     let mut w = store.begin(name, store::ImageKind::Domain, "hostile test image").unwrap();
     store.write(&mut w, bytes).unwrap();
     store.commit(w).unwrap();
@@ -164,7 +177,10 @@ fn saved_checkpointed_and_template_images_come_back_and_bad_ones_change_nothing(
             put_image(&path, name, bytes);
         }
         // The host command checks images through their own records, like dom0.
-        let verify = |name: &str| boot::store_cmd::main(&["verify".into(), name.into(), "--disk".into(), path.display().to_string()]);
+        let verify = |name: &str| {
+            drop(open_disk(&path));
+            boot::store_cmd::main(&["verify".into(), name.into(), "--disk".into(), path.display().to_string()])
+        };
         assert_eq!(verify("w.img"), 0, "a good image verifies on the host");
         assert_ne!(verify("flip-page.img"), 0, "a flipped page is found on the host");
 
