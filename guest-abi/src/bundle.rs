@@ -1,5 +1,6 @@
 //! The boot bundle: a ramdisk the image builder packs next to the hypervisor, listing named
-//! guest images (ELF64), the boot configuration and optional scripts. Every entry's data starts
+//! guest images (ELF64), the boot configuration, optional scripts, and an unmodified Linux
+//! kernel with its initramfs. Every entry's data starts
 //! on a 4 KiB boundary so the hypervisor can map image pages into dom0 read-only.
 //!
 //! Layout (little endian):
@@ -37,7 +38,16 @@ pub enum EntryKind {
     Config = 2,
     /// Lines for the dom0 shell.
     Script = 3,
+    /// An unmodified Linux bzImage (x86 boot protocol), named [`LINUX_KERNEL_ENTRY`].
+    LinuxKernel = 4,
+    /// A Linux initramfs (cpio "newc", uncompressed), named [`LINUX_INITRD_ENTRY`].
+    Initramfs = 5,
 }
+
+/// Name of the [`EntryKind::LinuxKernel`] entry the runner packs.
+pub const LINUX_KERNEL_ENTRY: &str = "linux";
+/// Name of the [`EntryKind::Initramfs`] entry the runner packs.
+pub const LINUX_INITRD_ENTRY: &str = "linux-initrd";
 
 impl EntryKind {
     fn from_u32(v: u32) -> Option<Self> {
@@ -45,6 +55,8 @@ impl EntryKind {
             1 => Some(Self::Elf),
             2 => Some(Self::Config),
             3 => Some(Self::Script),
+            4 => Some(Self::LinuxKernel),
+            5 => Some(Self::Initramfs),
             _ => None,
         }
     }
@@ -306,6 +318,44 @@ mod tests {
         assert_eq!(b.find("config", EntryKind::Config).unwrap().data, b"loglevel=debug\n");
         assert!(b.find("empty", EntryKind::Script).unwrap().data.is_empty());
         assert!(b.find("hello", EntryKind::Config).is_none());
+    }
+
+    #[test]
+    fn linux_kernel_and_initramfs_entries_round_trip_beside_an_elf_of_the_same_name() {
+        let mut w = BundleWriter::new();
+        w.add("linux", EntryKind::Elf, 0, b"\x7fELF").unwrap();
+        w.add(LINUX_KERNEL_ENTRY, EntryKind::LinuxKernel, 0, b"bzImage").unwrap();
+        w.add(LINUX_INITRD_ENTRY, EntryKind::Initramfs, 0, b"070701").unwrap();
+        let bytes = w.finish();
+        let b = Bundle::parse(&bytes).unwrap();
+        assert_eq!(b.find(LINUX_KERNEL_ENTRY, EntryKind::LinuxKernel).unwrap().data, b"bzImage");
+        assert_eq!(b.find(LINUX_INITRD_ENTRY, EntryKind::Initramfs).unwrap().data, b"070701");
+        assert_eq!(b.find("linux", EntryKind::Elf).unwrap().data, b"\x7fELF");
+        // Consumers that list ELF images see only the ELF one.
+        assert_eq!(b.entries().filter(|e| e.kind == EntryKind::Elf).count(), 1);
+        assert_eq!(b.entries().nth(1).unwrap().offset % DATA_ALIGN_BYTES, 0);
+    }
+
+    #[test]
+    fn kind_numbers_are_stable_and_unknown_kinds_are_refused() {
+        for (n, k) in [
+            (1, EntryKind::Elf),
+            (2, EntryKind::Config),
+            (3, EntryKind::Script),
+            (4, EntryKind::LinuxKernel),
+            (5, EntryKind::Initramfs),
+        ] {
+            assert_eq!(EntryKind::from_u32(n), Some(k));
+            assert_eq!(k as u32, n);
+        }
+        assert_eq!(EntryKind::from_u32(0), None);
+        assert_eq!(EntryKind::from_u32(6), None);
+        let mut bytes = sample();
+        let at = HEADER_BYTES + 40;
+        bytes[at..at + 4].copy_from_slice(&6u32.to_le_bytes());
+        let crc = crc32(&bytes[HEADER_BYTES..]);
+        bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Bundle::parse(&bytes).unwrap_err(), BundleError::BadEntry(0));
     }
 
     #[test]

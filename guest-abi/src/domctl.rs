@@ -49,11 +49,25 @@ pub struct CreateArgs {
     pub mem_bytes: u64,
     /// Virtual CPUs (must be 1 for now).
     pub vcpus: u32,
-    /// Reserved, 0.
+    /// [`CREATE_PC_PLATFORM`] or 0.
     pub flags: u32,
     /// Name (NUL padded; empty means `domN`).
     pub name: [u8; NAME_MAX_BYTES],
 }
+
+/// Exit codes of domains that end without the `shutdown` hypercall (a PC guest).
+pub mod exit_code {
+    /// Halted with interrupts off: how a kernel without ACPI powers off.
+    pub const POWER_OFF: u64 = 0;
+    /// Reset the machine (keyboard controller or port 0x92): a reboot, which ends the domain.
+    pub const REBOOT: u64 = 0x100;
+}
+
+/// [`CreateArgs::flags`]: the domain gets the emulated PC platform (local APIC in x2APIC
+/// mode, 8259 pair, 16550A UART on COM1, legacy port stubs), for an unmodified guest kernel.
+pub const CREATE_PC_PLATFORM: u32 = 1 << 0;
+/// Every flag `dom_create` knows.
+pub const CREATE_FLAGS_ALL: u32 = CREATE_PC_PLATFORM;
 
 /// `dom_clone` arguments.
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +132,8 @@ pub mod pause {
     pub const QUOTA: u32 = 2;
     /// The host ran out of frames during a copy-on-write copy.
     pub const NOMEM: u32 = 3;
+    /// Its agent parked it at the freeze point: freeze it there, or unpause it.
+    pub const PARKED: u32 = 4;
 
     /// Qualifier as `list` prints it (`paused(quota)`).
     pub fn name(reason: u32) -> &'static str {
@@ -125,6 +141,7 @@ pub mod pause {
             USER => "",
             QUOTA => "quota",
             NOMEM => "nomem",
+            PARKED => "parked",
             _ => "",
         }
     }
@@ -138,6 +155,8 @@ bitflags::bitflags! {
         const PRIVILEGED = 1 << 0;
         /// The domain is a clone of a template.
         const CLONE = 1 << 1;
+        /// The domain has the emulated PC platform (its console is a UART one can type into).
+        const PC_PLATFORM = 1 << 2;
     }
 }
 

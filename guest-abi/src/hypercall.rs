@@ -104,8 +104,13 @@ pub mod nr {
     /// `first_gfn` (at most [`PRIVATE_MAP_MAX_PAGES`]): set if the page is not shared with
     /// the domain's template (a delta image carries only those).
     pub const MEM_PRIVATE_MAP: u64 = 0x114;
+    /// `dom_console_input(domid, gpa, len) -> bytes taken`: types bytes into a PC domain's
+    /// UART (what `console DOMAIN` forwards); takes what fits (0 when the receiver is full).
+    pub const DOM_CONSOLE_INPUT: u64 = 0x115;
     /// One past the last control hypercall.
-    pub const CONTROL_END: u64 = 0x115;
+    pub const CONTROL_END: u64 = 0x116;
+    /// Most bytes one `dom_console_input` call takes.
+    pub const CONSOLE_INPUT_MAX_BYTES: u64 = 256;
 
     /// Most pages one `mem_private_map` call reports.
     pub const PRIVATE_MAP_MAX_PAGES: u64 = 32768;

@@ -6,6 +6,7 @@
 #[cfg(any(feature = "alloc", test))]
 extern crate alloc;
 
+pub mod agent;
 pub mod bundle;
 pub mod cmdline;
 pub mod crc32;

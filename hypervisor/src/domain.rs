@@ -36,6 +36,8 @@ pub enum PauseReason {
     Quota,
     /// The host ran out of frames for a copy-on-write copy.
     NoMemory,
+    /// Its agent asked to be parked at the freeze point (`guest_abi::agent`).
+    Parked,
 }
 
 impl PauseReason {
@@ -45,6 +47,7 @@ impl PauseReason {
             Self::User => pause::USER,
             Self::Quota => pause::QUOTA,
             Self::NoMemory => pause::NOMEM,
+            Self::Parked => pause::PARKED,
         }
     }
 }
@@ -190,6 +193,10 @@ pub struct Domain<V, F: EntryFormat> {
     pub frozen_at: Option<FrozenAt>,
     /// The live domain this frozen one is a checkpoint epoch of (for `list`).
     pub snapshot_of: Option<DomId>,
+    /// The emulated PC devices, for a domain created with them (an unmodified kernel).
+    pub pc: Option<Box<crate::pc::PcPlatform>>,
+    /// Restored from an image (the agent's identity leaf reports it).
+    pub restored: bool,
 }
 
 /// The time-dependent state of a domain at the instant it was frozen or snapshotted.
@@ -242,6 +249,8 @@ impl<V, F: EntryFormat> Domain<V, F> {
             tsc_offset: 0,
             frozen_at: None,
             snapshot_of: None,
+            pc: None,
+            restored: false,
         }
     }
 

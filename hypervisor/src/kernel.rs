@@ -125,7 +125,7 @@ pub fn start(boot: &'static mut BootInfo) -> ! {
         }
     }
     if let Some(b) = bundle {
-        for e in b.entries().filter(|e| e.kind == EntryKind::Elf) {
+        for e in b.entries().filter(|e| matches!(e.kind, EntryKind::Elf | EntryKind::LinuxKernel | EntryKind::Initramfs)) {
             log::info!("bundle: image {} ({} KiB)", e.name, e.data.len().div_ceil(1024));
         }
     }
@@ -227,6 +227,11 @@ struct BootPlan {
 fn run<B: Backend>(backend: B, frames: FrameTable<'static>, identity: Identity, plan: BootPlan) -> ! {
     let images: Vec<Entry<'static>> =
         plan.bundle.map(|b| b.entries().filter(|e| e.kind == EntryKind::Elf).collect()).unwrap_or_default();
+    // Unmodified kernels and their initramfs images are dom0's to build (its Linux loader).
+    let kernels: Vec<Entry<'static>> = plan
+        .bundle
+        .map(|b| b.entries().filter(|e| matches!(e.kind, EntryKind::LinuxKernel | EntryKind::Initramfs)).collect())
+        .unwrap_or_default();
     let has_dom0 = images.iter().any(|e| e.name == "dom0");
     let mode = match plan.config.boot {
         BootMode::Auto if has_dom0 => BootMode::Dom0,
@@ -241,7 +246,11 @@ fn run<B: Backend>(backend: B, frames: FrameTable<'static>, identity: Identity, 
     let baseline_free_kib = hv.info().free_kib;
     log::info!("backend {} ready; {} KiB free for domains", B::NAME, baseline_free_kib);
     match mode {
-        BootMode::Dom0 => start_dom0(&mut hv, &images, &plan),
+        BootMode::Dom0 => {
+            let mut all = images.clone();
+            all.extend(kernels.iter().cloned());
+            start_dom0(&mut hv, &all, &plan)
+        }
         _ => start_all(&mut hv, &images, &plan),
     }
     let dom0 = hv.dom0();

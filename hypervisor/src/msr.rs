@@ -5,7 +5,10 @@
 pub const IA32_APIC_BASE: u32 = 0x1B;
 pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
 pub const IA32_PRED_CMD: u32 = 0x49;
+pub const IA32_BIOS_SIGN_ID: u32 = 0x8B;
 pub const IA32_MTRRCAP: u32 = 0xFE;
+pub const IA32_MCG_CAP: u32 = 0x179;
+pub const IA32_MCG_STATUS: u32 = 0x17A;
 pub const IA32_ARCH_CAPABILITIES: u32 = 0x10A;
 pub const IA32_SYSENTER_CS: u32 = 0x174;
 pub const IA32_SYSENTER_ESP: u32 = 0x175;
@@ -41,5 +44,6 @@ pub const IA32_FS_BASE: u32 = 0xC000_0100;
 pub const IA32_GS_BASE: u32 = 0xC000_0101;
 pub const IA32_KERNEL_GS_BASE: u32 = 0xC000_0102;
 pub const IA32_TSC_AUX: u32 = 0xC000_0103;
+pub const AMD_INT_PENDING_MSG: u32 = 0xC001_0055;
 pub const AMD_VM_CR: u32 = 0xC001_0114;
 pub const AMD_VM_HSAVE_PA: u32 = 0xC001_0117;

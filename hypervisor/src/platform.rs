@@ -28,4 +28,10 @@ pub trait Platform {
     fn idle(&mut self, until_ns: u64);
     /// Free kernel-heap bytes (creation of domains is refused when it runs low).
     fn heap_free_bytes(&self) -> usize;
+    /// Unpredictable words to key the guests' seed generator with (the hardware random
+    /// number generator where there is one, mixed with the cycle counter).
+    fn entropy_seed(&self) -> [u64; 4] {
+        let t = self.cycles();
+        [t, t.rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15, self.now_ns(), 0]
+    }
 }

@@ -350,6 +350,8 @@ pub trait Vcpu {
     fn set_instruction_length(&mut self, bytes: u64);
     /// Whether an interrupt could be delivered now (IF set, no interrupt shadow).
     fn interruptible(&self) -> bool;
+    /// RFLAGS.IF: the guest has interrupts enabled (an STI shadow aside).
+    fn interrupts_enabled(&self) -> bool;
     /// Delivers an external interrupt at the next entry.
     fn inject_interrupt(&mut self, vector: u8);
     /// Delivers an exception at the next entry.

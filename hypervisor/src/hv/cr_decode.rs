@@ -14,9 +14,9 @@ use crate::policy::state::{clts_value, lmsw_value};
 use guest_abi::vcpu::{EferFlags, SegmentAttrs};
 
 /// A domain's memory as the page walker reads it.
-struct DomainMemory<'a, B: Backend, M: PhysMem, P: Platform> {
-    hv: &'a Hypervisor<B, M, P>,
-    id: DomId,
+pub(super) struct DomainMemory<'a, B: Backend, M: PhysMem, P: Platform> {
+    pub(super) hv: &'a Hypervisor<B, M, P>,
+    pub(super) id: DomId,
 }
 
 impl<B: Backend, M: PhysMem, P: Platform> GuestPhys for DomainMemory<'_, B, M, P> {
@@ -25,7 +25,7 @@ impl<B: Backend, M: PhysMem, P: Platform> GuestPhys for DomainMemory<'_, B, M, P
     }
 }
 
-fn mode(c: &VcpuContext) -> CpuMode {
+pub(super) fn mode(c: &VcpuContext) -> CpuMode {
     if c.efer & EferFlags::LONG_MODE_ACTIVE.bits() != 0 && c.cs.flags().contains(SegmentAttrs::LONG) {
         CpuMode::Long64
     } else if c.cs.flags().contains(SegmentAttrs::DEFAULT_BIG) {

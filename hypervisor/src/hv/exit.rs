@@ -43,6 +43,9 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             Exit::Cpuid => self.cpuid(id),
             Exit::Rdmsr => self.rdmsr(id),
             Exit::Wrmsr => self.wrmsr(id),
+            Exit::Hlt if self.domains.get(id).is_some_and(|d| d.pc.is_some() && d.events.upcall_vector == 0) => {
+                self.pc_halt(id)
+            }
             Exit::Hlt => {
                 let pending = self.domains.get(id).map(|d| d.events.pending).unwrap_or(0);
                 if let Some(v) = self.vcpu(id) {
@@ -123,6 +126,9 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     }
 
     fn nested_page_fault(&mut self, id: DomId, gpa: u64, write: bool) -> Next {
+        if crate::pc::PcPlatform::claims_mmio(gpa) && self.domains.get(id).is_some_and(|d| d.pc.is_some()) {
+            return self.pc_mmio(id, gpa, write);
+        }
         let gfn = gpa / PAGE_SIZE;
         let Some(d) = self.domains.get_mut(id) else { return Next::Reschedule };
         let quota_left = d.quota_left();
@@ -189,6 +195,11 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     }
 
     fn port_io(&mut self, id: DomId, port: u16, size: u8, write: bool, string: bool) -> Next {
+        if !string && self.domains.get(id).is_some_and(|d| d.pc.is_some()) {
+            if let Some(next) = self.pc_port_io(id, port, size, write) {
+                return next;
+            }
+        }
         let Some(v) = self.vcpu(id) else { return Next::Reschedule };
         if string {
             v.inject_exception(vector::GP, Some(0));
@@ -213,14 +224,23 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     }
 
     fn cpuid(&mut self, id: DomId) -> Next {
-        let Some(v) = self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut()) else { return Next::Reschedule };
+        let Some(d) = self.domains.get_mut(id) else { return Next::Reschedule };
+        let pc = d.pc.is_some();
+        let Some(v) = d.vcpu.as_mut() else { return Next::Reschedule };
         let (leaf, sub) = (v.regs().rax as u32, v.regs().rcx as u32);
+        if let Some(next) = self.agent_cpuid(id, leaf, sub) {
+            return next;
+        }
+        let Some(v) = self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut()) else { return Next::Reschedule };
         let word = |i: usize| u32::from_le_bytes([SIGNATURE[i], SIGNATURE[i + 1], SIGNATURE[i + 2], SIGNATURE[i + 3]]);
         let r = match leaf {
             CPUID_LEAF_SIGNATURE => [CPUID_LEAF_FEATURES, word(0), word(4), word(8)],
             CPUID_LEAF_FEATURES => [B::CALL_INSN as u32, ABI_VERSION, 0, 0],
             l if CPUID_HV_LEAVES.contains(&l) => [0; 4],
-            _ => self.policy.cpuid.filter(leaf, sub, &|l, s| self.platform.cpuid(l, s)),
+            _ => {
+                let r = self.policy.cpuid.filter(leaf, sub, &|l, s| self.platform.cpuid(l, s));
+                if pc { crate::policy::cpuid::with_pc_platform(leaf, r) } else { r }
+            }
         };
         let regs = v.regs();
         regs.rax = r[0] as u64;
@@ -233,8 +253,15 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
 
     fn rdmsr(&mut self, id: DomId) -> Next {
         let policy = self.policy;
+        let pc = self.domains.get(id).is_some_and(|d| d.pc.is_some());
         let Some(v) = self.vcpu(id) else { return Next::Reschedule };
         let index = v.regs().rcx as u32;
+        if pc {
+            if let Some(next) = self.pc_rdmsr(id, index) {
+                return next;
+            }
+        }
+        let Some(v) = self.vcpu(id) else { return Next::Reschedule };
         let value = match policy.guest_msr(index) {
             Some(GuestMsr::Efer) => Some(v.msr(GuestMsr::Efer) & !EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits()),
             Some(m) => Some(v.msr(m)),
@@ -242,6 +269,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 msr::IA32_MTRRCAP => Some(0),
                 msr::IA32_MTRR_DEF_TYPE => Some(MTRR_DEF_TYPE_ENABLED_WB),
                 msr::IA32_MISC_ENABLE => Some(MISC_ENABLE_FAST_STRINGS),
+                // No machine-check banks; no microcode update was loaded.
+                msr::IA32_MCG_CAP | msr::IA32_MCG_STATUS | msr::IA32_BIOS_SIGN_ID => Some(0),
+                // AMD's interrupt-pending message register: no C1E (kernels read it for erratum 400).
+                msr::AMD_INT_PENDING_MSG => Some(0),
                 _ => None,
             },
         };
@@ -258,15 +289,27 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
 
     fn wrmsr(&mut self, id: DomId) -> Next {
         let policy = self.policy;
+        let pc = self.domains.get(id).is_some_and(|d| d.pc.is_some());
         let Some(v) = self.vcpu(id) else { return Next::Reschedule };
         let regs = v.regs();
         let index = regs.rcx as u32;
         let value = (regs.rdx << 32) | (regs.rax & 0xFFFF_FFFF);
+        if pc {
+            if let Some(next) = self.pc_wrmsr(id, index, value) {
+                return next;
+            }
+        }
+        let Some(v) = self.vcpu(id) else { return Next::Reschedule };
         let msr = policy.guest_msr(index);
         let ok = match msr {
             Some(m) => msr_ok(m, value, &policy),
-            // MTRR and MISC_ENABLE writes are accepted and ignored.
-            None => index == msr::IA32_MISC_ENABLE || (msr::IA32_MTRR_FIRST..=msr::IA32_MTRR_LAST).contains(&index),
+            // MTRR and MISC_ENABLE writes are accepted and ignored, and so is clearing the
+            // microcode signature (how a kernel asks for the revision) or MCG_STATUS.
+            None => {
+                index == msr::IA32_MISC_ENABLE
+                    || (msr::IA32_MTRR_FIRST..=msr::IA32_MTRR_LAST).contains(&index)
+                    || (matches!(index, msr::IA32_BIOS_SIGN_ID | msr::IA32_MCG_STATUS) && value == 0)
+            }
         };
         if !ok {
             v.inject_exception(vector::GP, Some(0));

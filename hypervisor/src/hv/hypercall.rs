@@ -13,7 +13,7 @@ use crate::platform::Platform;
 use crate::sched::DomId;
 use crate::vcpu::{Backend, Vcpu};
 use alloc::vec::Vec;
-use guest_abi::domctl::{CloneArgs, CreateArgs, NAME_MAX_BYTES, parse_name};
+use guest_abi::domctl::{self, CloneArgs, CreateArgs, NAME_MAX_BYTES, parse_name};
 use guest_abi::hypercall::nr;
 use guest_abi::saved::SavedState;
 use guest_abi::vcpu::VcpuContext;
@@ -223,11 +223,15 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         match number {
             nr::DOM_CREATE => {
                 let args = self.read_struct(id, a[0], CreateArgs { mem_bytes: 0, vcpus: 0, flags: 0, name: [0; NAME_MAX_BYTES] })?;
-                if args.vcpus != 1 || args.flags != 0 {
+                if args.vcpus != 1 || args.flags & !domctl::CREATE_FLAGS_ALL != 0 {
                     return Err(HvError::InvalidArgument);
                 }
                 let name = parse_name(&args.name).map_err(|_| HvError::InvalidArgument)?;
-                Ok(Outcome::Value(self.create_domain(name, args.mem_bytes, false)? as u64))
+                let new = self.create_domain(name, args.mem_bytes, false)?;
+                if args.flags & domctl::CREATE_PC_PLATFORM != 0 {
+                    self.give_pc_platform(new);
+                }
+                Ok(Outcome::Value(new as u64))
             }
             nr::DOM_DESTROY => {
                 let t = self.other(id, a[0])?;
@@ -394,6 +398,17 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 let covered = self.private_map(t, first, map)?.min(count);
                 self.write_guest(id, out, &map[..covered.div_ceil(8) as usize], false)?;
                 Ok(Outcome::Value(covered))
+            }
+            nr::DOM_CONSOLE_INPUT => {
+                let t = self.other(id, a[0])?;
+                let (src, len) = (a[1], a[2]);
+                if len > nr::CONSOLE_INPUT_MAX_BYTES {
+                    return Err(HvError::InvalidArgument);
+                }
+                let mut buf = [0u8; nr::CONSOLE_INPUT_MAX_BYTES as usize];
+                let buf = &mut buf[..len as usize];
+                self.read_guest(id, src, buf)?;
+                Ok(Outcome::Value(self.console_input(t, buf)? as u64))
             }
             nr::FRAME_CHECK => match self.check_invariants() {
                 Ok(()) => Ok(Outcome::Value(0)),

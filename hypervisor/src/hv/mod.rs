@@ -3,10 +3,12 @@
 //! `info`/`list`/`stat`. Generic over the vCPU backend, physical memory and platform, so the
 //! whole core (exit handling and hypercalls included) runs on the host against mocks.
 
+mod agent;
 mod build;
 mod cr_decode;
 mod exit;
 mod hypercall;
+mod pc;
 mod saved;
 mod serial;
 pub use saved::{StateError, validate_state};
@@ -132,6 +134,8 @@ pub struct Hypervisor<B: Backend, M: PhysMem, P: Platform> {
     dom0: Option<DomId>,
     /// Set when dom0 shuts down: the machine should power off (true = cleanly).
     pub poweroff: Option<bool>,
+    /// Seed material for guests' agents.
+    entropy: crate::entropy::Entropy,
 }
 
 /// Whether a task priority holds back an interrupt at `vector`: its priority class
@@ -154,6 +158,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// A hypervisor with no domains.
     pub fn new(mut backend: B, mem: M, frames: FrameTable<'static>, platform: P, identity: Identity, settings: Settings) -> Self {
         let policy = Policy::new(&|leaf, sub| platform.cpuid(leaf, sub));
+        let platform_seed = platform.entropy_seed();
         log::info!("guest policy: tsc_aux per vcpu {}", if policy.tsc_aux { "yes" } else { "no" });
         backend.apply_policy(&policy);
         Self {
@@ -175,6 +180,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             extended_owner: None,
             dom0: None,
             poweroff: None,
+            entropy: crate::entropy::Entropy::new([platform_seed[0], platform_seed[1], platform_seed[2], platform_seed[3]]),
         }
     }
 
@@ -584,14 +590,14 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         // A clone starts from the template's saved registers and keeps its event registration:
         // if it asked for upcalls, CLONED arrives as one as soon as it can take an interrupt.
         let mut vcpu = vcpu;
-        let (t_events, clock_offset_ns, tsc_offset) = match self.domains.get(template) {
+        let (t_events, clock_offset_ns, tsc_offset, t_pc) = match self.domains.get(template) {
             Some(t) => {
                 if let Some(ext) = t.frozen_extended.as_deref() {
                     *vcpu.extended_mut() = ext.clone();
                 }
-                (t.events, t.clock_offset_ns, t.tsc_offset)
+                (t.events, t.clock_offset_ns, t.tsc_offset, t.pc.clone())
             }
-            None => (Events::default(), 0, 0),
+            None => (Events::default(), 0, 0, None),
         };
         // The clone's clock runs on from the template's (a restored template's included).
         vcpu.set_tsc_offset(tsc_offset);
@@ -608,6 +614,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         d.events = Events { pending: event::CLONED, ..t_events };
         d.clock_offset_ns = clock_offset_ns;
         d.tsc_offset = tsc_offset;
+        // The clone's devices continue from the template's (a parked agent's UART included).
+        d.pc = t_pc;
         self.domains.insert(d);
         if let Some(t) = self.domains.get_mut(template) {
             t.clones += 1;
@@ -861,6 +869,9 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// once it can. An upcall whose priority class the guest's TPR masks waits for the CR8
     /// write that lowers it (those exit on both vendors).
     fn prepare_entry(&mut self, id: DomId) {
+        if self.domains.get(id).is_some_and(|d| d.pc.is_some()) {
+            self.pc_prepare_entry(id);
+        }
         let Some(d) = self.domains.get_mut(id) else { return };
         let ev = d.events;
         let Some(v) = d.vcpu.as_mut() else { return };
@@ -900,8 +911,14 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             return Step::Idle;
         };
         self.prepare_entry(id);
-        if self.timer_owner != Some(id) {
-            let (slice, khz) = (self.settings.timeslice_ns, self.platform.tsc_khz());
+        // A guest APIC timer due before the end of the slice is armed instead of it.
+        let guest_timer = self.pc_timer_ns(id);
+        if self.timer_owner != Some(id) || guest_timer.is_some() {
+            let khz = self.platform.tsc_khz();
+            let slice = match guest_timer {
+                Some(ns) => self.settings.timeslice_ns.min(ns.max(pc::MIN_GUEST_TIMER_NS)),
+                None => self.settings.timeslice_ns,
+            };
             let own = match self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut()) {
                 Some(v) => self.backend.arm_preemption(v, slice, khz),
                 None => false,
@@ -992,6 +1009,9 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         }
         if d.parent.is_some() {
             flags |= domctl::DomainFlags::CLONE.bits();
+        }
+        if d.pc.is_some() {
+            flags |= domctl::DomainFlags::PC_PLATFORM.bits();
         }
         Ok(DomainInfo {
             domid: id,

@@ -202,6 +202,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         d.tsc_offset = s.guest_tsc.wrapping_sub(cycles);
         v.set_tsc_offset(d.tsc_offset);
         d.generation = generation;
+        d.restored = true;
         d.events.pending = s.events_pending;
         d.events.upcall_vector = s.upcall_vector as u8;
         d.events.in_service = s.upcall_in_service != 0;

@@ -81,6 +81,9 @@ impl Vcpu for MockVcpu {
     fn interruptible(&self) -> bool {
         self.interruptible
     }
+    fn interrupts_enabled(&self) -> bool {
+        self.interruptible || self.ctx.rflags & 0x200 != 0
+    }
     fn inject_interrupt(&mut self, v: u8) {
         self.injected.push((v, false));
     }

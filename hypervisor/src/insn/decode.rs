@@ -86,6 +86,8 @@ pub enum DecodeError {
     TooLong,
     /// Another instruction.
     NotCrAccess,
+    /// Not a memory MOV the device emulation handles.
+    NotMmio,
     /// MOV to or from a control register that does not exist (#UD).
     InvalidCr(u8),
     /// A LOCK prefix (#UD, except the AMD alias for CR8).
@@ -99,15 +101,20 @@ const VALID_CRS: [u8; 5] = [0, 2, 3, 4, 8];
 
 /// Prefix state collected before the opcode.
 #[derive(Default)]
-struct Prefixes {
-    lock: bool,
-    address_size: bool,
-    segment: Option<SegmentReg>,
-    rex: u8,
+pub(super) struct Prefixes {
+    pub(super) lock: bool,
+    pub(super) address_size: bool,
+    /// 0x66: 16-bit operands.
+    pub(super) operand_size: bool,
+    pub(super) segment: Option<SegmentReg>,
+    pub(super) rex: u8,
 }
 
 impl Prefixes {
-    fn rex_r(&self) -> u8 {
+    pub(super) fn rex_w(&self) -> bool {
+        self.rex & 0x08 != 0
+    }
+    pub(super) fn rex_r(&self) -> u8 {
         (self.rex >> 2) & 1
     }
     fn rex_x(&self) -> u8 {
@@ -119,13 +126,13 @@ impl Prefixes {
 }
 
 /// A cursor over the instruction bytes, bounded by [`MAX_INSN_BYTES`].
-struct Bytes<'a> {
-    bytes: &'a [u8],
-    at: usize,
+pub(super) struct Bytes<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl Bytes<'_> {
-    fn next(&mut self) -> Result<u8, DecodeError> {
+    pub(super) fn next(&mut self) -> Result<u8, DecodeError> {
         if self.at >= MAX_INSN_BYTES {
             return Err(DecodeError::TooLong);
         }
@@ -134,7 +141,7 @@ impl Bytes<'_> {
         Ok(b)
     }
 
-    fn displacement(&mut self, bytes: usize) -> Result<i64, DecodeError> {
+    pub(super) fn displacement(&mut self, bytes: usize) -> Result<i64, DecodeError> {
         let mut v: u64 = 0;
         for i in 0..bytes {
             v |= u64::from(self.next()?) << (8 * i);
@@ -148,13 +155,20 @@ impl Bytes<'_> {
 /// prefix on a MOV with CR0 means CR8 (AMD's AltMovCr8).
 pub fn decode_cr_access(bytes: &[u8], mode: CpuMode, amd_cr8_alias: bool) -> Result<Decoded, DecodeError> {
     let mut c = Bytes { bytes, at: 0 };
+    let (p, op) = prefixes(&mut c, mode)?;
+    decode_cr_after_prefixes(&mut c, &p, op, mode, amd_cr8_alias)
+}
+
+/// The prefixes at the cursor and the opcode byte after them.
+pub(super) fn prefixes(c: &mut Bytes<'_>, mode: CpuMode) -> Result<(Prefixes, u8), DecodeError> {
     let mut p = Prefixes::default();
     let op = loop {
         let b = c.next()?;
         match b {
             0xF0 => p.lock = true,
             0x67 => p.address_size = true,
-            0x66 | 0xF2 | 0xF3 => {}
+            0x66 => p.operand_size = true,
+            0xF2 | 0xF3 => {}
             // In 64-bit mode ES, CS, SS and DS overrides are null prefixes (AMD APM Vol 3
             // 1.2.4): they neither replace an FS/GS override nor take effect.
             0x26 | 0x2E | 0x36 | 0x3E if mode == CpuMode::Long64 => {}
@@ -174,6 +188,10 @@ pub fn decode_cr_access(bytes: &[u8], mode: CpuMode, amd_cr8_alias: bool) -> Res
         // A REX prefix counts only right before the opcode: a legacy prefix after it cancels it.
         p.rex = 0;
     };
+    Ok((p, op))
+}
+
+fn decode_cr_after_prefixes(c: &mut Bytes<'_>, p: &Prefixes, op: u8, mode: CpuMode, amd_cr8_alias: bool) -> Result<Decoded, DecodeError> {
     if op != 0x0F {
         return Err(DecodeError::NotCrAccess);
     }
@@ -201,7 +219,7 @@ pub fn decode_cr_access(bytes: &[u8], mode: CpuMode, amd_cr8_alias: bool) -> Res
             if (modrm >> 3) & 7 != 6 {
                 return Err(DecodeError::NotCrAccess);
             }
-            CrAccess::Lmsw(operand(&mut c, &p, modrm, mode)?)
+            CrAccess::Lmsw(operand(c, p, modrm, mode)?)
         }
         0x06 | 0x01 => return Err(DecodeError::Lock),
         _ => return Err(DecodeError::NotCrAccess),
@@ -210,7 +228,7 @@ pub fn decode_cr_access(bytes: &[u8], mode: CpuMode, amd_cr8_alias: bool) -> Res
 }
 
 /// The r/m operand of `modrm` (the rest of ModR/M, SIB and displacement).
-fn operand(c: &mut Bytes<'_>, p: &Prefixes, modrm: u8, mode: CpuMode) -> Result<Operand16, DecodeError> {
+pub(super) fn operand(c: &mut Bytes<'_>, p: &Prefixes, modrm: u8, mode: CpuMode) -> Result<Operand16, DecodeError> {
     let (md, rm) = (modrm >> 6, modrm & 7);
     if md == 3 {
         return Ok(Operand16::Register(rm | (p.rex_b() << 3)));

@@ -221,6 +221,26 @@ pub const EXT7_EDX: Ext7Edx = Ext7Edx::INVARIANT_TSC;
 /// controls.
 pub const EXT8_EBX: Ext8Ebx = Ext8Ebx::CLZERO.union(Ext8Ebx::XSAVE_ERPTR);
 
+/// CPUID 6 EAX: the APIC timer keeps running in deep C-states (ARAT).
+pub const LEAF6_EAX_ARAT: u32 = 1 << 2;
+
+/// What a domain with the emulated PC platform (`crate::pc`) sees beyond the allow-list: the
+/// local APIC (in xAPIC mode), the TSC-deadline timer, and ARAT (its timer never stops),
+/// which with a known TSC rate let Linux use the APIC timer without calibrating it against
+/// a PIT the platform does not have.
+pub fn with_pc_platform(leaf: u32, mut r: [u32; 4]) -> [u32; 4] {
+    match leaf {
+        1 => {
+            r[2] |= Leaf1Ecx::TSC_DEADLINE.bits();
+            r[3] |= Leaf1Edx::APIC.bits();
+        }
+        6 => r[0] |= LEAF6_EAX_ARAT,
+        0x8000_0001 => r[3] |= Ext1Edx::APIC.bits(),
+        _ => {}
+    }
+    r
+}
+
 /// The CPUID leaves shown to guests, filtered once from the host's at boot.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuidPolicy {

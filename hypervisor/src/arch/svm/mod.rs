@@ -385,6 +385,10 @@ impl Vcpu for SvmVcpu {
         }
     }
 
+    fn interrupts_enabled(&self) -> bool {
+        self.vmcb.read::<u64>(save::RFLAGS) & RFlags::INTERRUPT_FLAG.bits() != 0
+    }
+
     fn interruptible(&self) -> bool {
         let rf: u64 = self.vmcb.read(save::RFLAGS);
         let shadow: u64 = self.vmcb.read(ctl::INTERRUPT_SHADOW);

@@ -776,6 +776,11 @@ impl Vcpu for VmxVcpu {
         }
     }
 
+    fn interrupts_enabled(&self) -> bool {
+        make_current(self.vmcs);
+        vmread(GUEST_RFLAGS) & RFlags::INTERRUPT_FLAG.bits() != 0
+    }
+
     fn interruptible(&self) -> bool {
         make_current(self.vmcs);
         vmread(GUEST_RFLAGS) & RFlags::INTERRUPT_FLAG.bits() != 0
