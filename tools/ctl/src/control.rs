@@ -72,6 +72,22 @@ impl<H: Hypercalls> Control<H> {
         self.hc.call(nr::DOM_CREATE, &[addr(&args)]).map(|id| id as u32)
     }
 
+    /// Creates an empty, paused domain with `flags` (`domctl::CREATE_PC_PLATFORM`).
+    pub fn create_with(&mut self, name: &str, mem_bytes: u64, flags: u32) -> HvResult<u32> {
+        if name.len() > NAME_MAX_BYTES {
+            return Err(HvError::InvalidArgument);
+        }
+        let args = CreateArgs { mem_bytes, vcpus: 1, flags, name: name_field(name) };
+        self.hc.call(nr::DOM_CREATE, &[addr(&args)]).map(|id| id as u32)
+    }
+
+    /// Types `bytes` (at most `nr::CONSOLE_INPUT_MAX_BYTES`) into a PC domain's UART; returns
+    /// how many it took.
+    pub fn console_input(&mut self, id: u32, bytes: &[u8]) -> HvResult<usize> {
+        let n = bytes.len().min(nr::CONSOLE_INPUT_MAX_BYTES as usize);
+        self.hc.call(nr::DOM_CONSOLE_INPUT, &[id as u64, bytes.as_ptr() as u64, n as u64]).map(|n| n as usize)
+    }
+
     /// Destroys a domain.
     pub fn destroy(&mut self, id: u32) -> HvResult<()> {
         self.hc.call(nr::DOM_DESTROY, &[id as u64]).map(drop)

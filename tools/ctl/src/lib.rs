@@ -12,6 +12,7 @@ pub mod boot_tables;
 pub mod control;
 pub mod launch;
 pub mod line;
+pub mod linux;
 pub mod registers;
 pub mod save;
 pub mod shell;

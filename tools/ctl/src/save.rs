@@ -47,6 +47,19 @@ pub trait Ui {
     fn interrupted(&mut self) -> bool;
     /// A new command starts: forget an earlier Ctrl-C.
     fn reset(&mut self) {}
+    /// Bytes typed at the terminal since the last call, without waiting (none in scripts
+    /// run without a terminal, and in tests).
+    fn read_typed(&mut self, _buf: &mut [u8]) -> usize {
+        0
+    }
+    /// Writes to the terminal at once (live output of an attached console).
+    fn write_raw(&mut self, _bytes: &[u8]) {}
+    /// Sleeps until something is typed or `timeout_ns` passes.
+    fn wait(&mut self, _timeout_ns: u64) {}
+    /// Whether a user's terminal is behind this (attaching a console needs one).
+    fn interactive(&self) -> bool {
+        false
+    }
 }
 
 /// A [`Ui`] that shows nothing and is never interrupted (scripts, benchmarks, tests).

@@ -98,9 +98,13 @@ pub enum Command {
     Empty,
     Help,
     Images,
-    Create { image: String, name: Option<String>, mem_mib: u64, cmdline: String, paused: bool },
+    /// `mem_mib`: `None` for the image's default (16 MiB, or 128 MiB for Linux).
+    Create { image: String, name: Option<String>, mem_mib: Option<u64>, cmdline: String, paused: bool },
     List,
-    Console(Target),
+    /// Attach to a PC domain's UART, or print the history (`history=1`, or no UART).
+    Console { target: Target, history: bool },
+    /// Wait until the domain's console shows `text` (scripts waiting for a guest's shell).
+    Expect { target: Target, text: String, secs: u64 },
     Pause(Target),
     Unpause(Target),
     Destroy(Vec<Target>),
@@ -263,8 +267,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             no_extra(&["name", "mem", "cmdline", "paused"], 1)?;
             let image = positional.first().ok_or(ParseError::Missing("image"))?.to_string();
             let mem_mib = match opt("mem") {
-                Some(v) => number("mem", v)?,
-                None => CREATE_MEM_MIB,
+                Some(v) => Some(number("mem", v)?),
+                None => None,
             };
             let paused = matches!(opt("paused"), Some("1" | "yes" | "true"));
             Command::Create { image, name: opt("name").map(String::from), mem_mib, cmdline: opt("cmdline").unwrap_or("").to_string(), paused }
@@ -274,8 +278,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             Command::List
         }
         "console" => {
-            no_extra(&[], 1)?;
-            Command::Console(take_target("domain")?)
+            no_extra(&["history"], 1)?;
+            Command::Console { target: take_target("domain")?, history: flag("history")? }
         }
         "pause" => {
             no_extra(&[], 1)?;
@@ -352,6 +356,19 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                 None => WAIT_SECS,
             };
             Command::Wait { target, state, secs }
+        }
+        "expect" => {
+            no_extra(&[], 3)?;
+            let target = take_target("domain")?;
+            let text = positional.get(1).ok_or(ParseError::Missing("text"))?.to_string();
+            if text.is_empty() {
+                return Err(ParseError::Missing("text"));
+            }
+            let secs = match positional.get(2) {
+                Some(v) => number("seconds", v)?,
+                None => WAIT_SECS,
+            };
+            Command::Expect { target, text, secs }
         }
         "check" => {
             no_extra(&[], 0)?;
@@ -484,8 +501,10 @@ const HELP: &str = "\
 commands (a domain is an ID or a NAME):
   images                          guest images available
   create IMAGE [name=NAME] [mem=MIB] [cmdline=\"...\"] [paused=1]
+                                  (a Linux bzImage gets its IMAGE-initrd, 128 MiB, the PC platform)
   list                            domains and their memory
-  console DOMAIN                  the domain's console output
+  console DOMAIN [history=1]      attach to a Linux domain's console (Ctrl-] detaches),
+                                  or print the console output so far
   pause DOMAIN | unpause DOMAIN | destroy DOMAIN...
   freeze DOMAIN [name=NAME]       turn a domain into a template
   clone TEMPLATE [count=N] [name=PREFIX] [quota=MIB|KIBk]
@@ -493,6 +512,7 @@ commands (a domain is an ID or a NAME):
   vcpu DOMAIN [REG=VALUE]...      show the vCPU's registers, or set some (checked)
   checksum DOMAIN                 CRC-32 of the domain's RAM (but its start-of-day page)
   wait DOMAIN STATE [SECS]        STATE: running blocked paused frozen dead crashed
+  expect DOMAIN TEXT [SECS]       wait until the domain's console shows TEXT
   info                            machine figures
   check                           verify the hypervisor's frame accounting
   sleep DURATION                  wait, e.g. 250ms or 2s (for scripts)
@@ -512,7 +532,7 @@ commands (a domain is an ID or a NAME):
 fn state_text(i: &DomainInfo) -> String {
     let s = state::name(i.state);
     match (i.state, i.pause_reason) {
-        (state::PAUSED, pause::QUOTA | pause::NOMEM) => format!("{s}({})", pause::name(i.pause_reason)),
+        (state::PAUSED, pause::QUOTA | pause::NOMEM | pause::PARKED) => format!("{s}({})", pause::name(i.pause_reason)),
         _ => s.to_string(),
     }
 }
@@ -571,9 +591,9 @@ impl<H: Hypercalls> Shell<H> {
             }
         };
         let target = match &cmd {
-            Command::Console(t) | Command::Pause(t) | Command::Unpause(t) | Command::Stat(t) => Some(t.clone()),
+            Command::Console { target: t, .. } | Command::Pause(t) | Command::Unpause(t) | Command::Stat(t) => Some(t.clone()),
             Command::Vcpu { target, .. } | Command::Checksum(target) => Some(target.clone()),
-            Command::Freeze { target, .. } | Command::Wait { target, .. } => Some(target.clone()),
+            Command::Freeze { target, .. } | Command::Wait { target, .. } | Command::Expect { target, .. } => Some(target.clone()),
             Command::Clone { template, .. } => Some(template.clone()),
             Command::Save { target, .. } | Command::Checkpoint { target, .. } => Some(target.clone()),
             _ => None,
@@ -612,12 +632,17 @@ impl<H: Hypercalls> Shell<H> {
                     let _ = writeln!(out, "error: bad argument: no image {image:?} (see images)");
                     return Ok(Flow::Continue);
                 };
-                let mem_bytes = mem_mib.checked_mul(1 << 20).ok_or(HvError::InvalidArgument)?;
                 // Unnamed domains are named after their image: hello, hello-2, hello-3, ...
                 let name = match name {
                     Some(n) => n,
                     None => self.free_name(img.name)?,
                 };
+                if linux::is_linux(&img) {
+                    let mib = mem_mib.unwrap_or(linux::LINUX_MEM_MIB);
+                    self.create_linux(img, &name, mib, &cmdline, paused, out)?;
+                    return Ok(Flow::Continue);
+                }
+                let mem_bytes = mem_mib.unwrap_or(CREATE_MEM_MIB).checked_mul(1 << 20).ok_or(HvError::InvalidArgument)?;
                 let spec = LaunchSpec { image: img.data, name: &name, mem_bytes, cmdline: &cmdline, paused };
                 match launch(&mut self.ctl, &spec, self.call_insn, self.tsc_khz) {
                     Ok(id) => {
@@ -630,32 +655,9 @@ impl<H: Hypercalls> Shell<H> {
                 }
             }
             Command::List => self.list(out)?,
-            Command::Console(t) => {
-                let id = self.resolve(&t)?;
-                self.ctl.info(id)?;
-                let mut buf = [0u8; 1024];
-                let mut offset = 0u64;
-                let mut last = b'\n';
-                loop {
-                    let (n, skipped) = self.ctl.console(id, offset, &mut buf)?;
-                    if skipped > 0 && offset == 0 {
-                        let _ = writeln!(out, "[{skipped} earlier bytes dropped]");
-                    }
-                    if n == 0 {
-                        break;
-                    }
-                    for chunk in buf[..n].utf8_chunks() {
-                        let _ = out.write_str(chunk.valid());
-                        if !chunk.invalid().is_empty() {
-                            let _ = out.write_char(char::REPLACEMENT_CHARACTER);
-                        }
-                    }
-                    last = buf[n - 1];
-                    offset += skipped + n as u64;
-                }
-                if last != b'\n' {
-                    let _ = out.write_char('\n');
-                }
+            Command::Console { target, history } => {
+                let id = self.resolve(&target)?;
+                self.console_command(id, history, out)?;
             }
             Command::Pause(t) => {
                 let id = self.resolve(&t)?;
@@ -831,6 +833,14 @@ impl<H: Hypercalls> Shell<H> {
                     let _ = writeln!(out, "error: timeout");
                 }
             }
+            Command::Expect { target, text, secs } => {
+                let id = self.resolve(&target)?;
+                if self.expect_output(id, &text, secs)? {
+                    let _ = writeln!(out, "domain {id} printed {text:?}");
+                } else {
+                    let _ = writeln!(out, "error: timeout");
+                }
+            }
             Command::Check => match self.ctl.frame_check() {
                 Ok(()) => {
                     let _ = writeln!(out, "frame table consistent");
@@ -922,6 +932,8 @@ impl<H: Hypercalls> Shell<H> {
     }
 }
 
+mod attach;
+mod linux;
 mod storage;
 #[cfg(test)]
 mod tests;

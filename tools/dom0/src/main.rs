@@ -151,15 +151,48 @@ impl Ui for ConsoleUi {
         self.interrupted = false;
         self.shown_pct = None;
     }
+
+    fn read_typed(&mut self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        {
+            let mut typed = self.typed.borrow_mut();
+            while n < buf.len() {
+                let Some(b) = typed.pop_front() else { break };
+                buf[n] = b;
+                n += 1;
+            }
+        }
+        if n < buf.len() {
+            // SAFETY: dom0 is a guest of this hypervisor with identity-mapped memory.
+            let mut ctl = Control::new(unsafe { Native::new() });
+            n += ctl.console_read(&mut buf[n..]).unwrap_or(0);
+        }
+        n
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) {
+        rt::console::write_all(bytes);
+    }
+
+    fn wait(&mut self, timeout_ns: u64) {
+        // SAFETY: as above.
+        let mut ctl = Control::new(unsafe { Native::new() });
+        let _ = ctl.block(timeout_ns);
+        let _ = ctl.event_ack();
+    }
+
+    fn interactive(&self) -> bool {
+        true
+    }
 }
 
 /// Finds dom0's data disk and the image store on it.
 fn storage(typed: &TypedAhead) -> Storage {
+    let ui = ConsoleUi { typed: typed.clone(), shown: String::new(), shown_pct: None, interrupted: false };
     // SAFETY: the hypervisor passes the secondary ATA channel through to dom0 alone, and
     // nothing else in dom0 drives it.
     match AtaDisk::probe(unsafe { NativePorts::new() }) {
         Ok(disk) => {
-            let ui = ConsoleUi { typed: typed.clone(), shown: String::new(), shown_pct: None, interrupted: false };
             let s = Storage::on(DataDisk(Box::new(disk)), Box::new(ui));
             match &s.store {
                 Ok(st) => guest_abi::println!(
@@ -174,7 +207,9 @@ fn storage(typed: &TypedAhead) -> Storage {
         }
         Err(e) => {
             guest_abi::println!("no image store: {e}");
-            Storage::none(&alloc::format!("{e}"))
+            let mut s = Storage::none(&alloc::format!("{e}"));
+            s.ui = Box::new(ui);
+            s
         }
     }
 }

@@ -211,9 +211,9 @@ fn commands_parse_with_defaults_and_reject_junk() {
     assert_eq!(parse("   # a comment").unwrap(), Command::Empty);
     assert_eq!(
         parse("create hello").unwrap(),
-        Command::Create { image: "hello".into(), name: None, mem_mib: CREATE_MEM_MIB, cmdline: String::new(), paused: false }
+        Command::Create { image: "hello".into(), name: None, mem_mib: None, cmdline: String::new(), paused: false }
     );
-    assert_eq!(parse("console web").unwrap(), Command::Console(Target::Name("web".into())));
+    assert_eq!(parse("console web").unwrap(), Command::Console { target: Target::Name("web".into()), history: false });
     assert_eq!(parse("destroy 12").unwrap(), Command::Destroy(vec![Target::Id(12)]));
     assert_eq!(parse("destroy 1 web").unwrap(), Command::Destroy(vec![Target::Id(1), Target::Name("web".into())]));
     assert_eq!(
