@@ -9,8 +9,27 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-/// Byte that makes the runner quit an interactive session (Ctrl-]).
+/// Byte that, typed twice in a row, makes the runner quit an interactive session (Ctrl-]).
+/// Once, it goes to the machine: dom0's `console DOMAIN` detaches on it, as `xl console` does.
 pub const QUIT_BYTE: u8 = 0x1D;
+/// The second Ctrl-] must follow the first within this long to quit.
+pub const QUIT_REPEAT_WINDOW: Duration = Duration::from_millis(1500);
+
+/// Whether `bytes`, typed after a Ctrl-] at `last_quit` (if any), complete the double
+/// Ctrl-] that quits; updates `last_quit`.
+pub fn quits(bytes: &[u8], last_quit: &mut Option<Instant>, now: Instant) -> bool {
+    for &b in bytes {
+        if b != QUIT_BYTE {
+            *last_quit = None;
+            continue;
+        }
+        if last_quit.is_some_and(|t| now.duration_since(t) <= QUIT_REPEAT_WINDOW) {
+            return true;
+        }
+        *last_quit = Some(now);
+    }
+    false
+}
 /// Script lines are typed in chunks of at most this many bytes, each sent once the shell has
 /// echoed the previous one. An emulated 16550 has a 16-byte receive FIFO, and Bochs drops
 /// input the guest has not drained instead of holding it back.
@@ -117,7 +136,7 @@ pub enum Input {
     None,
     /// These lines, one after each shell prompt.
     Script(Vec<String>),
-    /// The runner's stdin: a terminal (put in raw mode, Ctrl-] quits) or a pipe.
+    /// The runner's stdin: a terminal (put in raw mode, Ctrl-] twice quits) or a pipe.
     Forward,
 }
 
@@ -130,6 +149,8 @@ pub struct SessionOptions {
     pub input: Input,
     /// The shell prompt that script lines wait for.
     pub prompt: String,
+    /// Other prompts script lines wait for too (a guest shell behind an attached console).
+    pub extra_prompts: Vec<String>,
     /// Copy console output to stdout as it arrives.
     pub echo: bool,
     /// Kill the emulator (by its PID) as soon as its output contains this: a power cut at a
@@ -144,7 +165,7 @@ pub enum SessionEnd {
     Exited(ExitStatus),
     /// The timeout expired and the emulator was killed.
     TimedOut,
-    /// The user pressed Ctrl-] and the emulator was killed.
+    /// The user pressed Ctrl-] twice and the emulator was killed.
     Quit,
     /// The output showed [`SessionOptions::kill_on`] and the emulator was killed.
     Killed,
@@ -235,6 +256,7 @@ pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::R
         _ => &[],
     };
     let mut typing: Option<Typing> = None;
+    let mut last_quit: Option<Instant> = None;
     loop {
         let mut fds = [
             libc::pollfd { fd: pty.master.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -252,6 +274,9 @@ pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::R
                     let from = output.len();
                     output.extend_from_slice(&buf[..n]);
                     prompts += count_new(&output, opts.prompt.as_bytes(), from);
+                    for p in &opts.extra_prompts {
+                        prompts += count_new(&output, p.as_bytes(), from);
+                    }
                     if opts.echo {
                         let _ = stdout.write_all(&buf[..n]);
                         let _ = stdout.flush();
@@ -267,7 +292,7 @@ pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::R
             match io::stdin().lock().read(&mut buf) {
                 Ok(0) | Err(_) => stdin_open = false,
                 Ok(n) => {
-                    if buf[..n].contains(&QUIT_BYTE) {
+                    if quits(&buf[..n], &mut last_quit, Instant::now()) {
                         kill(child);
                         return Ok(Session { output, end: SessionEnd::Quit, lines_sent: sent });
                     }
@@ -343,6 +368,17 @@ mod tests {
         assert!(chunk_echoed(b"hellx\x7fo", b"hellx\x08 \x08o"), "backspace echoes as a rubout");
         assert!(!chunk_echoed(b"\x7f\x7f", b""), "nothing came back yet");
         assert!(chunk_echoed(b"\x7f\x7f", b"\x08 \x08"));
+    }
+
+    #[test]
+    fn one_ctrl_bracket_goes_to_the_machine_and_two_in_a_row_quit() {
+        let t0 = Instant::now();
+        let mut last = None;
+        assert!(!quits(b"ls\x1d", &mut last, t0));
+        assert!(quits(b"\x1d", &mut last, t0 + Duration::from_millis(200)));
+        let mut last = None;
+        assert!(!quits(b"\x1dx\x1d", &mut last, t0), "a key in between starts over");
+        assert!(!quits(b"\x1d", &mut last, t0 + Duration::from_secs(5)), "too late");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The boot bundle (guest images, configuration, scripts) and the BIOS or UEFI disk image that
 //! carries the hypervisor with the bundle as its ramdisk.
 
+use crate::linux::{LinuxArtifacts, is_bzimage};
 use crate::{BootError, io_err};
 use bootloader::{BootConfig, DiskImageBuilder};
-use guest_abi::bundle::{BundleWriter, EntryKind};
+use guest_abi::bundle::{BundleWriter, EntryKind, LINUX_INITRD_ENTRY, LINUX_KERNEL_ENTRY};
 use std::path::{Path, PathBuf};
 
 /// Which firmware boots the image.
@@ -25,6 +26,8 @@ pub struct BundleSpec {
     pub guests: Vec<(String, PathBuf)>,
     /// Hypervisor configuration lines (`key=value`).
     pub config: Vec<String>,
+    /// The Linux guest, packed as `linux` (bzImage) and `linux-initrd` (initramfs).
+    pub linux: Option<LinuxArtifacts>,
 }
 
 /// Parses `NAME=PATH` as given to `--guest`.
@@ -52,6 +55,19 @@ pub fn build_bundle(spec: &BundleSpec) -> Result<Vec<u8>, BootError> {
     w.add("config", EntryKind::Config, 0, config.as_bytes()).map_err(|e| BootError::Bundle(e.to_string()))?;
     for (name, data) in &guests {
         w.add(name, EntryKind::Elf, 0, data).map_err(|e| BootError::Bundle(e.to_string()))?;
+    }
+    if let Some(linux) = &spec.linux {
+        let read = |p: &Path| std::fs::read(p).map_err(io_err(format!("reading {}", p.display())));
+        let kernel = read(&linux.bzimage)?;
+        if !is_bzimage(&kernel) {
+            return Err(BootError::Bundle(format!("{} is not a bzImage", linux.bzimage.display())));
+        }
+        let initrd = read(&linux.initramfs)?;
+        if !initrd.starts_with(crate::cpio::MAGIC) {
+            return Err(BootError::Bundle(format!("{} is not a newc cpio archive", linux.initramfs.display())));
+        }
+        w.add(LINUX_KERNEL_ENTRY, EntryKind::LinuxKernel, 0, &kernel).map_err(|e| BootError::Bundle(e.to_string()))?;
+        w.add(LINUX_INITRD_ENTRY, EntryKind::Initramfs, 0, &initrd).map_err(|e| BootError::Bundle(e.to_string()))?;
     }
     Ok(w.finish())
 }
@@ -110,12 +126,47 @@ mod tests {
         let spec = BundleSpec {
             guests: vec![("g".into(), a.clone()), ("g".into(), b.clone())],
             config: vec!["loglevel=debug".into()],
+            linux: None,
         };
         let bytes = build_bundle(&spec).unwrap();
         let bundle = Bundle::parse(&bytes).unwrap();
         assert_eq!(bundle.find("g", EntryKind::Elf).unwrap().data, b"\x7fELFbbbb");
         assert_eq!(bundle.find("config", EntryKind::Config).unwrap().data, b"loglevel=debug");
-        let bad = BundleSpec { guests: vec![("t".into(), c)], config: vec![] };
+        let bad = BundleSpec { guests: vec![("t".into(), c)], config: vec![], linux: None };
+        assert!(matches!(build_bundle(&bad), Err(BootError::Bundle(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn linux_kernel_and_initramfs_go_in_as_their_own_kinds_and_are_checked() {
+        let dir = std::env::temp_dir().join(format!("boot-image-linux-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut kernel = vec![0u8; 0x400];
+        kernel[0x1FE..0x200].copy_from_slice(&[0x55, 0xAA]);
+        kernel[0x202..0x206].copy_from_slice(b"HdrS");
+        let (bz, initrd, elf) = (dir.join("bzImage"), dir.join("initramfs.cpio"), dir.join("g.elf"));
+        std::fs::write(&bz, &kernel).unwrap();
+        let mut w = crate::cpio::CpioWriter::new();
+        w.file("init", 0o755, b"#!/bin/sh\n").unwrap();
+        let archive = w.finish();
+        std::fs::write(&initrd, &archive).unwrap();
+        std::fs::write(&elf, b"\x7fELFgggg").unwrap();
+        let linux = LinuxArtifacts {
+            bzimage: bz.clone(),
+            initramfs: initrd.clone(),
+            kernel_version: "6.1.0-48-amd64".into(),
+            kernel_package: "linux-image-6.1.0-48-amd64".into(),
+        };
+        let spec = BundleSpec { guests: vec![("g".into(), elf)], config: vec![], linux: Some(linux.clone()) };
+        let bytes = build_bundle(&spec).unwrap();
+        let bundle = Bundle::parse(&bytes).unwrap();
+        assert_eq!(bundle.find(LINUX_KERNEL_ENTRY, EntryKind::LinuxKernel).unwrap().data, kernel.as_slice());
+        assert_eq!(bundle.find(LINUX_INITRD_ENTRY, EntryKind::Initramfs).unwrap().data, archive.as_slice());
+        let elves: Vec<&str> = bundle.entries().filter(|e| e.kind == EntryKind::Elf).map(|e| e.name).collect();
+        assert_eq!(elves, ["g"], "dom0's image list stays ELF only");
+        // A kernel that is not a bzImage is refused.
+        std::fs::write(&bz, b"\x7fELF").unwrap();
+        let bad = BundleSpec { linux: Some(linux), ..spec };
         assert!(matches!(build_bundle(&bad), Err(BootError::Bundle(_))));
         std::fs::remove_dir_all(&dir).unwrap();
     }

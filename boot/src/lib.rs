@@ -1,11 +1,14 @@
 //! Host side of the project: build the bare-metal artifacts (hypervisor, dom0, guests), pack
 //! the boot bundle, make BIOS/UEFI disk images with the `bootloader` crate, and run them under
-//! QEMU or Bochs with the serial console wired to the terminal, a script, or a test.
+//! QEMU or Bochs with the serial console wired to the terminal, a script, or a test. The
+//! bundle also carries an unmodified Debian Linux kernel and its initramfs (`linux`).
 
 pub mod artifacts;
 pub mod console;
+pub mod cpio;
 pub mod emulator;
 pub mod image;
+pub mod linux;
 pub mod run;
 pub mod setup;
 pub mod store_cmd;

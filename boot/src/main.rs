@@ -5,7 +5,7 @@
 //! boot [run] [--emulator qemu|bochs] [--uefi] [--script FILE] [--timeout SECS]
 //!            [--guest NAME=PATH]... [--mem MIB] [--icount]
 //!            [--log-level LEVEL] [--config KEY=VALUE]... [--accel auto|tcg] [--cpu-feature +FLAG]...
-//!            [--disk PATH | --no-disk] [--no-default-guests] [--keep] [--quiet]
+//!            [--disk PATH | --no-disk] [--no-default-guests] [--no-linux] [--keep] [--quiet]
 //! boot store ls|get|put|rm|verify ... [--disk PATH]
 //! ```
 //! Exit status: 0 the machine powered off normally, 1 the hypervisor reported a failure,
@@ -23,7 +23,7 @@ usage: boot [run] [options]
        boot store ls|get|put|rm|verify ... [--disk PATH]   (see boot store --help)
 
 Builds the hypervisor, dom0 and guest images, packs them into a bootable disk image and runs
-it. The serial console is your terminal (Ctrl-] quits); dom0 first shows the copy-on-write
+it. The serial console is your terminal (Ctrl-] twice quits); dom0 first shows the copy-on-write
 cloning demo, then gives you its shell.
 
 options:
@@ -45,12 +45,14 @@ options:
                           use (2 GiB, sparse). Default: target/store.img, left out while
                           another run holds it
   --no-disk               no data disk
-  --no-default-guests     do not bundle the default guest images
+  --no-default-guests     do not bundle the default guest images (nor the Linux guest)
+  --no-linux              do not bundle the Linux guest (Debian kernel `linux` and its
+                          initramfs `linux-initrd`, fetched with apt-get into target/linux)
   --keep                  keep the run directory (disk image, emulator logs)
   --quiet                 do not copy the console to stdout
 
 exit status: 0 powered off normally, 1 failure reported, 2 timeout, 3 emulator error,
-4 setup/build error, 64 bad arguments, 130 quit with Ctrl-]";
+4 setup/build error, 64 bad arguments, 130 quit with Ctrl-] twice";
 
 fn parse(args: &[String]) -> Result<RunOptions, BootError> {
     let mut opts = RunOptions { echo: true, timeout: None, ..RunOptions::default() };
@@ -105,6 +107,7 @@ fn parse(args: &[String]) -> Result<RunOptions, BootError> {
             "--disk" => opts.disk = DataDisk::Path(value("--disk")?.into()),
             "--no-disk" => opts.disk = DataDisk::None,
             "--no-default-guests" => opts.default_guests = false,
+            "--no-linux" => opts.linux = false,
             "--keep" => opts.keep = true,
             "--quiet" => opts.echo = false,
             "-h" | "--help" | "help" => return Err(usage(USAGE.to_string())),
@@ -149,7 +152,7 @@ fn main() {
         }
     };
     if matches!(opts.input, Input::Forward) && std::io::stdin().is_terminal() {
-        eprintln!("(boot) console attached to your terminal; press Ctrl-] to quit");
+        eprintln!("(boot) console attached to your terminal; press Ctrl-] twice to quit");
     }
     let outcome = match run(&opts) {
         Ok(o) => o,

@@ -7,7 +7,7 @@ use crate::console::{Input, Pty, Session, SessionEnd, SessionOptions, run_sessio
 use crate::emulator::{self, Accel, CpuFeature, Emulator, QEMU_STATUS_FAILURE, QEMU_STATUS_SUCCESS};
 use crate::image::{self, BundleSpec, Firmware};
 use crate::store_cmd::{self, DiskOpenError};
-use crate::{BootError, artifacts, io_err, setup};
+use crate::{BootError, artifacts, io_err, linux, setup};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -36,6 +36,9 @@ pub struct RunOptions {
     pub guests: Vec<(String, PathBuf)>,
     /// Include the default guest images.
     pub default_guests: bool,
+    /// With the default guests, also pack the Linux guest (Debian kernel + initramfs, fetched
+    /// and built under `target/linux/`) as the bundle entries `linux` and `linux-initrd`.
+    pub linux: bool,
     /// Machine memory in MiB.
     pub mem_mib: u32,
     /// Repeatable instruction counts (QEMU `-icount`).
@@ -54,6 +57,9 @@ pub struct RunOptions {
     pub disk: DataDisk,
     /// Kill the emulator by its PID once the console shows this (a power cut for tests).
     pub kill_on: Option<String>,
+    /// Prompts besides dom0's that script lines also wait for (a guest's shell, reached
+    /// through dom0's `console DOMAIN`).
+    pub extra_prompts: Vec<String>,
 }
 
 /// Which data disk (dom0's image store) a run attaches.
@@ -165,6 +171,7 @@ impl Default for RunOptions {
             timeout: Some(Duration::from_secs(300)),
             guests: Vec::new(),
             default_guests: true,
+            linux: true,
             mem_mib: 512,
             icount: false,
             accel: Accel::Auto,
@@ -174,6 +181,7 @@ impl Default for RunOptions {
             keep: false,
             disk: DataDisk::Default,
             kill_on: None,
+            extra_prompts: Vec::new(),
         }
     }
 }
@@ -307,9 +315,12 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, BootError> {
     let run_dir = unique_run_dir();
     std::fs::create_dir_all(&run_dir).map_err(io_err(format!("creating {}", run_dir.display())))?;
 
-    let mut spec = BundleSpec { guests: Vec::new(), config: opts.config.clone() };
+    let mut spec = BundleSpec { guests: Vec::new(), config: opts.config.clone(), linux: None };
     if opts.default_guests {
         spec.guests.extend(built.guests.iter().cloned());
+        if opts.linux {
+            spec.linux = Some(linux::linux_artifacts()?);
+        }
     }
     spec.guests.extend(opts.guests.iter().cloned());
     let bundle = image::build_bundle(&spec)?;
@@ -351,6 +362,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome, BootError> {
         timeout: opts.timeout,
         input: opts.input.clone(),
         prompt: SHELL_PROMPT.to_string(),
+        extra_prompts: opts.extra_prompts.clone(),
         echo: opts.echo,
         kill_on: opts.kill_on.clone(),
     };
