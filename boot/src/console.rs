@@ -56,6 +56,11 @@ fn chunk_echoed(chunk: &[u8], output: &[u8]) -> bool {
     true
 }
 
+/// Whether a script line is control keys only (no printable byte), sent without Enter.
+fn is_control_keys(line: &[u8]) -> bool {
+    !line.is_empty() && line.iter().all(|b| *b < 0x20)
+}
+
 /// A pseudo-terminal pair; the emulator opens the slave by path.
 pub struct Pty {
     master: OwnedFd,
@@ -323,7 +328,11 @@ pub fn run_session(child: &mut Child, pty: &Pty, opts: &SessionOptions) -> io::R
                     t.since = Instant::now();
                     pty.write_all(&t.line[t.chunk.clone()], deadline)?;
                 } else {
-                    pty.write_all(b"\r", deadline)?;
+                    // A line of control keys only (Ctrl-] to detach a console) is keys, not a
+                    // command: no Enter after it.
+                    if !is_control_keys(&t.line) {
+                        pty.write_all(b"\r", deadline)?;
+                    }
                     typing = None;
                 }
             }
@@ -379,6 +388,13 @@ mod tests {
         let mut last = None;
         assert!(!quits(b"\x1dx\x1d", &mut last, t0), "a key in between starts over");
         assert!(!quits(b"\x1d", &mut last, t0 + Duration::from_secs(5)), "too late");
+    }
+
+    #[test]
+    fn a_script_line_of_control_keys_only_is_sent_without_enter() {
+        assert!(is_control_keys(b"\x1d"));
+        assert!(!is_control_keys(b""));
+        assert!(!is_control_keys(b"ls\x1d"));
     }
 
     #[test]

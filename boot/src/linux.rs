@@ -43,14 +43,20 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
 mount -t tmpfs tmpfs /tmp
+insmod /lib/modules/msr.ko
 hostname -F /etc/hostname
 echo "cowvisor-linux: init"
+# Made before the freeze: every clone shares it (the tests compare its checksum).
+head -c 4096 /dev/urandom > /root/made-before-freeze
 /sbin/cowvisor-agent
 export HOME=/root
 export PS1='\h:\w# '
 cd /root
 while true; do setsid cttyhack /bin/sh; done
 "#;
+
+/// The kernel's MSR driver as kept in `target/linux/` (it becomes /lib/modules/msr.ko).
+pub const MSR_MODULE_FILE: &str = "msr.ko";
 
 /// Directories of the initramfs with their permissions, parents first.
 pub const INITRAMFS_DIRS: &[(&str, u32)] = &[
@@ -66,6 +72,8 @@ pub const INITRAMFS_DIRS: &[(&str, u32)] = &[
     ("usr", 0o755),
     ("usr/bin", 0o755),
     ("usr/sbin", 0o755),
+    ("lib", 0o755),
+    ("lib/modules", 0o755),
 ];
 
 /// Character device nodes of the initramfs: (path, permissions, major, minor).
@@ -134,8 +142,10 @@ fn make(dir: &Path) -> Result<LinuxArtifacts, BootError> {
     };
 
     // Which packages must be downloaded.
+    let msr_module = dir.join(MSR_MODULE_FILE);
     let kernel_cached = matches!(&stamp, Some((p, _)) if *p == package)
         && bzimage.is_file()
+        && msr_module.is_file()
         && find_deb(&debs, &package).is_none_or(|deb| is_newer(&bzimage, &deb));
     let busybox = dir.join("busybox");
     let busybox_cached = find_deb(&debs, BUSYBOX_PACKAGE).is_some_and(|deb| is_newer(&busybox, &deb));
@@ -165,7 +175,7 @@ fn make(dir: &Path) -> Result<LinuxArtifacts, BootError> {
 
     let agent = build_agent()?;
     let read = |p: &Path| std::fs::read(p).map_err(io_err(format!("reading {}", p.display())));
-    let archive = initramfs(&read(&busybox)?, &read(&agent)?)?;
+    let archive = initramfs(&read(&busybox)?, &read(&agent)?, &read(&msr_module)?)?;
     let initramfs = dir.join("initramfs.cpio");
     if std::fs::read(&initramfs).ok().as_deref() != Some(archive.as_slice()) {
         write_atomically(&initramfs, &archive)?;
@@ -311,6 +321,10 @@ fn extract_kernel(dir: &Path, deb: &Path, bzimage: &Path) -> Result<String, Boot
             return Err(BootError::Build(format!("{} is not a bzImage", path.display())));
         }
         write_atomically(bzimage, &data)?;
+        // The MSR driver (a module in Debian's config), for probing MSRs from the guest's shell.
+        let module = tree.join(format!("lib/modules/{version}/kernel/arch/x86/kernel/msr.ko"));
+        let data = std::fs::read(&module).map_err(io_err(format!("reading {}", module.display())))?;
+        write_atomically(&dir.join(MSR_MODULE_FILE), &data)?;
         Ok(version)
     })();
     // The package's module tree is ~400 MB; only the bzImage is kept.
@@ -389,7 +403,7 @@ pub fn build_agent() -> Result<PathBuf, BootError> {
 }
 
 /// The initramfs (uncompressed newc) around `busybox` and the `agent`.
-pub fn initramfs(busybox: &[u8], agent: &[u8]) -> Result<Vec<u8>, BootError> {
+pub fn initramfs(busybox: &[u8], agent: &[u8], msr_module: &[u8]) -> Result<Vec<u8>, BootError> {
     let bad = |e: crate::cpio::CpioError| BootError::Build(format!("initramfs: {e}"));
     let mut w = CpioWriter::new();
     for (dir, perm) in INITRAMFS_DIRS {
@@ -404,6 +418,7 @@ pub fn initramfs(busybox: &[u8], agent: &[u8]) -> Result<Vec<u8>, BootError> {
     w.file("etc/hostname", 0o644, b"linux\n").map_err(bad)?;
     w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(bad)?;
     w.file("etc/group", 0o644, b"root:x:0:\n").map_err(bad)?;
+    w.file("lib/modules/msr.ko", 0o644, msr_module).map_err(bad)?;
     w.file("init", 0o755, INIT_SCRIPT.as_bytes()).map_err(bad)?;
     Ok(w.finish())
 }
@@ -428,7 +443,7 @@ mod tests {
     fn initramfs_contains_every_required_path() {
         let busybox = b"\x7fELFbusybox".to_vec();
         let agent = b"\x7fELFagent".to_vec();
-        let members = cpio::parse(&initramfs(&busybox, &agent).unwrap()).unwrap();
+        let members = cpio::parse(&initramfs(&busybox, &agent, b"\x7fELF module").unwrap()).unwrap();
         let get = |name: &str| members.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("no {name}"));
         for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "var", "usr/bin", "usr/sbin"] {
             assert_eq!(get(d).file_type(), S_IFDIR, "{d}");

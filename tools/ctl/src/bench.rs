@@ -30,8 +30,13 @@ pub enum Bench {
     /// Save, restore and checkpoint costs against the raw disk; `big_mib` is the large
     /// (mostly zero) domain of the checkpoint-pause and zero-elision figures.
     Save { mem_mib: u64, big_mib: u64 },
+    /// Linux: boot to the ready line against clone to the first line, idle clone memory.
+    Linux { count: u32, mem_mib: u64 },
+    /// Linux clones of one template until memory runs out.
+    LinuxDensity { mem_mib: u64, max: u32 },
 }
 
+mod linux;
 mod save;
 
 /// Memory of the domains the lifecycle benchmark creates, and of the template it clones.
@@ -119,6 +124,8 @@ impl<H: Hypercalls> Shell<H> {
             Bench::Cow { image } => self.bench_cow(&image, out),
             Bench::Lifecycle { image, count } => self.bench_lifecycle(&image, count, out),
             Bench::Save { mem_mib, big_mib } => self.bench_save(mem_mib, big_mib, out),
+            Bench::Linux { count, mem_mib } => self.bench_linux(count, mem_mib, out),
+            Bench::LinuxDensity { mem_mib, max } => self.bench_linux_density(mem_mib, max, out),
         }
     }
 

@@ -425,7 +425,16 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                     let big = opt("big").map(|v| number::<u64>("big", v)).transpose()?.unwrap_or(1024);
                     Bench::Save { mem_mib: mib(16)?, big_mib: big }
                 }
-                other => return Err(ParseError::Bad(format!("unknown benchmark {other:?} (clone memory density cow lifecycle save)"))),
+                "linux" => {
+                    no_extra(&["count", "mib"], 1)?;
+                    Bench::Linux { count: count(8)?, mem_mib: mib(linux::LINUX_MEM_MIB)? }
+                }
+                "linux-density" => {
+                    no_extra(&["mib", "max"], 1)?;
+                    let max = opt("max").map(|v| number::<u32>("max", v)).transpose()?.unwrap_or(u32::MAX);
+                    Bench::LinuxDensity { mem_mib: mib(linux::LINUX_MEM_MIB)?, max }
+                }
+                other => return Err(ParseError::Bad(format!("unknown benchmark {other:?} (clone memory density cow lifecycle save linux linux-density)"))),
             };
             Command::Bench(b)
         }
@@ -526,6 +535,8 @@ commands (a domain is an ID or a NAME):
   restore IMAGE [name=NAME] [paused=1]  a domain (or template) from an image
   store | rm IMAGE... | verify IMAGE    the images on dom0's disk
   bench save [mib=M] [big=M]      save/restore per MiB vs the raw disk, checkpoint pause, delta size
+  bench linux [count=N] [mib=M]   Linux: boot to ready vs clone to first line, idle clone memory
+  bench linux-density [mib=M] [max=N]   Linux clones until memory runs out
   poweroff                        end the machine
 ";
 

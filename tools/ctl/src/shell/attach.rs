@@ -94,8 +94,13 @@ impl<H: Hypercalls> Shell<H> {
             }
             Ok(Detach::DomainEnded) => {
                 let info = self.ctl.info(id)?;
+                let why = name_str(&info.reason);
                 let _ = writeln!(out);
-                let _ = writeln!(out, "[domain {id} {} ended: {}]", name, super::state_text(&info));
+                if why.is_empty() {
+                    let _ = writeln!(out, "[domain {id} {name} ended: {}]", super::state_text(&info));
+                } else {
+                    let _ = writeln!(out, "[domain {id} {name} ended: {}: {why}]", super::state_text(&info));
+                }
             }
             Err(HvError::NoSuchDomain) => {
                 let _ = writeln!(out);

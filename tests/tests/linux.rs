@@ -1,0 +1,207 @@
+//! An unmodified Debian kernel as a guest and as a copy-on-write template, driven from the
+//! dom0 shell under QEMU (SVM) and Bochs (VMX): boot to the agent's park point, a busybox
+//! shell reached through `console` (typed commands answer), sixteen clones that reconfigure
+//! themselves (hostnames, RNG, private tmpfs, a shared file from before the freeze, an
+//! untouched template), guests that panic, power off or touch what is not emulated, and
+//! every frame back at the end.
+
+use boot::run::RunOptions;
+use tests::*;
+
+/// The busybox shell's prompt ends so (PS1 is `\h:\w# `, in /root).
+const LINUX_PROMPT: &str = "~# ";
+/// The agent's line once the system is up (it then parks at the freeze point).
+const READY: &str = "cowvisor-agent: ready";
+/// The detach key of an attached console.
+const CTRL_BRACKET: &str = "\x1d";
+
+/// Options that pack the Linux guest and let script lines wait for its shell prompt too.
+fn linux(opts: RunOptions) -> RunOptions {
+    RunOptions { linux: true, extra_prompts: vec![LINUX_PROMPT.to_string()], ..opts }
+}
+
+/// The line printed after the echoed command `cmd` in `lines` (the shell's answer). The
+/// echo may wrap over several lines at the terminal's width.
+fn answer<'a>(lines: &'a [String], cmd: &str) -> &'a str {
+    for (at, line) in lines.iter().enumerate() {
+        let Some(p) = line.find(LINUX_PROMPT) else { continue };
+        let mut echoed = line[p + LINUX_PROMPT.len()..].replace("\u{1b}[6n", "");
+        let mut end = at;
+        while !echoed.ends_with(cmd) && echoed.len() < cmd.len() + 200 && end + 1 < lines.len() {
+            end += 1;
+            echoed.push_str(&lines[end]);
+        }
+        if echoed.ends_with(cmd) {
+            return lines.get(end + 1).map(String::as_str).unwrap_or_else(|| panic!("no answer to {cmd:?} in {lines:#?}"));
+        }
+    }
+    panic!("{cmd:?} was not echoed in {lines:#?}")
+}
+
+#[test]
+fn linux_boots_to_a_shell_whose_commands_answer_through_the_console() {
+    for opts in [qemu(900), bochs(1500)] {
+        let o = dom0_ok(
+            linux(opts),
+            &[
+                "create linux name=box",
+                &format!("expect box \"{READY}\" 1200"),
+                "list",
+                "unpause box",
+                // (A text with the prompt in it would count as a prompt when dom0 echoes it.)
+                "expect box \"built-in shell\" 300",
+                "console box",
+                "echo answer-$((6*7))",
+                "uname -r",
+                "cat /proc/cmdline",
+                CTRL_BRACKET,
+                "list",
+                "destroy box",
+                "poweroff",
+            ],
+        );
+        assert!(output_of(&o, "list", 0).iter().any(|l| l.starts_with("box ") && l.contains("paused(parked)")), "{}", o.serial);
+        let console = output_of(&o, "console box", 0);
+        assert_eq!(answer(&console, "echo answer-$((6*7))"), "answer-42", "{console:#?}");
+        assert!(answer(&console, "uname -r").starts_with("6.1."), "{console:#?}");
+        assert!(answer(&console, "cat /proc/cmdline").contains("console=ttyS0"), "{console:#?}");
+        assert!(console.iter().any(|l| l.contains("[detached from domain")), "{console:#?}");
+        assert!(output_of(&o, "list", 1).iter().any(|l| l.starts_with("box ") && !l.contains("dead")), "{}", o.serial);
+    }
+}
+
+/// Commands typed into clone `i`'s shell (clone 0 also writes a file into its tmpfs).
+fn clone_session(i: u32) -> Vec<String> {
+    let mut s = vec![format!("console linux-{i}"), "hostname".to_string(), "head -c 16 /dev/urandom | od -An -tx1".to_string()];
+    s.push("sha256sum /root/made-before-freeze".to_string());
+    if i == 0 {
+        s.push("echo only-in-clone-0 > /tmp/mark".to_string());
+    }
+    s.push("cat /tmp/mark".to_string());
+    s.push(CTRL_BRACKET.to_string());
+    s
+}
+
+#[test]
+fn sixteen_linux_clones_reconfigure_themselves_and_share_only_what_the_template_had() {
+    const CLONES: u32 = 16;
+    for opts in [qemu(1200), bochs(2400)] {
+        let mut script: Vec<String> = vec![
+            "info".into(),
+            "create linux".into(),
+            format!("expect linux \"{READY}\" 1200"),
+            "freeze linux".into(),
+            "checksum linux".into(),
+            format!("clone linux count={CLONES}"),
+        ];
+        for i in 0..CLONES {
+            script.push(format!("expect linux-{i} \"built-in shell\" 600"));
+        }
+        for i in 0..CLONES {
+            script.extend(clone_session(i));
+        }
+        script.push("checksum linux".into());
+        script.push("list".into());
+        let destroy: Vec<String> = (0..CLONES).map(|i| format!("linux-{i}")).collect();
+        script.push(format!("destroy {}", destroy.join(" ")));
+        script.push("destroy linux".into());
+        script.push("check".into());
+        script.push("info".into());
+        script.push("poweroff".into());
+        let lines: Vec<&str> = script.iter().map(String::as_str).collect();
+        let o = dom0_ok(linux(opts), &lines);
+
+        let mut hostnames = Vec::new();
+        let mut randoms = Vec::new();
+        let mut digests = Vec::new();
+        for i in 0..CLONES {
+            let console = output_of(&o, &format!("console linux-{i}"), 0);
+            hostnames.push(answer(&console, "hostname").to_string());
+            randoms.push(answer(&console, "head -c 16 /dev/urandom | od -An -tx1").trim().to_string());
+            digests.push(answer(&console, "sha256sum /root/made-before-freeze").split_whitespace().next().unwrap_or("").to_string());
+            let mark = answer(&console, "cat /tmp/mark");
+            if i == 0 {
+                assert_eq!(mark, "only-in-clone-0", "{console:#?}");
+            } else {
+                assert!(mark.contains("No such file"), "clone {i} sees clone 0's file: {console:#?}");
+            }
+            let agent = console.iter().find(|l| l.contains("cowvisor-agent: clone-")).cloned().unwrap_or_default();
+            assert!(agent.contains(&format!("clone-{i} ")) && agent.ends_with("rng reseeded"), "{agent}");
+        }
+        for (i, h) in hostnames.iter().enumerate() {
+            assert_eq!(h, &format!("clone-{i}"));
+        }
+        let mut unique = randoms.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), randoms.len(), "two clones read the same random bytes: {randoms:#?}");
+        assert!(digests.iter().all(|d| d.len() == 64 && d == &digests[0]), "{digests:#?}");
+        assert_eq!(output_of(&o, "checksum linux", 0), output_of(&o, "checksum linux", 1), "the template's memory changed");
+        assert_eq!(output_of(&o, "check", 0), vec!["frame table consistent".to_string()]);
+        let free = |n: usize| field(&output_of(&o, "info", n), "free_kib");
+        assert_eq!(free(0), free(1), "every frame back after destroying the clones and the template");
+    }
+}
+
+#[test]
+fn linux_guests_that_panic_triple_fault_power_off_or_probe_what_is_not_emulated_end_as_documented() {
+    for opts in [qemu(900), bochs(1800)] {
+        let mut script: Vec<String> = vec![
+            "create linux".into(),
+            format!("expect linux \"{READY}\" 1200"),
+            "freeze linux".into(),
+            "clone linux count=5".into(),
+        ];
+        for i in 0..5 {
+            script.push(format!("expect linux-{i} \"built-in shell\" 600"));
+        }
+        let sessions: [&[&str]; 5] = [
+            // A panic reboots (panic=1, reboot=k): the keyboard controller's reset ends it.
+            &["echo c > /proc/sysrq-trigger"],
+            // The same panic rebooting by triple fault.
+            &["echo triple > /sys/kernel/reboot/type", "echo c > /proc/sysrq-trigger"],
+            // Powering off without ACPI halts with interrupts off.
+            &["poweroff -f"],
+            // A port nobody emulates reads all ones; an MSR nobody emulates faults (#GP,
+            // which the kernel's MSR driver reports as EIO) while the APIC base reads back;
+            // device memory nobody emulates ends the domain.
+            &[
+                "dd if=/dev/port bs=1 count=1 skip=760 iflag=skip_bytes 2>/dev/null | od -An -tx1",
+                "dd if=/dev/cpu/0/msr bs=8 count=1 skip=1234 iflag=skip_bytes 2>&1 >/dev/null | grep -c error",
+                "dd if=/dev/cpu/0/msr bs=8 count=1 skip=27 iflag=skip_bytes 2>/dev/null | od -An -tx8",
+                "devmem 0xfec00000",
+            ],
+            // Everyone else goes on.
+            &["echo still-alive"],
+        ];
+        for (i, lines) in sessions.iter().enumerate() {
+            script.push(format!("console linux-{i}"));
+            script.extend(lines.iter().map(|l| l.to_string()));
+            if i == 4 {
+                script.push(CTRL_BRACKET.into());
+            }
+        }
+        script.push("list".into());
+        script.push("destroy linux-0 linux-1 linux-2 linux-3 linux-4 linux".into());
+        script.push("check".into());
+        script.push("poweroff".into());
+        let lines: Vec<&str> = script.iter().map(String::as_str).collect();
+        let o = dom0_ok(linux(opts), &lines);
+
+        let ended = |i: usize| {
+            let c = output_of(&o, &format!("console linux-{i}"), 0);
+            c.iter().rev().find(|l| l.starts_with("[domain ")).cloned().unwrap_or_else(|| panic!("linux-{i}: {c:#?}"))
+        };
+        assert!(ended(0).ends_with("ended: dead: reset (reboot)]"), "{}", ended(0));
+        assert!(ended(1).ends_with("ended: crashed: triple fault]"), "{}", ended(1));
+        assert!(ended(2).ends_with("ended: dead: halted with interrupts off (power off)]"), "{}", ended(2));
+        assert!(ended(3).contains("ended: crashed: access to unmapped gpa 0xfec00000"), "{}", ended(3));
+        let probe = output_of(&o, "console linux-3", 0);
+        assert_eq!(answer(&probe, "skip=760 iflag=skip_bytes 2>/dev/null | od -An -tx1").trim(), "ff", "{probe:#?}");
+        assert_eq!(answer(&probe, "2>&1 >/dev/null | grep -c error").trim(), "1", "{probe:#?}");
+        assert_eq!(answer(&probe, "skip=27 iflag=skip_bytes 2>/dev/null | od -An -tx8").trim(), "00000000fee00900", "{probe:#?}");
+        let alive = output_of(&o, "console linux-4", 0);
+        assert_eq!(answer(&alive, "echo still-alive"), "still-alive", "{alive:#?}");
+        assert_eq!(output_of(&o, "check", 0), vec!["frame table consistent".to_string()]);
+    }
+}
