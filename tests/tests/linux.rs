@@ -46,6 +46,8 @@ fn linux_boots_to_a_shell_whose_commands_answer_through_the_console() {
             &[
                 "create linux name=box",
                 &format!("expect box \"{READY}\" 1200"),
+                // The agent parks right after its line.
+                "wait box paused 120",
                 "list",
                 "unpause box",
                 // (A text with the prompt in it would count as a prompt when dom0 echoes it.)
@@ -90,6 +92,7 @@ fn sixteen_linux_clones_reconfigure_themselves_and_share_only_what_the_template_
             "info".into(),
             "create linux".into(),
             format!("expect linux \"{READY}\" 1200"),
+            "wait linux paused 120".into(),
             "freeze linux".into(),
             "checksum linux".into(),
             format!("clone linux count={CLONES}"),
@@ -149,6 +152,7 @@ fn linux_guests_that_panic_triple_fault_power_off_or_probe_what_is_not_emulated_
         let mut script: Vec<String> = vec![
             "create linux".into(),
             format!("expect linux \"{READY}\" 1200"),
+            "wait linux paused 120".into(),
             "freeze linux".into(),
             "clone linux count=5".into(),
         ];

@@ -51,7 +51,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         r.rdx = u64::from(answer[3]);
         v.skip_instruction();
         if leaf == CPUID_LEAF_PARK && answer[0] == PARK_ACCEPTED {
-            log::info!("d{id} ({}) parked at its freeze point", d.name.as_str());
+            log::debug!("d{id} ({}) parked at its freeze point", d.name.as_str());
             let _ = self.pause(id, PauseReason::Parked);
             return Some(Next::Reschedule);
         }
