@@ -36,6 +36,10 @@ bitflags::bitflags! {
 pub const IOPM_FRAMES: u64 = 3;
 /// Frames of the MSR permission map (8 KiB).
 pub const MSRPM_FRAMES: u64 = 2;
+/// A 64-bit TSS descriptor's type when available, and the bit that makes it busy (type 11).
+const SEGMENT_TYPE_TSS_AVAILABLE: u16 = 0x9;
+const SEGMENT_TYPE_TSS_BUSY_BIT: u16 = 0x2;
+
 /// Boot-pool frames the backend takes: IOPM, MSRPM, host save area, host VMCB, dom0's IOPM.
 pub const POOL_FRAMES_NEEDED: u64 = IOPM_FRAMES + MSRPM_FRAMES + 2 + IOPM_FRAMES;
 
@@ -491,6 +495,12 @@ impl Vcpu for SvmVcpu {
         c.gs = vm.segment(save::GS);
         c.ss = vm.segment(save::SS);
         c.tr = vm.segment(save::TR);
+        // The task register always holds a busy TSS once loaded, but a VMCB may report the
+        // descriptor's type from before LTR marked it busy (QEMU does): report it busy, as
+        // the state a VMX entry (and a restore on Intel) requires.
+        if c.tr.segment_type() == SEGMENT_TYPE_TSS_AVAILABLE {
+            c.tr.attrs |= SEGMENT_TYPE_TSS_BUSY_BIT;
+        }
         c.ldtr = vm.segment(save::LDTR);
         let gdtr = vm.segment(save::GDTR);
         let idtr = vm.segment(save::IDTR);
