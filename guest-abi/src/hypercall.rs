@@ -107,8 +107,20 @@ pub mod nr {
     /// `dom_console_input(domid, gpa, len) -> bytes taken`: types bytes into a PC domain's
     /// UART (what `console DOMAIN` forwards); takes what fits (0 when the receiver is full).
     pub const DOM_CONSOLE_INPUT: u64 = 0x115;
+    /// `dom_platform_get(domid, out_gpa, len) -> bytes written`: the emulated PC devices of
+    /// a domain created with `CREATE_PC_PLATFORM` (a live, paused or frozen one: a template
+    /// and a checkpoint epoch keep theirs), in the hypervisor's stable, versioned encoding
+    /// (`hypervisor/src/pc/state.rs`; [`PLATFORM_STATE_MAX_BYTES`] at most). `bad argument`
+    /// if the domain has no platform, `buffer too small` if `len` is short.
+    pub const DOM_PLATFORM_GET: u64 = 0x116;
+    /// `dom_platform_set(domid, in_gpa, len)`: gives a paused live domain the devices
+    /// encoded at `in_gpa` (every field validated; `bad argument` if one is refused), and so
+    /// the platform if it had none. `wrong domain state` unless the domain is paused.
+    pub const DOM_PLATFORM_SET: u64 = 0x117;
     /// One past the last control hypercall.
-    pub const CONTROL_END: u64 = 0x116;
+    pub const CONTROL_END: u64 = 0x118;
+    /// Most bytes a platform state takes (what dom0 should offer `dom_platform_get`).
+    pub const PLATFORM_STATE_MAX_BYTES: u64 = 2048;
     /// Most bytes one `dom_console_input` call takes.
     pub const CONSOLE_INPUT_MAX_BYTES: u64 = 256;
 

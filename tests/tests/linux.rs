@@ -209,3 +209,40 @@ fn linux_guests_that_panic_triple_fault_power_off_or_probe_what_is_not_emulated_
         assert_eq!(output_of(&o, "check", 0), vec!["frame table consistent".to_string()]);
     }
 }
+
+#[test]
+fn a_saved_linux_domain_and_a_clone_delta_restore_with_their_devices_running() {
+    let opts = qemu(900);
+    let dir = boot::workspace_root().join("target").join("test-disks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("linux-save-qemu.img");
+    let _ = std::fs::remove_file(&disk);
+    let opts = RunOptions { disk: boot::run::DataDisk::Path(disk.clone()), mem_mib: 1024, ..linux(opts) };
+    let o = dom0_ok(
+        opts,
+        &[
+            "create linux",
+            &format!("expect linux \"{READY}\" 1200"),
+            "wait linux paused 120",
+            "freeze linux",
+            "clone linux name=web",
+            "expect web0 \"built-in shell\" 300",
+            "console web0",
+            // A background loop that needs the timer (sleep) and the UART (echo).
+            "(while true; do echo tick-$((n=n+1)); sleep 1; done) &",
+            CTRL_BRACKET,
+            "expect web0 \"tick-3\" 60",
+            "save web0 web-delta",
+            "restore web-delta name=web1",
+            "expect web1 \"tick-\" 60",
+            "list",
+            "destroy web1",
+            "poweroff",
+        ],
+    );
+    assert!(output_of(&o, "save web0 web-delta", 0).iter().any(|l| l.contains("saved")), "{}", o.serial);
+    let after = output_of(&o, "expect web1 \"tick-\" 60", 0);
+    assert!(after.iter().any(|l| l.contains("printed \"tick-\"")), "the restored clone's timer and UART stopped: {after:?}\n{}", o.serial);
+    assert!(output_of(&o, "list", 0).iter().any(|l| l.starts_with("web1 ") && !l.contains("crashed") && !l.contains("dead")));
+    let _ = std::fs::remove_file(&disk);
+}

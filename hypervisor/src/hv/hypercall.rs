@@ -9,6 +9,7 @@ use crate::domain::PauseReason;
 use crate::mm::frame::PAGE_SIZE;
 use crate::mm::physmem::PhysMem;
 use crate::p2m::P2mError;
+use crate::pc::PC_STATE_BYTES;
 use crate::platform::Platform;
 use crate::sched::DomId;
 use crate::vcpu::{Backend, Vcpu};
@@ -409,6 +410,29 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 let buf = &mut buf[..len as usize];
                 self.read_guest(id, src, buf)?;
                 Ok(Outcome::Value(self.console_input(t, buf)? as u64))
+            }
+            nr::DOM_PLATFORM_GET => {
+                let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
+                let (out, len) = (a[1], a[2]);
+                let bytes = self.platform_state(t)?;
+                if len < bytes.len() as u64 {
+                    return Err(HvError::BufferTooSmall);
+                }
+                self.check_range(id, out, bytes.len() as u64)?;
+                self.write_guest(id, out, &bytes, false)?;
+                Ok(Outcome::Value(bytes.len() as u64))
+            }
+            nr::DOM_PLATFORM_SET => {
+                let t = self.other(id, a[0])?;
+                let (src, len) = (a[1], a[2]);
+                if len != PC_STATE_BYTES as u64 {
+                    return Err(HvError::InvalidArgument);
+                }
+                let mut buf = [0u8; PC_STATE_BYTES];
+                self.check_range(id, src, len)?;
+                self.read_guest(id, src, &mut buf)?;
+                self.set_platform_state(t, &buf)?;
+                Ok(Outcome::Value(0))
             }
             nr::FRAME_CHECK => match self.check_invariants() {
                 Ok(()) => Ok(Outcome::Value(0)),

@@ -11,7 +11,7 @@ use crate::insn::decode::{CpuMode, MAX_INSN_BYTES};
 use crate::insn::mmio::{MmioAccess, decode_mmio};
 use crate::insn::walk::{PagingRegs, read_linear};
 use crate::mm::physmem::PhysMem;
-use crate::pc::{IoEffect, PcPlatform};
+use crate::pc::{IoEffect, PcPlatform, state};
 use crate::platform::Platform;
 use crate::sched::DomId;
 use crate::vcpu::{Backend, Vcpu, vector};
@@ -22,6 +22,7 @@ use guest_abi::domctl::exit_code;
 
 /// The x2APIC task-priority register.
 const X2APIC_TPR_MSR: u32 = 0x808;
+const _: () = assert!(state::PC_STATE_BYTES as u64 <= guest_abi::hypercall::nr::PLATFORM_STATE_MAX_BYTES);
 /// Shortest timer the scheduler arms for a guest deadline.
 pub const MIN_GUEST_TIMER_NS: u64 = 1_000;
 
@@ -31,6 +32,43 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         if let Some(d) = self.domains.get_mut(id) {
             d.pc = Some(Box::new(PcPlatform::new()));
         }
+    }
+
+    /// The encoded devices of a PC domain (live, paused or frozen: a template and a
+    /// checkpoint epoch keep the platform of their instant). `InvalidArgument` if it has none.
+    pub fn platform_state(&self, id: DomId) -> Result<[u8; state::PC_STATE_BYTES], HvError> {
+        let d = self.dom(id)?;
+        if matches!(d.life, Life::Dead(_) | Life::Crashed) {
+            return Err(HvError::WrongState);
+        }
+        let pc = d.pc.as_deref().ok_or(HvError::InvalidArgument)?;
+        Ok(state::encode(pc))
+    }
+
+    /// Gives a paused live domain the devices encoded in `bytes` (a restored image's), and
+    /// so the platform if it had none. Every field is checked first; a refused one gives
+    /// `InvalidArgument` and nothing changes.
+    pub fn set_platform_state(&mut self, id: DomId, bytes: &[u8]) -> Result<(), HvError> {
+        let d = self.dom(id)?;
+        if d.life != Life::Live || d.paused.is_none() || d.vcpu.is_none() {
+            return Err(HvError::WrongState);
+        }
+        let needs_heap = d.pc.is_none();
+        let pc = state::decode(bytes).map_err(|e| {
+            log::info!("d{id}: platform state refused: {e:?}");
+            HvError::InvalidArgument
+        })?;
+        if needs_heap && self.platform.heap_free_bytes() < super::HEAP_RESERVE_BYTES {
+            return Err(HvError::OutOfMemory);
+        }
+        let d = self.dom_mut(id)?;
+        match d.pc.as_deref_mut() {
+            Some(old) => *old = pc,
+            None => d.pc = Some(Box::new(pc)),
+        }
+        // The timer may now be due before the time slice armed for someone else ends.
+        self.timer_owner = None;
+        Ok(())
     }
 
     /// Types `bytes` into a PC domain's UART; returns how many it took.

@@ -134,6 +134,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         d.tsc_offset = s.tsc_offset;
         d.snapshot_of = Some(source);
         d.quota_pages = s.quota_pages;
+        // The epoch holds the devices of its instant too (a PC domain's APIC, 8259s, UART).
+        d.pc = s.pc.clone();
         let parent = s.parent;
         self.domains.insert(d);
         if let Some(t) = parent.and_then(|p| self.domains.get_mut(p)) {

@@ -225,3 +225,122 @@ fn only_dom0s_vcpu_reaches_the_disk_ports() {
     h.handle_exit(u, Exit::Io { port: 0x170, size: 2, write: false, string: false });
     assert_eq!(vcpu(&mut h, u).regs.rax & 0xFFFF, 0xFFFF);
 }
+
+/// A running PC domain whose devices hold state: typed-ahead UART bytes, its scratch
+/// register, a masked 8259 and a CMOS index.
+fn pc_domain(h: &mut Hv, name: &str) -> DomId {
+    let id = started(h, name, 4 * MIB);
+    h.give_pc_platform(id);
+    let pc = h.domains.get_mut(id).unwrap().pc.as_deref_mut().unwrap();
+    for (port, v) in [(0x20, 0x11), (0x21, 0x30), (0x21, 0x04), (0x21, 0x01), (0x21, 0xEF), (0x3FF, 0x5A), (0x70, 0x0B)] {
+        pc.io_write(port, v).unwrap();
+    }
+    assert_eq!(pc.receive(b"uname -a\r"), 9);
+    id
+}
+
+fn platform_bytes(h: &Hv, id: DomId) -> [u8; crate::pc::PC_STATE_BYTES] {
+    crate::pc::state::encode(h.domains.get(id).unwrap().pc.as_deref().unwrap())
+}
+
+const PLATFORM_GPA: u64 = 0x20_0000;
+
+fn platform_get(h: &mut Hv, d0: DomId, id: DomId, len: u64) -> Result<Vec<u8>, HvError> {
+    let n = call(h, d0, nr::DOM_PLATFORM_GET, &[u64::from(id), PLATFORM_GPA, len])?;
+    let mut out = vec![0u8; n as usize];
+    h.read_guest(d0, PLATFORM_GPA, &mut out).unwrap();
+    Ok(out)
+}
+
+fn platform_set(h: &mut Hv, d0: DomId, id: DomId, bytes: &[u8]) -> Result<u64, HvError> {
+    h.write_guest(d0, PLATFORM_GPA, bytes, false).unwrap();
+    call(h, d0, nr::DOM_PLATFORM_SET, &[u64::from(id), PLATFORM_GPA, bytes.len() as u64])
+}
+
+#[test]
+fn a_platform_got_from_one_domain_and_set_on_another_brings_its_devices() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let src = pc_domain(&mut h, "linux");
+    h.pause(src, PauseReason::User).unwrap();
+    let bytes = platform_get(&mut h, d0, src, nr::PLATFORM_STATE_MAX_BYTES).unwrap();
+    assert_eq!(bytes.len(), crate::pc::PC_STATE_BYTES);
+    assert_eq!(bytes[..], platform_bytes(&h, src)[..]);
+    // A domain created without the platform gets it, with every device's state.
+    let dst = paused(&mut h, "restored");
+    assert!(h.domains.get(dst).unwrap().pc.is_none());
+    assert_eq!(h.domain_info(dst).unwrap().flags & domctl::DomainFlags::PC_PLATFORM.bits(), 0);
+    assert_eq!(platform_set(&mut h, d0, dst, &bytes), Ok(0));
+    assert_eq!(platform_bytes(&h, dst)[..], bytes[..]);
+    assert_ne!(h.domain_info(dst).unwrap().flags & domctl::DomainFlags::PC_PLATFORM.bits(), 0);
+    let pc = h.domains.get_mut(dst).unwrap().pc.as_deref_mut().unwrap();
+    assert_eq!(pc.io_read(0x3FF, 1, 0), Some(0x5A));
+    assert_eq!(pc.io_read(0x21, 1, 0), Some(0xEF));
+    assert_eq!(pc.uart.rx_waiting(), 9);
+    // A domain that had one has it replaced.
+    let other = pc_domain(&mut h, "other");
+    h.domains.get_mut(other).unwrap().pc.as_deref_mut().unwrap().io_write(0x3FF, 0x11).unwrap();
+    h.pause(other, PauseReason::User).unwrap();
+    assert_eq!(platform_set(&mut h, d0, other, &bytes), Ok(0));
+    assert_eq!(platform_bytes(&h, other)[..], bytes[..]);
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn templates_and_checkpoint_epochs_keep_the_platform_of_their_instant() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let d = pc_domain(&mut h, "linux");
+    let before = platform_bytes(&h, d);
+    let s = snapshot_name(&mut h, d0, d, "linux.ckpt").unwrap() as DomId;
+    // The domain runs on and its devices change; the epoch's do not.
+    h.domains.get_mut(d).unwrap().pc.as_deref_mut().unwrap().io_write(0x3FF, 0x99).unwrap();
+    assert_eq!(platform_get(&mut h, d0, s, 4096).unwrap()[..], before[..]);
+    assert_ne!(platform_get(&mut h, d0, d, 4096).unwrap()[..], before[..]);
+    h.destroy_domain(s).unwrap();
+    // A template keeps its platform, and hands it out.
+    h.freeze(d, false).unwrap();
+    let frozen = platform_get(&mut h, d0, d, 4096).unwrap();
+    assert_eq!(frozen[..], platform_bytes(&h, d)[..]);
+    assert_eq!(frozen[196 + 3], 0x99, "the UART scratch register as frozen");
+    h.check_invariants().unwrap();
+}
+
+#[test]
+fn platform_calls_refuse_bad_targets_lengths_states_and_bytes_and_change_nothing() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let pc = pc_domain(&mut h, "linux");
+    let plain = paused(&mut h, "plain");
+    h.pause(pc, PauseReason::User).unwrap();
+    let good = platform_get(&mut h, d0, pc, 4096).unwrap();
+    // No platform; a short buffer; no such domain; a pointer outside dom0.
+    assert_eq!(platform_get(&mut h, d0, plain, 4096), Err(HvError::InvalidArgument));
+    assert_eq!(platform_get(&mut h, d0, pc, good.len() as u64 - 1), Err(HvError::BufferTooSmall));
+    assert_eq!(platform_get(&mut h, d0, 999, 4096), Err(HvError::NoSuchDomain));
+    assert_eq!(call(&mut h, d0, nr::DOM_PLATFORM_GET, &[u64::from(pc), 1 << 40, 4096]), Err(HvError::BadAddress));
+    // Set: dom0 itself, a running domain, a template, a wrong length, corrupted bytes.
+    assert_eq!(platform_set(&mut h, d0, d0, &good), Err(HvError::NotPermitted));
+    let running = pc_domain(&mut h, "running");
+    assert_eq!(platform_set(&mut h, d0, running, &good), Err(HvError::WrongState));
+    let t = template(&mut h, 1);
+    assert_eq!(platform_set(&mut h, d0, t, &good), Err(HvError::WrongState));
+    assert_eq!(platform_set(&mut h, d0, plain, &good[..good.len() - 1]), Err(HvError::InvalidArgument));
+    let mut bad = good.clone();
+    bad[196 + 8] = 0xFF; // the receive buffer's head, far beyond it
+    bad[196 + 9] = 0xFF;
+    assert_eq!(platform_set(&mut h, d0, plain, &bad), Err(HvError::InvalidArgument));
+    assert!(h.domains.get(plain).unwrap().pc.is_none(), "a refused state gives no platform");
+    let mut bad = good.clone();
+    bad[4] = 9; // version
+    assert_eq!(platform_set(&mut h, d0, pc, &bad), Err(HvError::InvalidArgument));
+    assert_eq!(platform_bytes(&h, pc)[..], good[..], "a refused state changes nothing");
+    assert_eq!(call(&mut h, d0, nr::DOM_PLATFORM_SET, &[u64::from(plain), 1 << 40, good.len() as u64]), Err(HvError::BadAddress));
+    // Unprivileged callers get neither call.
+    let u = started(&mut h, "u", 2 * MIB);
+    h.write_guest(u, 0x10_0000, &good, false).unwrap();
+    assert_eq!(call(&mut h, u, nr::DOM_PLATFORM_GET, &[u64::from(pc), 0x10_0000, 4096]), Err(HvError::NotPermitted));
+    assert_eq!(call(&mut h, u, nr::DOM_PLATFORM_SET, &[u64::from(plain), 0x10_0000, good.len() as u64]), Err(HvError::NotPermitted));
+    assert!(h.domains.get(plain).unwrap().pc.is_none());
+    h.check_invariants().unwrap();
+}

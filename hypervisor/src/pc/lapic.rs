@@ -29,13 +29,27 @@ pub const VERSION_VALUE: u64 = 0x0005_0014;
 /// An LVT entry's mask bit.
 pub const LVT_MASKED: u32 = 1 << 16;
 /// LVT delivery mode field and the ExtINT mode.
-const LVT_DELIVERY_MASK: u32 = 0b111 << 8;
+pub(super) const LVT_DELIVERY_MASK: u32 = 0b111 << 8;
 const LVT_DELIVERY_EXTINT: u32 = 0b111 << 8;
 const LVT_DELIVERY_NMI: u32 = 0b100 << 8;
 /// SVR: APIC software enable.
-const SVR_ENABLE: u32 = 1 << 8;
+pub(super) const SVR_ENABLE: u32 = 1 << 8;
+/// SVR bits a write keeps: the spurious vector, software enable, EOI-broadcast suppression.
+pub(super) const SVR_WRITABLE: u32 = 0xFF | SVR_ENABLE | 1 << 12;
 /// LVT timer mode field (bits 18:17).
 const TIMER_MODE_SHIFT: u32 = 17;
+/// LVT bits a write keeps: vector, delivery mode, polarity, trigger mode, mask, timer mode.
+pub(super) const LVT_WRITABLE: u32 = 0xFF | LVT_DELIVERY_MASK | 1 << 13 | 1 << 15 | LVT_MASKED | 0b11 << TIMER_MODE_SHIFT;
+/// ESR bits the APIC sets: received illegal vector (bit 6), the only error it models.
+pub(super) const ESR_ILLEGAL_VECTOR: u32 = 1 << 6;
+/// Divide configuration bits a write keeps (bits 0, 1, 3).
+pub(super) const DIVIDE_WRITABLE: u32 = 0b1011;
+/// ICR bit 12 (delivery status) never reads back set.
+pub(super) const ICR_DELIVERY_STATUS: u64 = 1 << 12;
+/// LDR and ICR high: only the top byte is kept.
+pub(super) const TOP_BYTE: u32 = 0xFF00_0000;
+/// DFR: bits 27:0 read as ones.
+pub(super) const DFR_ONES: u32 = 0x0FFF_FFFF;
 
 /// x2APIC register indexes (MSR - 0x800).
 mod reg {
@@ -65,7 +79,7 @@ const XAPIC_DFR: u32 = 0x0E;
 const XAPIC_ICR_HIGH: u32 = 0x31;
 
 /// LVT slots in [`Lapic::lvt`]: CMCI, timer, thermal, performance, LINT0, LINT1, error.
-const LVT_SLOTS: usize = 7;
+pub(super) const LVT_SLOTS: usize = 7;
 const LVT_TIMER_SLOT: usize = 1;
 const LVT_LINT0_SLOT: usize = 4;
 const LVT_LINT1_SLOT: usize = 5;
@@ -99,7 +113,7 @@ pub enum ApicFault {
 
 /// 256 interrupt bits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VectorBits([u64; 4]);
+pub struct VectorBits(pub(super) [u64; 4]);
 
 impl VectorBits {
     pub fn set(&mut self, v: u8) {
@@ -126,26 +140,26 @@ impl VectorBits {
 pub struct Lapic {
     /// Task priority (bits 7:4 are the class the vCPU's CR8 mirrors).
     pub tpr: u8,
-    svr: u32,
-    irr: VectorBits,
-    isr: VectorBits,
-    esr: u32,
-    icr: u64,
-    lvt: [u32; LVT_SLOTS],
-    divide_config: u32,
-    initial_count: u32,
+    pub(super) svr: u32,
+    pub(super) irr: VectorBits,
+    pub(super) isr: VectorBits,
+    pub(super) esr: u32,
+    pub(super) icr: u64,
+    pub(super) lvt: [u32; LVT_SLOTS],
+    pub(super) divide_config: u32,
+    pub(super) initial_count: u32,
     /// Guest TSC at which the timer fires next, if armed.
-    timer_expiry: Option<u64>,
+    pub(super) timer_expiry: Option<u64>,
     /// Guest TSC at which the current count started (one-shot/periodic).
-    timer_start: u64,
+    pub(super) timer_start: u64,
     /// IA32_TSC_DEADLINE as last written (0 = disarmed).
-    tsc_deadline: u64,
+    pub(super) tsc_deadline: u64,
     /// Timer interrupts delivered to IRR (for `stat` and tests).
     pub timer_fires: u64,
     /// xAPIC logical destination and destination format, and the ICR's high half.
-    ldr: u32,
-    dfr: u32,
-    icr_high: u32,
+    pub(super) ldr: u32,
+    pub(super) dfr: u32,
+    pub(super) icr_high: u32,
 }
 
 impl Default for Lapic {
@@ -205,7 +219,7 @@ impl Lapic {
     /// Latches a fixed interrupt (an accepted vector below 16 is an illegal vector: ESR).
     pub fn request(&mut self, vector: u8) {
         if vector < 16 {
-            self.esr |= 1 << 6;
+            self.esr |= ESR_ILLEGAL_VECTOR;
             return;
         }
         self.irr.set(vector);
@@ -250,8 +264,8 @@ impl Lapic {
                 let period = u64::from(self.initial_count) * self.divisor();
                 // Catch up without a burst: one interrupt, next expiry after now.
                 let missed = (now - at) / period + 1;
-                self.timer_start = at + (missed - 1) * period;
-                self.timer_expiry = Some(at + missed * period);
+                self.timer_start = at.saturating_add((missed - 1).saturating_mul(period));
+                self.timer_expiry = Some(at.saturating_add(missed.saturating_mul(period)));
             }
             TimerMode::TscDeadline => {
                 self.tsc_deadline = 0;
@@ -337,7 +351,7 @@ impl Lapic {
                 }
             }
             reg::SVR => {
-                self.svr = low & (0xFF | SVR_ENABLE | 1 << 12);
+                self.svr = low & SVR_WRITABLE;
                 if !self.enabled() {
                     for l in &mut self.lvt {
                         *l |= LVT_MASKED;
@@ -346,24 +360,24 @@ impl Lapic {
             }
             reg::ESR => self.esr = 0,
             reg::ICR => {
-                self.icr = value & !(1 << 12);
+                self.icr = value & !ICR_DELIVERY_STATUS;
                 self.send_ipi(value);
             }
             reg::TIMER_INITIAL => {
                 self.initial_count = low;
                 if self.timer_mode() != TimerMode::TscDeadline {
                     self.timer_start = now;
-                    self.timer_expiry = (low != 0).then(|| now + u64::from(low) * self.divisor());
+                    self.timer_expiry = (low != 0).then(|| now.saturating_add(u64::from(low) * self.divisor()));
                 }
             }
-            reg::TIMER_DIVIDE => self.divide_config = low & 0b1011,
+            reg::TIMER_DIVIDE => self.divide_config = low & DIVIDE_WRITABLE,
             reg::SELF_IPI => self.request(low as u8),
             reg::ID | reg::VERSION | reg::PPR | reg::LDR | reg::TIMER_CURRENT | 0x10..=0x27 => {
                 return Err(ApicFault::WrongDirection);
             }
             _ => {
                 let Some(s) = lvt_slot(r) else { return Err(ApicFault::Reserved) };
-                let mut v = low & (0xFF | LVT_DELIVERY_MASK | 1 << 13 | 1 << 15 | LVT_MASKED | 0b11 << TIMER_MODE_SHIFT);
+                let mut v = low & LVT_WRITABLE;
                 if !self.enabled() {
                     v |= LVT_MASKED;
                 }
@@ -421,12 +435,12 @@ impl Lapic {
             reg::EOI => {
                 let _ = self.write(X2APIC_MSR_FIRST + reg::EOI, 0, now);
             }
-            reg::LDR => self.ldr = value & 0xFF00_0000,
-            XAPIC_DFR => self.dfr = value | 0x0FFF_FFFF,
-            XAPIC_ICR_HIGH => self.icr_high = value & 0xFF00_0000,
+            reg::LDR => self.ldr = value & TOP_BYTE,
+            XAPIC_DFR => self.dfr = value | DFR_ONES,
+            XAPIC_ICR_HIGH => self.icr_high = value & TOP_BYTE,
             reg::ICR => {
                 let full = u64::from(self.icr_high >> 24) << 32 | u64::from(value);
-                self.icr = u64::from(value & !(1 << 12));
+                self.icr = u64::from(value) & !ICR_DELIVERY_STATUS;
                 self.send_ipi(full);
             }
             // No self-IPI register in xAPIC mode.

@@ -11,6 +11,7 @@
 pub mod lapic;
 pub mod pic;
 pub mod ports;
+pub mod state;
 pub mod uart;
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,7 @@ mod tests;
 pub use lapic::{ApicFault, Lapic, TimerMode};
 pub use pic::Pic;
 pub use ports::{LegacyPorts, PortEffect};
+pub use state::{PC_STATE_BYTES, PcStateError};
 pub use uart::{Uart, UartOutput};
 
 use crate::msr;

@@ -14,12 +14,17 @@ pub const SLAVE_DATA: u16 = 0xA1;
 /// Edge/level control registers (written by some kernels; level mode is not modelled).
 pub const ELCR_MASTER: u16 = 0x4D0;
 pub const ELCR_SLAVE: u16 = 0x4D1;
+/// ELCR bits each chip keeps: IRQs 0-2 and 8, 13 are edge-only on the PC.
+pub(super) const ELCR_MASTER_WRITABLE: u8 = 0xF8;
+pub(super) const ELCR_SLAVE_WRITABLE: u8 = 0xDE;
+/// ICW2 keeps the vector base's top five bits.
+pub(super) const VECTOR_BASE_MASK: u8 = 0xF8;
 /// The master input the slave is wired to.
 const CASCADE_IRQ: u8 = 2;
 
 /// Where in the initialization sequence a chip is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Init {
+pub(super) enum Init {
     Ready,
     Icw2,
     Icw3,
@@ -29,21 +34,21 @@ enum Init {
 /// One 8259A.
 #[derive(Clone, Copy, Debug)]
 pub struct Chip {
-    irr: u8,
-    isr: u8,
-    imr: u8,
+    pub(super) irr: u8,
+    pub(super) isr: u8,
+    pub(super) imr: u8,
     /// Input line levels, for edge detection.
-    lines: u8,
-    vector_base: u8,
-    init: Init,
-    icw4_needed: bool,
-    single: bool,
-    auto_eoi: bool,
+    pub(super) lines: u8,
+    pub(super) vector_base: u8,
+    pub(super) init: Init,
+    pub(super) icw4_needed: bool,
+    pub(super) single: bool,
+    pub(super) auto_eoi: bool,
     /// OCW3 read-register select: ISR instead of IRR.
-    read_isr: bool,
+    pub(super) read_isr: bool,
     /// Lowest priority input (rotation; priority starts after it).
-    lowest: u8,
-    elcr: u8,
+    pub(super) lowest: u8,
+    pub(super) elcr: u8,
 }
 
 impl Chip {
@@ -161,7 +166,7 @@ impl Chip {
         match self.init {
             Init::Ready => self.imr = v,
             Init::Icw2 => {
-                self.vector_base = v & 0xF8;
+                self.vector_base = v & VECTOR_BASE_MASK;
                 self.init = if !self.single {
                     Init::Icw3
                 } else if self.icw4_needed {
@@ -186,8 +191,8 @@ impl Chip {
 /// The master/slave pair.
 #[derive(Clone, Copy, Debug)]
 pub struct Pic {
-    master: Chip,
-    slave: Chip,
+    pub(super) master: Chip,
+    pub(super) slave: Chip,
 }
 
 impl Default for Pic {
@@ -255,8 +260,8 @@ impl Pic {
             SLAVE_CMD => self.slave.write_command(v),
             SLAVE_DATA => self.slave.write_data(v),
             // IRQs 0-2 and 8, 13 are edge-only on the PC.
-            ELCR_MASTER => self.master.elcr = v & 0xF8,
-            ELCR_SLAVE => self.slave.elcr = v & 0xDE,
+            ELCR_MASTER => self.master.elcr = v & ELCR_MASTER_WRITABLE,
+            ELCR_SLAVE => self.slave.elcr = v & ELCR_SLAVE_WRITABLE,
             _ => {}
         }
     }

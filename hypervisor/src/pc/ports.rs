@@ -24,6 +24,8 @@ pub const CMOS_DATA: u16 = 0x71;
 /// Keyboard controller status: output buffer full, input buffer empty. With no keyboard
 /// behind it, Linux's i8042 driver flushes 16 bytes and reports no controller, and a reboot
 /// through it finds the input buffer empty at once.
+/// Port A bits kept: fast A20 (bit 1); bit 0 resets instead.
+pub(super) const PORT_A_WRITABLE: u8 = 0x02;
 const KBC_STATUS_VALUE: u8 = 0x01;
 /// Seconds from 1970 to 2026-01-01, the CMOS clock's origin (it counts the domain's time).
 pub const CMOS_EPOCH_SECS: u64 = 1_767_225_600;
@@ -39,11 +41,11 @@ pub enum PortEffect {
 /// The ports' state.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LegacyPorts {
-    port_b: u8,
-    port_a: u8,
-    cmos_index: u8,
+    pub(super) port_b: u8,
+    pub(super) port_a: u8,
+    pub(super) cmos_index: u8,
     /// Refresh toggles on every read of port B (bit 4), as on real hardware.
-    refresh: bool,
+    pub(super) refresh: bool,
 }
 
 /// The ports after reset.
@@ -78,7 +80,7 @@ impl LegacyPorts {
                 if v & 0x01 != 0 && self.port_a & 0x01 == 0 {
                     return PortEffect::Reset;
                 }
-                self.port_a = v & 0x02;
+                self.port_a = v & PORT_A_WRITABLE;
             }
             CMOS_INDEX => self.cmos_index = v,
             _ => {}

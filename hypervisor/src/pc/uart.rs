@@ -23,6 +23,9 @@ const LSR_DR: u8 = 1 << 0;
 const LSR_THRE: u8 = 1 << 5;
 const LSR_TEMT: u8 = 1 << 6;
 const MCR_LOOP: u8 = 1 << 4;
+/// IER and MCR bits a write keeps.
+pub(super) const IER_WRITABLE: u8 = 0x0F;
+pub(super) const MCR_WRITABLE: u8 = 0x1F;
 /// Modem status with the line up: carrier, data set ready, clear to send.
 const MSR_LINE_UP: u8 = 0xB0;
 
@@ -37,18 +40,18 @@ pub enum UartOutput {
 /// The UART.
 #[derive(Clone, Copy, Debug)]
 pub struct Uart {
-    ier: u8,
-    lcr: u8,
-    mcr: u8,
-    scr: u8,
-    dll: u8,
-    dlm: u8,
-    fifo_enabled: bool,
+    pub(super) ier: u8,
+    pub(super) lcr: u8,
+    pub(super) mcr: u8,
+    pub(super) scr: u8,
+    pub(super) dll: u8,
+    pub(super) dlm: u8,
+    pub(super) fifo_enabled: bool,
     /// The transmitter emptied and the guest has not yet seen the THRE interrupt.
-    thre_pending: bool,
-    rx: [u8; RX_BUFFER_BYTES],
-    rx_head: u16,
-    rx_len: u16,
+    pub(super) thre_pending: bool,
+    pub(super) rx: [u8; RX_BUFFER_BYTES],
+    pub(super) rx_head: u16,
+    pub(super) rx_len: u16,
 }
 
 impl Default for Uart {
@@ -180,7 +183,7 @@ impl Uart {
             1 if dlab => self.dlm = v,
             1 => {
                 let was = self.ier;
-                self.ier = v & 0x0F;
+                self.ier = v & IER_WRITABLE;
                 // Enabling THRE interrupts with the transmitter empty raises one at once.
                 if was & IER_THRI == 0 && self.ier & IER_THRI != 0 {
                     self.thre_pending = true;
@@ -194,7 +197,7 @@ impl Uart {
                 }
             }
             3 => self.lcr = v,
-            4 => self.mcr = v & 0x1F,
+            4 => self.mcr = v & MCR_WRITABLE,
             5 | 6 => {}
             _ => self.scr = v,
         }

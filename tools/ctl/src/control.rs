@@ -2,6 +2,7 @@
 //! `vmcall`/`vmmcall` in dom0, a fake in host tests. Pointer arguments are the addresses of
 //! Rust values, which are guest-physical addresses in an identity-mapped guest.
 
+use alloc::vec;
 use alloc::vec::Vec;
 use guest_abi::domctl::{CloneArgs, CreateArgs, DomainInfo, DomainStat, HvInfo, NAME_MAX_BYTES, name_field};
 use guest_abi::hypercall::nr;
@@ -214,6 +215,23 @@ impl<H: Hypercalls> Control<H> {
     /// Applies a restored state to a paused domain (new generation, `RESTORED` event).
     pub fn state_set(&mut self, id: u32, state: &SavedState) -> HvResult<()> {
         self.hc.call(nr::DOM_STATE_SET, &[id as u64, addr(state)]).map(drop)
+    }
+
+    /// The emulated PC devices of domain `id` (live, paused, frozen or a checkpoint epoch), in
+    /// the hypervisor's versioned encoding: opaque bytes for the image's PLATFORM record.
+    /// `InvalidArgument` if the domain has no platform.
+    pub fn platform_get(&mut self, id: u32) -> HvResult<Vec<u8>> {
+        let mut buf = vec![0u8; nr::PLATFORM_STATE_MAX_BYTES as usize];
+        let n = self.hc.call(nr::DOM_PLATFORM_GET, &[id as u64, buf.as_mut_ptr() as u64, buf.len() as u64])?;
+        buf.truncate((n as usize).min(buf.len()));
+        Ok(buf)
+    }
+
+    /// Gives paused domain `id` the devices `bytes` encode (from [`Self::platform_get`] or an
+    /// image), and so the platform if it had none. The hypervisor checks every field:
+    /// `InvalidArgument` if one is refused, `WrongState` unless the domain is paused.
+    pub fn platform_set(&mut self, id: u32, bytes: &[u8]) -> HvResult<()> {
+        self.hc.call(nr::DOM_PLATFORM_SET, &[id as u64, bytes.as_ptr() as u64, bytes.len() as u64]).map(drop)
     }
 
     /// One bit per page from `first_gfn` (LSB first), set where the page is not shared with

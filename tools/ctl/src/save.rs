@@ -19,7 +19,7 @@ use domimage::{
     PAGE_BYTES, Prologue, Sink, Source, TemplateRef,
 };
 use guest_abi::HvError;
-use guest_abi::domctl::{CLONE_PAUSED, DomainFlags, DomainInfo, NO_DOMAIN, name_str, state};
+use guest_abi::domctl::{CLONE_PAUSED, CREATE_PC_PLATFORM, DomainFlags, DomainInfo, NO_DOMAIN, name_str, state};
 use guest_abi::layout::{MAX_DOMAIN_MEM_BYTES, START_INFO_GPA};
 use guest_abi::saved::SavedState;
 use guest_abi::vcpu::VcpuContext;
@@ -97,6 +97,8 @@ pub enum SaveError {
     VcpuRefused,
     /// The hypervisor refused the image's saved state.
     StateRefused,
+    /// The hypervisor refused the image's emulated devices (PLATFORM record).
+    PlatformRefused,
     /// The image's domain name is taken and no name= was given.
     NameTaken(String),
 }
@@ -127,6 +129,7 @@ impl fmt::Display for SaveError {
             Self::TemplateMissing { name } => write!(f, "template of this delta not in memory (was {name:?}; restore it first)"),
             Self::VcpuRefused => f.write_str("bad image: vcpu state refused by the hypervisor"),
             Self::StateRefused => f.write_str("bad image: saved state refused by the hypervisor"),
+            Self::PlatformRefused => f.write_str("bad image: platform state refused by the hypervisor"),
             Self::NameTaken(n) => write!(f, "name already in use: {n} (give name=)"),
         }
     }
@@ -429,6 +432,9 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
         let name = String::from(name_str(&info.name));
         let vcpu = self.ctl.vcpu_get(from)?;
         let st = self.ctl.state_get(from)?;
+        // A PC domain's devices, read from the same unchanging source as its memory (the
+        // paused domain, the template, or the checkpoint epoch, which keeps its instant's).
+        let platform = if info.flags & DomainFlags::PC_PLATFORM.bits() != 0 { Some(self.ctl.platform_get(from)?) } else { None };
         let stat = self.ctl.stat(info.domid)?;
         let template = if info.parent != NO_DOMAIN && !full {
             let t = self.ctl.info(info.parent)?;
@@ -453,7 +459,8 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
         }
         let mut writer = self.store.begin_self_checked(image, store_kind, &origin)?;
         let record = DomainRecord { name: name.clone(), mem_bytes: info.mem_bytes, quota_pages: stat.quota_pages, origin_domid: info.domid };
-        let written = self.encode(&mut writer, kind, &record, &vcpu, &st, template.as_ref(), from, info.parent != NO_DOMAIN && !full);
+        let delta = info.parent != NO_DOMAIN && !full;
+        let written = self.encode(&mut writer, kind, &record, &vcpu, &st, template.as_ref(), platform.as_deref(), from, delta);
         match written {
             Ok((digest, stats)) => {
                 let entry = self.store.commit(writer)?;
@@ -486,6 +493,7 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
         vcpu: &VcpuContext,
         st: &SavedState,
         template: Option<&TemplateRef>,
+        platform: Option<&[u8]>,
         from: u32,
         delta: bool,
     ) -> Result<(Digest, domimage::ImageStats), SaveError> {
@@ -493,6 +501,9 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
         let pages = mem / PAGE_BYTES as u64;
         let sink = StoreSink { store: &mut *self.store, writer };
         let mut enc = Encoder::new(sink, kind, record, vcpu, st, template).map_err(SaveError::Encode)?;
+        if let Some(p) = platform {
+            enc.platform(p).map_err(SaveError::Encode)?;
+        }
         enc.note(&format!("saved from d{} {}", record.origin_domid, record.name)).map_err(SaveError::Encode)?;
         let mut buf = vec![0u8; RUN_BYTES];
         let mut map = vec![0u8; (PRIVATE_MAP_PAGES / 8) as usize];
@@ -602,11 +613,13 @@ fn name_taken<H: Hypercalls>(ctl: &mut Control<H>, name: &str) -> Result<bool, S
     Ok(false)
 }
 
-/// A paused domain the image's memory is written into: new and zeroed, or a paused clone of a
-/// delta's template.
+/// A paused domain the image's memory is written into: new and zeroed (with the emulated PC
+/// platform if the image carries one), or a paused clone of a delta's template (which
+/// inherits the template's platform until `fill` sets the image's).
 fn make_domain<H: Hypercalls>(ctl: &mut Control<H>, digests: &mut DigestCache, ui: &mut dyn Ui, pro: &Prologue, name: &str) -> Result<u32, SaveError> {
     let Some(t) = &pro.template else {
-        return Ok(ctl.create(name, pro.domain.mem_bytes)?);
+        let flags = if pro.platform.is_some() { CREATE_PC_PLATFORM } else { 0 };
+        return Ok(ctl.create_with(name, pro.domain.mem_bytes, flags)?);
     };
     for id in ctl.list()? {
         let Ok(info) = ctl.info(id) else { continue };
@@ -621,7 +634,8 @@ fn make_domain<H: Hypercalls>(ctl: &mut Control<H>, digests: &mut DigestCache, u
 }
 
 /// Writes the image's memory and state into paused domain `id`; the last run read checks the
-/// image digest (END), and only then is the saved state applied and a template frozen.
+/// image digest (END), and only then are the devices and the saved state applied and a
+/// template frozen.
 fn fill<H: Hypercalls, D: BlockDevice>(
     ctl: &mut Control<H>,
     ui: &mut dyn Ui,
@@ -646,6 +660,9 @@ fn fill<H: Hypercalls, D: BlockDevice>(
         if ui.interrupted() {
             return Err(SaveError::Interrupted);
         }
+    }
+    if let Some(p) = &pro.platform {
+        ctl.platform_set(id, p).map_err(|e| if e == HvError::InvalidArgument { SaveError::PlatformRefused } else { SaveError::Hv(e) })?;
     }
     ctl.state_set(id, &pro.state).map_err(|e| if e == HvError::InvalidArgument { SaveError::StateRefused } else { SaveError::Hv(e) })?;
     if pro.kind == ImageKind::Template {

@@ -8,7 +8,7 @@ use crate::wire::{
 };
 use crate::{
     DecodeError, Digest, DomainRecord, FORMAT_VERSION, ImageKind, MAGIC, MAX_NAME_BYTES,
-    MAX_NOTE_BYTES, MAX_NOTES, MAX_RUN_PAGES, OLDEST_READABLE_VERSION, PAGE_BYTES, Source,
+    MAX_NOTE_BYTES, MAX_NOTES, MAX_PLATFORM_BYTES, MAX_RUN_PAGES, OLDEST_READABLE_VERSION, PAGE_BYTES, Source,
     TemplateRef, name_ok, record,
 };
 use alloc::string::String;
@@ -38,11 +38,16 @@ pub struct Prologue {
     pub template: Option<TemplateRef>,
     /// The NOTE records, in order.
     pub notes: Vec<String>,
+    /// The PLATFORM record's bytes (the emulated devices, opaque here: the hypervisor
+    /// validates them when dom0 hands them back), if the image has one.
+    pub platform: Option<Vec<u8>>,
 }
 
 /// Bytes of the decoder's own buffer: every non-MEMORY payload it keeps fits.
 const SCRATCH_BYTES: usize = 4096;
-const _: () = assert!(STATE_BYTES <= SCRATCH_BYTES && MAX_NOTE_BYTES + 8 <= SCRATCH_BYTES);
+const _: () = assert!(
+    STATE_BYTES <= SCRATCH_BYTES && MAX_NOTE_BYTES + 8 <= SCRATCH_BYTES && MAX_PLATFORM_BYTES + 8 <= SCRATCH_BYTES
+);
 
 type Result<T, E> = core::result::Result<T, DecodeError<E>>;
 
@@ -228,6 +233,7 @@ impl<S: Source> Decoder<S> {
         };
         let (mut vcpu, mut state, mut template) = (None, None, None);
         let mut notes = Vec::new();
+        let mut platform: Option<Vec<u8>> = None;
         loop {
             let rec = self.header()?;
             let ty = rec.h.ty;
@@ -283,6 +289,18 @@ impl<S: Source> Decoder<S> {
                         .ok_or(DecodeError::BadNote)?;
                     notes.push(String::from(text));
                 }
+                record::PLATFORM => {
+                    if platform.is_some() {
+                        return Err(DecodeError::Duplicate { ty });
+                    }
+                    let len = rec.h.length as usize;
+                    let bytes = self
+                        .scratch
+                        .get(..len)
+                        .filter(|_| (1..=MAX_PLATFORM_BYTES).contains(&len))
+                        .ok_or(DecodeError::BadLength { ty })?;
+                    platform = Some(bytes.to_vec());
+                }
                 _ => self.unknown(&rec)?,
             }
         }
@@ -299,6 +317,7 @@ impl<S: Source> Decoder<S> {
             state,
             template,
             notes,
+            platform,
         })
     }
 
@@ -325,7 +344,7 @@ impl<S: Source> Decoder<S> {
                 record::DOMAIN | record::VCPU | record::STATE | record::TEMPLATE_REF => {
                     return Err(DecodeError::Duplicate { ty });
                 }
-                record::NOTE => return Err(DecodeError::OutOfOrder { ty }),
+                record::NOTE | record::PLATFORM => return Err(DecodeError::OutOfOrder { ty }),
                 _ => self.unknown(&rec)?,
             }
         }

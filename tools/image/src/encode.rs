@@ -3,7 +3,7 @@
 use crate::wire::{self, EndWire, Header, MAX_RECORD_PAYLOAD, RecordHeader};
 use crate::{
     Digest, DomainRecord, EncodeError, FORMAT_VERSION, ImageKind, MAX_NOTE_BYTES, MAX_NOTES,
-    MAX_RUN_PAGES, MIN_READER_VERSION, PAGE_BYTES, Sink, TemplateRef, is_zero_page, name_ok,
+    MAX_PLATFORM_BYTES, MAX_RUN_PAGES, MIN_READER_VERSION, PAGE_BYTES, Sink, TemplateRef, is_zero_page, name_ok,
     record,
 };
 use guest_abi::saved::SavedState;
@@ -33,6 +33,7 @@ pub struct Encoder<S: Sink> {
     next_gfn: u64,
     memory_started: bool,
     notes: usize,
+    platform: bool,
     failed: bool,
 }
 
@@ -76,6 +77,7 @@ impl<S: Sink> Encoder<S> {
             next_gfn: 0,
             memory_started: false,
             notes: 0,
+            platform: false,
             failed: false,
         };
         let header = wire::encode_header(&Header {
@@ -108,6 +110,24 @@ impl<S: Sink> Encoder<S> {
         }
         self.notes += 1;
         self.record(record::NOTE, false, &[text.as_bytes()])
+    }
+
+    /// Add the PLATFORM record: the domain's emulated devices as the hypervisor encoded them
+    /// (opaque here, 1 to [`MAX_PLATFORM_BYTES`] bytes); at most once, only before memory.
+    /// The record is optional, so a reader that does not know it still reads the image.
+    pub fn platform(&mut self, bytes: &[u8]) -> Result<(), EncodeError<S::Error>> {
+        self.usable()?;
+        if self.memory_started {
+            return Err(EncodeError::PlatformAfterMemory);
+        }
+        if bytes.is_empty() || bytes.len() > MAX_PLATFORM_BYTES {
+            return Err(EncodeError::BadPlatform { bytes: bytes.len() });
+        }
+        if self.platform {
+            return Err(EncodeError::DuplicatePlatform);
+        }
+        self.platform = true;
+        self.record(record::PLATFORM, false, &[bytes])
     }
 
     /// Add `pages` (whole pages, at most [`MAX_RUN_PAGES`]) starting at `first_gfn`. Calls

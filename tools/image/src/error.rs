@@ -200,6 +200,12 @@ pub enum EncodeError<E> {
     TooManyNotes,
     /// A note after memory.
     NoteAfterMemory,
+    /// Platform bytes that are empty or longer than [`crate::MAX_PLATFORM_BYTES`].
+    BadPlatform { bytes: usize },
+    /// A second PLATFORM record.
+    DuplicatePlatform,
+    /// A PLATFORM record after memory.
+    PlatformAfterMemory,
     /// A run whose length is not a multiple of the page size.
     RunNotAligned { bytes: usize },
     /// A run longer than [`crate::MAX_RUN_PAGES`] pages.
@@ -226,6 +232,9 @@ impl<E: fmt::Display> fmt::Display for EncodeError<E> {
             NoteTooLong => f.write_str("note too long"),
             TooManyNotes => f.write_str("too many notes"),
             NoteAfterMemory => f.write_str("note after memory"),
+            BadPlatform { bytes } => write!(f, "platform state of {bytes} bytes (1 to {} allowed)", crate::MAX_PLATFORM_BYTES),
+            DuplicatePlatform => f.write_str("a second platform state"),
+            PlatformAfterMemory => f.write_str("platform state after memory"),
             RunNotAligned { bytes } => write!(f, "memory run of {bytes} bytes is not whole pages"),
             RunTooLong { pages } => write!(f, "memory run of {pages} pages too long"),
             RunNotAscending { gfn } => write!(f, "memory run at {gfn:#x} not ascending"),

@@ -3,7 +3,8 @@
 //! `no_std` + `alloc`; every byte read is treated as hostile.
 //!
 //! Writing: [`Encoder::new`] writes the header and the fixed records, [`Encoder::note`] adds
-//! free text, [`Encoder::memory`] adds pages in ascending order, [`Encoder::finish`] writes END.
+//! free text, [`Encoder::platform`] the emulated devices' state, [`Encoder::memory`] adds
+//! pages in ascending order, [`Encoder::finish`] writes END.
 //! Reading: [`Decoder::new`] returns the [`Prologue`], [`Decoder::next_run`] hands out the
 //! memory runs through the caller's buffer and returns `None` only after END verified. Nothing
 //! either side allocates grows with the domain's memory.
@@ -45,6 +46,8 @@ pub const MAX_NAME_BYTES: usize = 32;
 pub const MAX_NOTE_BYTES: usize = 1024;
 /// Most NOTE records an image may carry.
 pub const MAX_NOTES: usize = 16;
+/// Longest PLATFORM payload (the hypervisor's encoded emulated devices, opaque here).
+pub const MAX_PLATFORM_BYTES: usize = guest_abi::hypercall::nr::PLATFORM_STATE_MAX_BYTES as usize;
 
 /// A 32-byte BLAKE3 digest.
 pub type Digest = [u8; 32];
@@ -58,6 +61,9 @@ pub mod record {
     pub const MEMORY: u32 = 5;
     pub const NOTE: u32 = 6;
     pub const END: u32 = 7;
+    /// Optional: the emulated PC devices of the domain, as the hypervisor encodes them
+    /// (`dom_platform_get`); a reader that does not know it restores the domain without them.
+    pub const PLATFORM: u32 = 8;
 
     /// Record flag bit 0: a reader that does not know the type must refuse the image.
     pub const FLAG_MANDATORY: u32 = 1;
@@ -72,6 +78,7 @@ pub mod record {
             MEMORY => "MEMORY",
             NOTE => "NOTE",
             END => "END",
+            PLATFORM => "PLATFORM",
             _ => return None,
         })
     }

@@ -386,7 +386,7 @@ fn mutated_images_are_refused_without_panics_or_unbounded_allocation() {
                 NOTE,
                 END,
                 0,
-                8,
+                9,
                 0x8000_0000,
                 u32::MAX,
             ] {

@@ -2,7 +2,7 @@
 //! domain's memory, registers and state, and an in-memory disk.
 
 use super::*;
-use guest_abi::domctl::{CloneArgs, CreateArgs, DomainStat, REASON_MAX_BYTES, name_field};
+use guest_abi::domctl::{CREATE_PC_PLATFORM, CloneArgs, CreateArgs, DomainStat, REASON_MAX_BYTES, name_field};
 use guest_abi::HvResult;
 use guest_abi::hypercall::nr;
 use store::MemDevice;
@@ -21,13 +21,20 @@ struct Dom {
     privileged: bool,
     /// Pages written since cloning (a clone's private pages).
     private: Vec<bool>,
+    /// The emulated PC devices, as the hypervisor would encode them (opaque here).
+    pc: Option<Vec<u8>>,
 }
+
+/// What the fake hands out for a fresh platform; a state starting with 0xFF it refuses.
+const FRESH_PLATFORM: [u8; 468] = [0x11; 468];
 
 #[derive(Default)]
 struct Fake {
     doms: BTreeMap<u32, Dom>,
     next: u32,
     generation: u64,
+    /// The domains `dom_platform_get` was asked about, in order.
+    platform_gets: Vec<u32>,
 }
 
 impl Fake {
@@ -49,6 +56,7 @@ impl Fake {
             generation: self.generation,
             privileged,
             private: vec![true; (mem / 4096) as usize],
+            pc: None,
         };
         self.doms.insert(id, d);
     }
@@ -73,6 +81,9 @@ impl Hypercalls for Fake {
                     let id = self.next;
                     self.next += 1;
                     self.insert(id, name_str(&args.name), args.mem_bytes, false);
+                    if args.flags & CREATE_PC_PLATFORM != 0 {
+                        self.dom(u64::from(id))?.pc = Some(FRESH_PLATFORM.to_vec());
+                    }
                     Ok(u64::from(id))
                 }
                 nr::DOM_DESTROY => {
@@ -96,7 +107,8 @@ impl Hypercalls for Fake {
                         domid: a[0] as u32,
                         state: d.state,
                         pause_reason: 0,
-                        flags: if d.privileged { DomainFlags::PRIVILEGED.bits() } else { 0 },
+                        flags: if d.privileged { DomainFlags::PRIVILEGED.bits() } else { 0 }
+                            | if d.pc.is_some() { DomainFlags::PC_PLATFORM.bits() } else { 0 },
                         parent: d.parent,
                         clones: parent_clones,
                         mem_bytes: d.mem.len() as u64,
@@ -199,6 +211,29 @@ impl Hypercalls for Fake {
                     }
                     self.doms.insert(id, d);
                     Ok(u64::from(id))
+                }
+                nr::DOM_PLATFORM_GET => {
+                    self.platform_gets.push(a[0] as u32);
+                    let d = self.dom(a[0])?;
+                    let pc = d.pc.as_ref().ok_or(HvError::InvalidArgument)?;
+                    if (a[2] as usize) < pc.len() {
+                        return Err(HvError::BufferTooSmall);
+                    }
+                    core::ptr::copy_nonoverlapping(pc.as_ptr(), a[1] as *mut u8, pc.len());
+                    Ok(pc.len() as u64)
+                }
+                nr::DOM_PLATFORM_SET => {
+                    let bytes = core::slice::from_raw_parts(a[1] as *const u8, a[2] as usize).to_vec();
+                    let d = self.dom(a[0])?;
+                    if d.state != state::PAUSED {
+                        return Err(HvError::WrongState);
+                    }
+                    // The hypervisor's validation, reduced to one rule.
+                    if bytes.len() != FRESH_PLATFORM.len() || bytes[0] == 0xFF {
+                        return Err(HvError::InvalidArgument);
+                    }
+                    d.pc = Some(bytes);
+                    Ok(0)
                 }
                 nr::MEM_PRIVATE_MAP => {
                     let d = self.dom(a[0])?;
@@ -430,3 +465,78 @@ fn a_store_that_fills_up_mid_save_gives_store_full_and_leaves_everything_as_it_w
     assert_eq!(w.ctl.list().unwrap(), vec![0, d], "the checkpoint epoch is gone");
 }
 
+
+#[test]
+fn a_pc_domain_comes_back_with_its_devices() {
+    let mut w = World::new();
+    let devices: Vec<u8> = (0..468).map(|i| (i * 13 + 1) as u8).collect();
+    let d = w.ctl.create_with("linux", 2 * MIB, CREATE_PC_PLATFORM).unwrap();
+    w.ctl.mem_write(d, 5 * 4096, &[0x42; 4096]).unwrap();
+    w.ctl.hc.dom(u64::from(d)).unwrap().pc = Some(devices.clone());
+    w.ctl.unpause(d).unwrap();
+    let pc_flag = DomainFlags::PC_PLATFORM.bits();
+
+    // A checkpoint reads the devices from the epoch, not from the running domain.
+    w.with(&mut Quiet, |s| s.save(d, "ckpt.img", Mode::Live, false)).unwrap();
+    let epoch = *w.ctl.hc.platform_gets.last().unwrap();
+    assert_ne!(epoch, d, "read from the checkpoint epoch");
+    assert_eq!(w.ctl.list().unwrap(), vec![0, d], "the epoch is gone");
+    let (pro, _, _) = w.with(&mut Quiet, |s| s.verify("ckpt.img")).unwrap();
+    assert_eq!(pro.platform.as_deref(), Some(&devices[..]), "the image carries a PLATFORM record");
+    // A save pauses, reads, destroys; the restore creates the domain with the platform and
+    // sets the saved devices before it runs.
+    let before = w.memory(d);
+    w.with(&mut Quiet, |s| s.save(d, "linux.img", Mode::Save, false)).unwrap();
+    assert_eq!(w.ctl.hc.platform_gets.last(), Some(&d));
+    let r = w.with(&mut Quiet, |s| s.restore("linux.img", None, false)).unwrap();
+    let info = w.ctl.info(r.domid).unwrap();
+    assert_ne!(info.flags & pc_flag, 0);
+    assert_eq!(info.state, state::RUNNING);
+    assert_eq!(w.ctl.hc.dom(u64::from(r.domid)).unwrap().pc.as_deref(), Some(&devices[..]));
+    assert_eq!(w.memory(r.domid), before);
+    let c = w.with(&mut Quiet, |s| s.restore("ckpt.img", Some("copy"), true)).unwrap();
+    assert_eq!(w.ctl.hc.dom(u64::from(c.domid)).unwrap().pc.as_deref(), Some(&devices[..]));
+    w.ctl.destroy(c.domid).unwrap();
+
+    // A domain without the platform is saved without the record and comes back without it.
+    let plain = w.domain("plain", 2);
+    w.with(&mut Quiet, |s| s.save(plain, "plain.img", Mode::Save, false)).unwrap();
+    assert_eq!(w.with(&mut Quiet, |s| s.verify("plain.img")).unwrap().0.platform, None);
+    let p = w.with(&mut Quiet, |s| s.restore("plain.img", None, false)).unwrap();
+    assert_eq!(w.ctl.info(p.domid).unwrap().flags & pc_flag, 0);
+
+    // A template keeps its devices through save and restore; a clone saved as a delta
+    // inherits the template's at restore, then gets its own from the image.
+    let t = r.domid;
+    w.ctl.pause(t).unwrap();
+    w.ctl.freeze(t).unwrap();
+    let k = w.ctl.clone_domain(t, "k0", 0, u64::MAX).unwrap();
+    let mine: Vec<u8> = devices.iter().map(|b| b ^ 0x5A).collect();
+    w.ctl.hc.dom(u64::from(k)).unwrap().pc = Some(mine.clone());
+    let delta = w.with(&mut Quiet, |s| s.save(k, "k0.img", Mode::Live, false)).unwrap();
+    assert_eq!(delta.kind, ImageKind::Delta);
+    let tpl = w.with(&mut Quiet, |s| s.save(t, "tpl.img", Mode::Save, false)).unwrap();
+    assert_eq!(tpl.kind, ImageKind::Template);
+    assert_eq!(w.ctl.hc.platform_gets.last(), Some(&t), "a template is read directly");
+    w.ctl.destroy(k).unwrap();
+    w.ctl.destroy(t).unwrap();
+    w.digests = DigestCache::default();
+    let rt = w.with(&mut Quiet, |s| s.restore("tpl.img", None, false)).unwrap();
+    assert_eq!(w.ctl.info(rt.domid).unwrap().state, state::FROZEN);
+    assert_eq!(w.ctl.hc.dom(u64::from(rt.domid)).unwrap().pc.as_deref(), Some(&devices[..]));
+    let rk = w.with(&mut Quiet, |s| s.restore("k0.img", None, false)).unwrap();
+    assert_eq!(w.ctl.info(rk.domid).unwrap().parent, rt.domid);
+    assert_eq!(w.ctl.hc.dom(u64::from(rk.domid)).unwrap().pc.as_deref(), Some(&mine[..]));
+
+    // Devices the hypervisor refuses: a clear error, and nothing is left behind.
+    let bad = w.ctl.create_with("bad", 2 * MIB, CREATE_PC_PLATFORM).unwrap();
+    let mut refused = devices.clone();
+    refused[0] = 0xFF;
+    w.ctl.hc.dom(u64::from(bad)).unwrap().pc = Some(refused);
+    w.with(&mut Quiet, |s| s.save(bad, "bad.img", Mode::Save, false)).unwrap();
+    let ids = w.ctl.list().unwrap();
+    let e = w.with(&mut Quiet, |s| s.restore("bad.img", None, false)).unwrap_err();
+    assert!(matches!(e, SaveError::PlatformRefused), "{e}");
+    assert_eq!(e.to_string(), "bad image: platform state refused by the hypervisor");
+    assert_eq!(w.ctl.list().unwrap(), ids, "the half-restored domain is destroyed");
+}
