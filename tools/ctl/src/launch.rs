@@ -8,6 +8,7 @@ use crate::error::BuildError;
 use crate::memory::DomainMemory;
 use guest_abi::HvError;
 use guest_abi::hypercall::CallInsn;
+use guest_abi::vcpu::VcpuContext;
 
 /// What to start.
 #[derive(Clone, Copy, Debug)]
@@ -60,14 +61,26 @@ impl<H: Hypercalls> DomainMemory for HypercallMemory<'_, H> {
     }
 }
 
-/// Creates, builds and (unless `spec.paused`) starts a domain; returns its id.
-pub fn launch<H: Hypercalls>(
+/// Who a just-created domain is, as a builder writes it into the start-of-day page.
+pub struct NewDomain<'n> {
+    pub id: u32,
+    /// Its name (the hypervisor's choice when none was asked for).
+    pub name: &'n str,
+    pub generation: u64,
+}
+
+/// Creates an empty domain with `flags`, lets `build` write it (through `mem_write`) and
+/// return its initial vCPU state, sets that state and, unless `paused`, starts it; returns
+/// its id. Any failure after the creation destroys the domain again.
+pub fn create_and_build<H: Hypercalls, E: From<HvError>>(
     ctl: &mut Control<H>,
-    spec: &LaunchSpec<'_>,
-    call_insn: CallInsn,
-    tsc_khz: u64,
-) -> Result<u32, LaunchError> {
-    let id = ctl.create(spec.name, spec.mem_bytes)?;
+    name: &str,
+    mem_bytes: u64,
+    flags: u32,
+    paused: bool,
+    build: impl FnOnce(&NewDomain<'_>, &mut dyn DomainMemory) -> Result<VcpuContext, E>,
+) -> Result<u32, E> {
+    let id = ctl.create_with(name, mem_bytes, flags)?;
     let result = (|| {
         let info = ctl.info(id)?;
         let generation = ctl.stat(id)?.generation;
@@ -75,20 +88,9 @@ pub fn launch<H: Hypercalls>(
         let mut name_buf = [0u8; guest_abi::domctl::NAME_MAX_BYTES];
         name_buf[..name.len()].copy_from_slice(name.as_bytes());
         let name = core::str::from_utf8(&name_buf[..name.len()]).unwrap_or("");
-        let build_spec = BuildSpec {
-            domid: id,
-            name,
-            cmdline: spec.cmdline,
-            mem_bytes: spec.mem_bytes,
-            flags: 0,
-            call_insn,
-            tsc_khz,
-            generation,
-            modules: &[],
-        };
-        let built = build(spec.image, &build_spec, &mut HypercallMemory { ctl, id }).map_err(LaunchError::Build)?;
-        ctl.vcpu_set(id, &built.context)?;
-        if !spec.paused {
+        let context = build(&NewDomain { id, name, generation }, &mut HypercallMemory { ctl, id })?;
+        ctl.vcpu_set(id, &context)?;
+        if !paused {
             ctl.unpause(id)?;
         }
         Ok(id)
@@ -97,4 +99,27 @@ pub fn launch<H: Hypercalls>(
         let _ = ctl.destroy(id);
     }
     result
+}
+
+/// Creates, builds and (unless `spec.paused`) starts a domain; returns its id.
+pub fn launch<H: Hypercalls>(
+    ctl: &mut Control<H>,
+    spec: &LaunchSpec<'_>,
+    call_insn: CallInsn,
+    tsc_khz: u64,
+) -> Result<u32, LaunchError> {
+    create_and_build(ctl, spec.name, spec.mem_bytes, 0, spec.paused, |d, mem| {
+        let build_spec = BuildSpec {
+            domid: d.id,
+            name: d.name,
+            cmdline: spec.cmdline,
+            mem_bytes: spec.mem_bytes,
+            flags: 0,
+            call_insn,
+            tsc_khz,
+            generation: d.generation,
+            modules: &[],
+        };
+        Ok(build(spec.image, &build_spec, mem).map_err(LaunchError::Build)?.context)
+    })
 }

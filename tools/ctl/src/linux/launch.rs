@@ -5,9 +5,9 @@
 use super::build::{LinuxSpec, build_linux, plan_linux};
 use super::error::LinuxError;
 use crate::control::{Control, Hypercalls};
-use crate::memory::DomainMemory;
+use crate::launch::create_and_build;
 use guest_abi::HvError;
-use guest_abi::domctl::{CREATE_PC_PLATFORM, NAME_MAX_BYTES, name_str};
+use guest_abi::domctl::CREATE_PC_PLATFORM;
 use guest_abi::hypercall::CallInsn;
 
 /// What to start.
@@ -57,18 +57,6 @@ impl core::fmt::Display for LinuxLaunchError {
     }
 }
 
-/// Writes a domain's memory with `mem_write`.
-struct HypercallMemory<'c, H: Hypercalls> {
-    ctl: &'c mut Control<H>,
-    id: u32,
-}
-
-impl<H: Hypercalls> DomainMemory for HypercallMemory<'_, H> {
-    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), HvError> {
-        self.ctl.mem_write(self.id, gpa, data)
-    }
-}
-
 /// Creates (with the emulated PC platform: local APIC, 8259s, UART, port stubs), builds and
 /// (unless `spec.paused`) starts a Linux domain; returns its id. The kernel is checked
 /// before the domain is created; any later failure destroys it.
@@ -79,34 +67,18 @@ pub fn launch_linux<H: Hypercalls>(
     tsc_khz: u64,
 ) -> Result<u32, LinuxLaunchError> {
     plan_linux(spec.kernel, spec.initrd, spec.cmdline, spec.mem_bytes)?;
-    let id = ctl.create_with(spec.name, spec.mem_bytes, CREATE_PC_PLATFORM)?;
-    let result = (|| {
-        let info = ctl.info(id)?;
-        let generation = ctl.stat(id)?.generation;
-        let name = name_str(&info.name);
-        let mut name_buf = [0u8; NAME_MAX_BYTES];
-        name_buf[..name.len()].copy_from_slice(name.as_bytes());
-        let name = core::str::from_utf8(&name_buf[..name.len()]).unwrap_or("");
+    create_and_build(ctl, spec.name, spec.mem_bytes, CREATE_PC_PLATFORM, spec.paused, |d, mem| {
         let linux = LinuxSpec {
-            domid: id,
-            name,
+            domid: d.id,
+            name: d.name,
             kernel: spec.kernel,
             initrd: spec.initrd,
             cmdline: spec.cmdline,
             mem_bytes: spec.mem_bytes,
             call_insn,
             tsc_khz,
-            generation,
+            generation: d.generation,
         };
-        let built = build_linux(&linux, &mut HypercallMemory { ctl, id })?;
-        ctl.vcpu_set(id, &built.context)?;
-        if !spec.paused {
-            ctl.unpause(id)?;
-        }
-        Ok(id)
-    })();
-    if result.is_err() {
-        let _ = ctl.destroy(id);
-    }
-    result
+        Ok(build_linux(&linux, mem)?.context)
+    })
 }
