@@ -344,3 +344,66 @@ fn platform_calls_refuse_bad_targets_lengths_states_and_bytes_and_change_nothing
     assert!(h.domains.get(plain).unwrap().pc.is_none());
     h.check_invariants().unwrap();
 }
+
+#[test]
+fn console_input_refuses_long_writes_wild_pointers_and_non_pc_domains_and_takes_what_fits() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let lx = pc_domain(&mut h, "linux");
+    let plain = started(&mut h, "plain", 4 * MIB);
+    h.write_guest(d0, PLATFORM_GPA, &[b'x'; 256], false).unwrap();
+    let input = |h: &mut Hv, t: DomId, gpa: u64, len: u64| call(h, d0, nr::DOM_CONSOLE_INPUT, &[u64::from(t), gpa, len]);
+    assert_eq!(input(&mut h, lx, PLATFORM_GPA, nr::CONSOLE_INPUT_MAX_BYTES + 1), Err(HvError::InvalidArgument));
+    assert_eq!(input(&mut h, lx, u64::MAX - 8, 16), Err(HvError::BadAddress));
+    assert_eq!(input(&mut h, plain, PLATFORM_GPA, 4), Err(HvError::InvalidArgument));
+    assert_eq!(input(&mut h, lx, PLATFORM_GPA, 0), Ok(0));
+    // pc_domain typed 9 bytes already; the 256-byte buffer takes 247 more, then none.
+    assert_eq!(input(&mut h, lx, PLATFORM_GPA, 256), Ok(247));
+    assert_eq!(input(&mut h, lx, PLATFORM_GPA, 16), Ok(0));
+    assert_eq!(call(&mut h, lx, nr::DOM_CONSOLE_INPUT, &[u64::from(plain), PLATFORM_GPA, 4]), Err(HvError::NotPermitted));
+}
+
+#[test]
+fn agent_leaves_park_report_identity_and_never_repeat_entropy() {
+    let mut h = hv();
+    let d0 = dom0(&mut h);
+    let lx = pc_domain(&mut h, "linux");
+    let cpuid = |h: &mut Hv, id: DomId, leaf: u32, sub: u32| {
+        let v = vcpu(h, id);
+        (v.regs.rax, v.regs.rcx) = (u64::from(leaf), u64::from(sub));
+        h.handle_exit(id, Exit::Cpuid);
+        let r = vcpu(h, id).regs;
+        [r.rax as u32, r.rbx as u32, r.rcx as u32, r.rdx as u32]
+    };
+    let e1 = cpuid(&mut h, lx, guest_abi::agent::CPUID_LEAF_ENTROPY, 0);
+    let e2 = cpuid(&mut h, lx, guest_abi::agent::CPUID_LEAF_ENTROPY, 0);
+    assert_ne!(e1, e2);
+    let id = cpuid(&mut h, lx, guest_abi::agent::CPUID_LEAF_IDENTITY, 0);
+    assert_eq!(id[..2], [lx, guest_abi::agent::NO_PARENT]);
+    // dom0 is never parked; an unprivileged domain is, paused with the reason.
+    assert_eq!(cpuid(&mut h, d0, guest_abi::agent::CPUID_LEAF_PARK, 0)[0], 0);
+    assert_eq!(cpuid(&mut h, lx, guest_abi::agent::CPUID_LEAF_PARK, 0)[0], guest_abi::agent::PARK_ACCEPTED);
+    assert_eq!(h.domains.get(lx).unwrap().paused, Some(PauseReason::Parked));
+}
+
+#[test]
+fn a_pc_guest_that_resets_or_halts_with_interrupts_off_ends_and_bad_mmio_crashes_only_it() {
+    let mut h = hv();
+    let _d0 = dom0(&mut h);
+    let reset = pc_domain(&mut h, "reset");
+    vcpu(&mut h, reset).regs.rax = 0xFE;
+    h.handle_exit(reset, Exit::Io { port: 0x64, size: 1, write: true, string: false });
+    assert_eq!(h.domains.get(reset).unwrap().life, Life::Dead(guest_abi::domctl::exit_code::REBOOT));
+    let off = pc_domain(&mut h, "off");
+    vcpu(&mut h, off).interruptible = false;
+    h.handle_exit(off, Exit::Hlt);
+    assert_eq!(h.domains.get(off).unwrap().life, Life::Dead(guest_abi::domctl::exit_code::POWER_OFF));
+    // An access to the APIC page whose instruction cannot be fetched (RIP in unmapped memory)
+    // crashes that domain only.
+    let wild = pc_domain(&mut h, "wild");
+    let other = pc_domain(&mut h, "other");
+    h.handle_exit(wild, Exit::NestedPageFault { gpa: 0xFEE0_00B0, write: true, fetch: false });
+    assert_eq!(h.domains.get(wild).unwrap().life, Life::Crashed);
+    assert_eq!(h.domains.get(other).unwrap().life, Life::Live);
+    h.check_invariants().unwrap();
+}
