@@ -20,8 +20,6 @@ use core::fmt::Write as _;
 use guest_abi::HvError;
 use guest_abi::domctl::exit_code;
 
-/// The x2APIC task-priority register.
-const X2APIC_TPR_MSR: u32 = 0x808;
 const _: () = assert!(state::PC_STATE_BYTES as u64 <= guest_abi::hypercall::nr::PLATFORM_STATE_MAX_BYTES);
 /// Shortest timer the scheduler arms for a guest deadline.
 pub const MIN_GUEST_TIMER_NS: u64 = 1_000;
@@ -141,7 +139,6 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let now = self.guest_tsc(id);
         let d = self.domains.get_mut(id)?;
         let (pc, v) = (d.pc.as_deref_mut()?, d.vcpu.as_mut()?);
-        pc.lapic.tpr = v.tpr() << 4 | (pc.lapic.tpr & 0x0F);
         match pc.msr_read(index, now) {
             Ok(value) => {
                 let r = v.regs();
@@ -162,14 +159,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let now = self.guest_tsc(id);
         let d = self.domains.get_mut(id)?;
         let (pc, v) = (d.pc.as_deref_mut()?, d.vcpu.as_mut()?);
-        pc.lapic.tpr = v.tpr() << 4 | (pc.lapic.tpr & 0x0F);
         match pc.msr_write(index, value, now) {
-            Ok(()) => {
-                if index == X2APIC_TPR_MSR {
-                    v.set_tpr(pc.lapic.tpr >> 4);
-                }
-                v.skip_instruction();
-            }
+            Ok(()) => v.skip_instruction(),
             Err(_) => v.inject_exception(vector::GP, Some(0)),
         }
         // A new deadline may be earlier than the armed time slice.
@@ -204,7 +195,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let now = self.guest_tsc(id);
         let Some(d) = self.domains.get_mut(id) else { return Next::Reschedule };
         let (Some(pc), Some(v)) = (d.pc.as_deref_mut(), d.vcpu.as_mut()) else { return Next::Reschedule };
-        pc.lapic.tpr = v.tpr() << 4 | (pc.lapic.tpr & 0x0F);
+        sync_tpr_from_cr8(pc, v);
         match insn.access {
             MmioAccess::Load { gpr } => {
                 let value = pc.mmio_read(gpa, now);
@@ -217,6 +208,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             }
             MmioAccess::StoreImmediate { value } => pc.mmio_write(gpa, value, now),
         }
+        // A TPR written through the page is the vCPU's CR8 too.
         if v.tpr() != pc.lapic.tpr >> 4 {
             v.set_tpr(pc.lapic.tpr >> 4);
         }
@@ -252,7 +244,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let now = self.guest_tsc(id);
         let Some(d) = self.domains.get_mut(id) else { return };
         let (Some(pc), Some(v)) = (d.pc.as_deref_mut(), d.vcpu.as_mut()) else { return };
-        pc.lapic.tpr = v.tpr() << 4 | (pc.lapic.tpr & 0x0F);
+        sync_tpr_from_cr8(pc, v);
         pc.tick(now);
         if !pc.interrupt_pending() {
             return;
@@ -275,4 +267,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         }
         self.exit(id, code);
     }
+}
+
+/// The APIC's task priority class is the vCPU's CR8 (which the guest may have written
+/// directly); its sub-class bits stay the APIC's own.
+fn sync_tpr_from_cr8<V: Vcpu>(pc: &mut PcPlatform, v: &V) {
+    pc.lapic.tpr = v.tpr() << 4 | (pc.lapic.tpr & 0x0F);
 }
