@@ -2,6 +2,7 @@
 //! record's checksum before its contents are looked at, and the image digest before the
 //! last run is taken as good (`next_run` returns `None` only then).
 
+use crate::index::IndexStart;
 use crate::wire::{
     self, DOMAIN_BYTES, END_BYTES, HEADER_BYTES, MAX_RECORD_PAYLOAD, MEMORY_HEADER_BYTES,
     RECORD_HEADER_BYTES, RecordHeader, STATE_BYTES, TEMPLATE_REF_BYTES, VCPU_BYTES,
@@ -106,7 +107,9 @@ pub struct Decoder<S: Source> {
     pages: u64,
     /// Lowest gfn the next run may start at.
     next_gfn: u64,
-    /// A MEMORY or END header read by `new`, its payload not yet.
+    /// A MEMORY or END header read by `new`, its payload not yet; not yet in `digest` either
+    /// (`run` feeds it when it takes it), so that [`Decoder::index_start`] can hand out the
+    /// digest of everything before it.
     pending: Option<Rec>,
     scratch: Vec<u8>,
     phase: Phase,
@@ -183,6 +186,25 @@ impl<S: Source> Decoder<S> {
         r
     }
 
+    /// Where a random-access walk of the memory ([`crate::index_runs`]) starts: the offset of
+    /// the first MEMORY (or END) record, the image digest of everything before it, the records
+    /// read so far, the kind and the memory size. `Some` only between [`Decoder::new`] and the
+    /// first [`Decoder::next_run`] (after it the decoder has consumed memory the walk would
+    /// miss).
+    pub fn index_start(&self) -> Option<IndexStart> {
+        let rec = self.pending.as_ref()?;
+        if !matches!(self.phase, Phase::Memory) {
+            return None;
+        }
+        Some(IndexStart {
+            offset: rec.offset,
+            digest: self.digest.clone(),
+            records: self.records,
+            kind: self.kind,
+            mem_bytes: self.mem_bytes,
+        })
+    }
+
     /// The image digest, once `next_run` has returned `None`.
     pub fn digest(&self) -> Option<Digest> {
         match self.phase {
@@ -235,12 +257,14 @@ impl<S: Source> Decoder<S> {
         let mut notes = Vec::new();
         let mut platform: Option<Vec<u8>> = None;
         loop {
-            let rec = self.header()?;
+            let rec = self.read_header()?;
             let ty = rec.h.ty;
             if ty == record::MEMORY || ty == record::END {
+                // Into the digest when `run` takes it (see `pending`).
                 self.pending = Some(rec);
                 break;
             }
+            self.digest_header(&rec);
             self.body(&rec)?;
             match ty {
                 record::DOMAIN => return Err(DecodeError::Duplicate { ty }),
@@ -324,7 +348,10 @@ impl<S: Source> Decoder<S> {
     fn run(&mut self, pages: &mut [u8]) -> Result<Option<(u64, usize)>, S::Error> {
         loop {
             let rec = match self.pending.take() {
-                Some(rec) => rec,
+                Some(rec) => {
+                    self.digest_header(&rec);
+                    rec
+                }
                 None => self.header()?,
             };
             let ty = rec.h.ty;
@@ -425,8 +452,16 @@ impl<S: Source> Decoder<S> {
         }
     }
 
-    /// Read a record header; refuse a length above the limit before reading on.
+    /// Read a record header, refusing a length above the limit before reading on, and add it
+    /// to the image digest.
     fn header(&mut self) -> Result<Rec, S::Error> {
+        let rec = self.read_header()?;
+        self.digest_header(&rec);
+        Ok(rec)
+    }
+
+    /// Read a record header; refuse a length above the limit before reading on.
+    fn read_header(&mut self) -> Result<Rec, S::Error> {
         let offset = self.input.pos;
         let mut raw = [0u8; RECORD_HEADER_BYTES];
         self.input.read_exact(&mut raw)?;
@@ -438,10 +473,15 @@ impl<S: Source> Decoder<S> {
                 length: h.length,
             });
         }
-        if h.ty != record::END {
-            self.digest.update(&raw);
-        }
         Ok(Rec { h, offset, index })
+    }
+
+    /// Add a record header to the image digest (END's is not in it).
+    fn digest_header(&mut self, rec: &Rec) {
+        if rec.h.ty != record::END {
+            // `encode` gives back the bytes `parse` read: every one of the 24 is a field.
+            self.digest.update(&rec.h.encode());
+        }
     }
 
     /// Read a record's payload and padding (into `scratch` if it fits, else through it) and

@@ -8,6 +8,15 @@
 //! Reading: [`Decoder::new`] returns the [`Prologue`], [`Decoder::next_run`] hands out the
 //! memory runs through the caller's buffer and returns `None` only after END verified. Nothing
 //! either side allocates grows with the domain's memory.
+//! Random access (a lazy restore): after [`Decoder::new`], [`Decoder::index_start`] says where
+//! memory starts; [`index_runs`] walks the record headers from there through a [`ReadAt`]
+//! without reading a page, checks the digest, counts and order, and returns a [`RunIndex`]
+//! ([`RunIndex::find`] looks a gfn up); [`read_run`] reads and verifies one run. A run's
+//! `first_gfn` is not in the digest: it is trusted only once `read_run` verified that run, and a
+//! page in a gap only once the runs on both sides were (see [`RunIndex`]). [`IndexWalker`] does
+//! the same walk one record at a time, [`IndexWalker::walk_to`] only as far as a gfn needs, so
+//! a restore can answer a page fault before the whole image was walked (and verified: see
+//! [`IndexWalker`]).
 #![no_std]
 
 extern crate alloc;
@@ -16,12 +25,16 @@ mod content;
 mod decode;
 mod encode;
 mod error;
+mod index;
 mod wire;
 
 pub use content::{ContentError, ContentHasher, content_digest};
 pub use decode::{Decoder, Limits, Prologue};
 pub use encode::{Encoder, ImageStats};
 pub use error::{DecodeError, EncodeError};
+pub use index::{
+    IndexStart, IndexWalker, ReadAt, RunEntry, RunIndex, WalkStep, index_runs, read_run,
+};
 pub use wire::{
     END_BYTES, HEADER_BYTES, MAX_RECORD_PAYLOAD, RECORD_HEADER_BYTES, STATE_BYTES, VCPU_BYTES,
 };
