@@ -66,8 +66,11 @@ pub mod exit_code {
 /// [`CreateArgs::flags`]: the domain gets the emulated PC platform (local APIC in x2APIC
 /// mode, 8259 pair, 16550A UART on COM1, legacy port stubs), for an unmodified guest kernel.
 pub const CREATE_PC_PLATFORM: u32 = 1 << 0;
+/// Create the domain without guest memory (only its start-of-day page): a lazy restore,
+/// whose pages its pager (dom0, until `dom_pager_set`) supplies on first touch.
+pub const CREATE_LAZY: u32 = 1 << 1;
 /// Every flag `dom_create` knows.
-pub const CREATE_FLAGS_ALL: u32 = CREATE_PC_PLATFORM;
+pub const CREATE_FLAGS_ALL: u32 = CREATE_PC_PLATFORM | CREATE_LAZY;
 
 /// `dom_clone` arguments.
 #[derive(Clone, Copy, Debug)]
@@ -134,6 +137,8 @@ pub mod pause {
     pub const NOMEM: u32 = 3;
     /// Its agent parked it at the freeze point: freeze it there, or unpause it.
     pub const PARKED: u32 = 4;
+    /// A lazily restored domain whose pager died or did not answer in time.
+    pub const PAGER: u32 = 5;
 
     /// Qualifier as `list` prints it (`paused(quota)`).
     pub fn name(reason: u32) -> &'static str {
@@ -142,6 +147,7 @@ pub mod pause {
             QUOTA => "quota",
             NOMEM => "nomem",
             PARKED => "parked",
+            PAGER => "pager",
             _ => "",
         }
     }
@@ -157,6 +163,8 @@ bitflags::bitflags! {
         const CLONE = 1 << 1;
         /// The domain has the emulated PC platform (its console is a UART one can type into).
         const PC_PLATFORM = 1 << 2;
+        /// Restored lazily and not yet fully resident: pages still come from its pager.
+        const LAZY = 1 << 3;
     }
 }
 

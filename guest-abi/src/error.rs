@@ -36,11 +36,13 @@ pub enum HvError {
     ReadOnly = 15,
     /// The operation timed out.
     TimedOut = 16,
+    /// The page is not in memory yet: the domain is being restored lazily.
+    NotResident = 17,
 }
 
 impl HvError {
     /// Every error, for tests and tables.
-    pub const ALL: [HvError; 16] = [
+    pub const ALL: [HvError; 17] = [
         Self::NotPermitted,
         Self::InvalidArgument,
         Self::BadAddress,
@@ -57,6 +59,7 @@ impl HvError {
         Self::NotTemplate,
         Self::ReadOnly,
         Self::TimedOut,
+        Self::NotResident,
     ];
 
     /// The error for a code (positive), if known.
@@ -83,6 +86,7 @@ impl HvError {
             Self::NotTemplate => "not a template",
             Self::ReadOnly => "read-only",
             Self::TimedOut => "timeout",
+            Self::NotResident => "page not restored yet (lazy restore in progress)",
         }
     }
 

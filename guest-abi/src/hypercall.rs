@@ -52,6 +52,18 @@ pub mod nr {
     /// `mem_protect(gpa, pages)`: write-protect pages of the caller's own memory; the next
     /// write to each takes a second-level fault that the hypervisor resolves (dirty tracking).
     pub const MEM_PROTECT: u64 = 11;
+    /// `pager_ring(ring_gpa)`: a pager registers the page its requests are posted in
+    /// (`crate::pager::ring`); 0 unregisters. Only a domain that is some client's pager.
+    pub const PAGER_RING: u64 = 12;
+    /// `pager_supply(args_gpa: *const SupplyArgs) -> pages mapped`: a pager fills missing
+    /// pages of one of its clients (pages already there are skipped, not overwritten).
+    pub const PAGER_SUPPLY: u64 = 13;
+    /// `pager_fail(client, gfn, code)`: a pager cannot supply this page (`crate::pager::fail`):
+    /// the client alone is crashed, with the reason.
+    pub const PAGER_FAIL: u64 = 14;
+    /// `pager_drop(share_key) -> frames released`: the pager no longer offers the shared
+    /// frames it supplied under this key (clients keep what they map).
+    pub const PAGER_DROP: u64 = 15;
 
     /// First control hypercall.
     pub const CONTROL_BASE: u64 = 0x100;
@@ -117,8 +129,14 @@ pub mod nr {
     /// encoded at `in_gpa` (every field validated; `bad argument` if one is refused), and so
     /// the platform if it had none. `wrong domain state` unless the domain is paused.
     pub const DOM_PLATFORM_SET: u64 = 0x117;
+    /// `dom_pager_set(client, pager, timeout_ms)`: make `pager` the pager of lazily restored
+    /// `client` (a takeover if it had one: a waiting request is posted again to the new one,
+    /// and a client paused because its pager failed goes on). `timeout_ms` 0 = the default.
+    pub const DOM_PAGER_SET: u64 = 0x118;
+    /// `pager_status(client, out_gpa: *mut LazyStatus)`: where a lazy restore is.
+    pub const PAGER_STATUS: u64 = 0x119;
     /// One past the last control hypercall.
-    pub const CONTROL_END: u64 = 0x118;
+    pub const CONTROL_END: u64 = 0x11A;
     /// Most bytes a platform state takes (what dom0 should offer `dom_platform_get`).
     pub const PLATFORM_STATE_MAX_BYTES: u64 = 2048;
     /// Most bytes one `dom_console_input` call takes.
@@ -141,8 +159,10 @@ pub mod event {
     /// The domain was restored from an image: its generation changed and time may have
     /// jumped for the world outside (its own clock continues where it was saved).
     pub const RESTORED: u64 = 1 << 4;
+    /// A pager's ring has new requests.
+    pub const PAGER: u64 = 1 << 5;
     /// Every event bit.
-    pub const ALL: u64 = CONSOLE_INPUT | CLONED | TIMER | DOMAIN_STATE | RESTORED;
+    pub const ALL: u64 = CONSOLE_INPUT | CLONED | TIMER | DOMAIN_STATE | RESTORED | PAGER;
 }
 
 #[cfg(target_arch = "x86_64")]

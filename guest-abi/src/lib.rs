@@ -14,6 +14,7 @@ pub mod domctl;
 pub mod error;
 pub mod hypercall;
 pub mod layout;
+pub mod pager;
 pub mod saved;
 pub mod start_info;
 pub mod vcpu;

@@ -38,6 +38,8 @@ pub enum PauseReason {
     NoMemory,
     /// Its agent asked to be parked at the freeze point (`guest_abi::agent`).
     Parked,
+    /// Restored lazily, and its pager died or did not answer in time.
+    Pager,
 }
 
 impl PauseReason {
@@ -48,6 +50,7 @@ impl PauseReason {
             Self::Quota => pause::QUOTA,
             Self::NoMemory => pause::NOMEM,
             Self::Parked => pause::PARKED,
+            Self::Pager => pause::PAGER,
         }
     }
 }
@@ -197,6 +200,10 @@ pub struct Domain<V, F: EntryFormat> {
     pub pc: Option<Box<crate::pc::PcPlatform>>,
     /// Restored from an image (the agent's identity leaf reports it).
     pub restored: bool,
+    /// Restored lazily: where its pages come from, and how far it is.
+    pub lazy: Option<Box<crate::pager::LazyClient>>,
+    /// What it holds as some clients' pager.
+    pub pager: Option<Box<crate::pager::PagerRole>>,
 }
 
 /// The time-dependent state of a domain at the instant it was frozen or snapshotted.
@@ -251,12 +258,24 @@ impl<V, F: EntryFormat> Domain<V, F> {
             snapshot_of: None,
             pc: None,
             restored: false,
+            lazy: None,
+            pager: None,
         }
     }
 
     /// Live, not paused, not blocked.
     pub fn runnable(&self) -> bool {
-        self.life == Life::Live && self.paused.is_none() && !self.blocked && self.vcpu.is_some()
+        self.life == Life::Live && self.paused.is_none() && !self.blocked && self.vcpu.is_some() && !self.waits_for_pager()
+    }
+
+    /// Its vCPU is stopped until its pager supplies a page.
+    pub fn waits_for_pager(&self) -> bool {
+        self.lazy.as_ref().is_some_and(|l| l.wait.is_some())
+    }
+
+    /// Pages of its memory are still missing (restored lazily, not yet fully resident).
+    pub fn is_lazy(&self) -> bool {
+        self.lazy.as_ref().is_some_and(|l| l.is_lazy())
     }
 
     /// State code as `dom_info` reports it.
@@ -266,7 +285,7 @@ impl<V, F: EntryFormat> Domain<V, F> {
             Life::Dead(_) => state::DEAD,
             Life::Crashed => state::CRASHED,
             Life::Live if self.paused.is_some() => state::PAUSED,
-            Life::Live if self.blocked => state::BLOCKED,
+            Life::Live if self.blocked || self.waits_for_pager() => state::BLOCKED,
             Life::Live => state::RUNNING,
         }
     }

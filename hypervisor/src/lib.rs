@@ -14,6 +14,7 @@ pub mod insn;
 pub mod mm;
 pub mod msr;
 pub mod p2m;
+pub mod pager;
 pub mod pc;
 pub mod platform;
 pub mod policy;

@@ -345,6 +345,8 @@ pub trait Vcpu {
     fn set_gpr(&mut self, n: u8, v: u64);
     /// Moves RIP past the instruction that caused the last exit.
     fn skip_instruction(&mut self);
+    /// Sets RIP (puts a skipped instruction back, to be executed again).
+    fn set_rip(&mut self, rip: u64);
     /// Sets the length of the instruction that caused the last exit, when the core decoded
     /// it itself ([`Exit::ControlRegisterUndecoded`]), for [`Vcpu::skip_instruction`].
     fn set_instruction_length(&mut self, bytes: u64);

@@ -132,8 +132,12 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let gfn = gpa / PAGE_SIZE;
         let Some(d) = self.domains.get_mut(id) else { return Next::Reschedule };
         let quota_left = d.quota_left();
+        let lazy_ram = d.is_lazy() && gfn < d.mem_bytes / PAGE_SIZE;
         let Some(p2m) = d.p2m.as_mut() else { return Next::Reschedule };
         let leaf = p2m.lookup(&self.mem, gfn);
+        if leaf.is_none() && lazy_ram {
+            return self.demand_fault(id, gfn, write);
+        }
         if !write {
             return match leaf {
                 // Mapped: a stale translation. Flush and retry.

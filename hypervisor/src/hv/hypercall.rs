@@ -16,6 +16,7 @@ use crate::vcpu::{Backend, Vcpu};
 use alloc::vec::Vec;
 use guest_abi::domctl::{self, CloneArgs, CreateArgs, NAME_MAX_BYTES, parse_name};
 use guest_abi::hypercall::nr;
+use guest_abi::pager::SupplyArgs;
 use guest_abi::saved::SavedState;
 use guest_abi::vcpu::VcpuContext;
 use guest_abi::{HvError, bytes_of, bytes_of_mut};
@@ -53,6 +54,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let privileged = d.privileged;
         d.counters.hypercalls += 1;
         let Some(v) = d.vcpu.as_mut() else { return Next::Reschedule };
+        let rip = v.rip();
+        self.missing_hit.set(None);
         v.skip_instruction();
         let r = *v.regs();
         let (number, a) = (r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]);
@@ -65,6 +68,18 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         } else {
             self.common(id, privileged, number, a)
         };
+        if matches!(result, Err(HvError::NotResident)) {
+            if let Some((who, gfn)) = self.missing_hit.take() {
+                if who == id {
+                    // An argument lies in a page of the caller's own that is still on its way
+                    // (a lazy restore): the call is made again once the page is there.
+                    if let Some(v) = self.vcpu_of(id) {
+                        v.set_rip(rip);
+                    }
+                    return self.demand_fault(id, gfn, false);
+                }
+            }
+        }
         let (ret, next) = match result {
             Ok(Outcome::Value(v)) => (Some(v), Next::Continue),
             Ok(Outcome::Blocked) => (None, Next::Reschedule),
@@ -163,6 +178,20 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 Ok(Outcome::Value(0))
             }
             nr::NULL => Ok(Outcome::Value(0)),
+            nr::PAGER_RING => {
+                self.pager_ring(id, a[0])?;
+                Ok(Outcome::Value(0))
+            }
+            nr::PAGER_SUPPLY => {
+                let args = self.read_struct(id, a[0], SupplyArgs::default())?;
+                Ok(Outcome::Value(self.pager_supply(id, &args)?))
+            }
+            nr::PAGER_FAIL => {
+                let code = u32::try_from(a[2]).map_err(|_| HvError::InvalidArgument)?;
+                self.pager_fail(id, a[0], a[1], code)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::PAGER_DROP => Ok(Outcome::Value(self.pager_drop(id, a[0])?)),
             nr::CONSOLE_READ => {
                 if !privileged {
                     return Err(HvError::NotPermitted);
@@ -228,9 +257,14 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                     return Err(HvError::InvalidArgument);
                 }
                 let name = parse_name(&args.name).map_err(|_| HvError::InvalidArgument)?;
-                let new = self.create_domain(name, args.mem_bytes, false)?;
+                let lazy = args.flags & domctl::CREATE_LAZY != 0;
+                let new = self.create_domain_with(name, args.mem_bytes, false, lazy)?;
                 if args.flags & domctl::CREATE_PC_PLATFORM != 0 {
                     self.give_pc_platform(new);
+                }
+                if lazy {
+                    // dom0 is the pager until it hands the role to another domain.
+                    self.make_lazy(new, id)?;
                 }
                 Ok(Outcome::Value(new as u64))
             }
@@ -432,6 +466,18 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 self.check_range(id, src, len)?;
                 self.read_guest(id, src, &mut buf)?;
                 self.set_platform_state(t, &buf)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::DOM_PAGER_SET => {
+                let t = self.other(id, a[0])?;
+                let pager = u32::try_from(a[1]).map_err(|_| HvError::NoSuchDomain)?;
+                self.set_pager(t, pager, a[2])?;
+                Ok(Outcome::Value(0))
+            }
+            nr::PAGER_STATUS => {
+                let t = u32::try_from(a[0]).map_err(|_| HvError::NoSuchDomain)?;
+                let status = self.lazy_status(t)?;
+                self.write_struct(id, a[1], &status)?;
                 Ok(Outcome::Value(0))
             }
             nr::FRAME_CHECK => match self.check_invariants() {

@@ -8,6 +8,7 @@ mod build;
 mod cr_decode;
 mod exit;
 mod hypercall;
+mod pager;
 mod pc;
 mod saved;
 mod serial;
@@ -136,6 +137,11 @@ pub struct Hypervisor<B: Backend, M: PhysMem, P: Platform> {
     pub poweroff: Option<bool>,
     /// Seed material for guests' agents.
     entropy: crate::entropy::Entropy,
+    /// When the earliest pager answer is due (a lazy client waits).
+    pager_deadline: Option<u64>,
+    /// The last guest access that found a page of a lazy domain missing (the hypercall that
+    /// made it is retried once the page is there).
+    missing_hit: core::cell::Cell<Option<(DomId, Gfn)>>,
 }
 
 /// Whether a task priority holds back an interrupt at `vector`: its priority class
@@ -181,6 +187,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             dom0: None,
             poweroff: None,
             entropy: crate::entropy::Entropy::new([platform_seed[0], platform_seed[1], platform_seed[2], platform_seed[3]]),
+            pager_deadline: None,
+            missing_hit: core::cell::Cell::new(None),
         }
     }
 
@@ -212,6 +220,12 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// Creates a paused domain with `mem_bytes` of zeroed RAM and an empty start-of-day page.
     /// Nothing is left allocated if it fails.
     pub fn create_domain(&mut self, name: &str, mem_bytes: u64, privileged: bool) -> Result<DomId, HvError> {
+        self.create_domain_with(name, mem_bytes, privileged, false)
+    }
+
+    /// [`Self::create_domain`]; with `lazy` the domain gets only its start-of-day page (its
+    /// pages come from a pager, `make_lazy`), so creating it costs the same at any size.
+    pub fn create_domain_with(&mut self, name: &str, mem_bytes: u64, privileged: bool, lazy: bool) -> Result<DomId, HvError> {
         if !(MIN_DOMAIN_MEM_BYTES..=MAX_DOMAIN_MEM_BYTES).contains(&mem_bytes) || mem_bytes % PAGE_SIZE != 0 {
             return Err(HvError::InvalidArgument);
         }
@@ -228,19 +242,20 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         };
         let pages = mem_bytes / PAGE_SIZE;
         // Data pages plus page tables (one per 512 pages, plus the upper levels).
-        let needed = pages + pages.div_ceil(512) + 8;
+        let needed = if lazy { 8 } else { pages + pages.div_ceil(512) + 8 };
         if self.frames.free_frames() < needed {
             return Err(HvError::OutOfMemory);
         }
         let name_buf = self.new_name(name, id)?;
         let generation = self.next_generation();
         let mut d = Box::new(Domain::new(id, name_buf, privileged, mem_bytes, generation));
-        let p2m = match self.populate(id, pages) {
+        let p2m = match self.populate(id, if lazy { START_INFO_GFN + 1 } else { pages }, lazy) {
             Ok(p) => p,
             Err(e) => return Err(p2m_err(e)),
         };
-        d.mapped_ram = pages - 1;
-        d.owned_ram = pages - 1;
+        let ram = if lazy { 0 } else { pages - 1 };
+        d.mapped_ram = ram;
+        d.owned_ram = ram;
         d.gpa_limit = mem_bytes;
         let placeholder = VcpuContext::default();
         let vcpu = match self.backend.create_vcpu(&mut self.frames, &placeholder, p2m.root(), id) {
@@ -266,9 +281,11 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     }
 
     /// Maps `pages` zeroed RAM pages at gfn 0.. (the start-of-day slot gets an Info page).
-    fn populate(&mut self, owner: DomId, pages: u64) -> Result<P2m<B::Format>, P2mError> {
+    /// With `info_only`, only the start-of-day page (the rest come from a pager).
+    fn populate(&mut self, owner: DomId, pages: u64, info_only: bool) -> Result<P2m<B::Format>, P2mError> {
         let mut p2m = P2m::<B::Format>::new(&mut self.frames, &self.mem, owner)?;
-        for gfn in 0..pages {
+        let first = if info_only { START_INFO_GFN } else { 0 };
+        for gfn in first..pages {
             let (kind, ty, writable) = if gfn == START_INFO_GFN {
                 (FrameKind::DomainInfo, P2mType::Info, false)
             } else {
@@ -294,6 +311,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
 
     /// Releases a domain's vCPU and memory (it died, crashed or is being destroyed).
     fn release(&mut self, id: DomId) {
+        self.pager_gone(id);
         if self.extended_owner == Some(id) {
             // Its registers stay in the CPU until the next vCPU loads all of its own.
             self.extended_owner = None;
@@ -510,7 +528,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         if d.privileged {
             return Err(HvError::NotPermitted);
         }
-        if d.life != Life::Live {
+        if d.life != Life::Live || d.is_lazy() {
             return Err(HvError::WrongState);
         }
         // The saved state takes a little heap; the last of the reserve stays untouched.
@@ -668,7 +686,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let mut cursor = gpa;
         let mut done = 0;
         while cursor < end {
-            let leaf = p2m.lookup(&self.mem, cursor / PAGE_SIZE).ok_or(HvError::BadAddress)?;
+            let leaf = p2m.lookup(&self.mem, cursor / PAGE_SIZE).ok_or_else(|| self.missing(d, cursor / PAGE_SIZE))?;
             let offset = (cursor % PAGE_SIZE) as usize;
             let n = ((PAGE_SIZE as usize) - offset).min(out.len() - done);
             self.mem.read_bytes(leaf.pfn, offset, &mut out[done..done + n]);
@@ -676,6 +694,18 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             cursor += n as u64;
         }
         Ok(())
+    }
+
+    /// The error for an access to unmapped `gfn` of `d`: [`HvError::NotResident`] (and the
+    /// page noted, so a hypercall of `d` itself can wait for it) if `d` is being restored
+    /// lazily and the page is its RAM.
+    fn missing(&self, d: &Domain<B::Vcpu, B::Format>, gfn: Gfn) -> HvError {
+        if d.is_lazy() && gfn < d.mem_bytes / PAGE_SIZE {
+            self.missing_hit.set(Some((d.id, gfn)));
+            HvError::NotResident
+        } else {
+            HvError::BadAddress
+        }
     }
 
     /// Checks that `[gpa, gpa + len)` is mapped in a domain (for pointer arguments). Ranges
@@ -691,7 +721,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             return Ok(());
         }
         for gfn in gpa / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
-            p2m.lookup(&self.mem, gfn).ok_or(HvError::BadAddress)?;
+            p2m.lookup(&self.mem, gfn).ok_or_else(|| self.missing(d, gfn))?;
         }
         Ok(())
     }
@@ -725,7 +755,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let end = gpa.checked_add(len).ok_or(HvError::BadAddress)?;
         if len > 0 {
             for gfn in gpa / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
-                let leaf = p2m.lookup(&self.mem, gfn).ok_or(HvError::BadAddress)?;
+                let leaf = p2m.lookup(&self.mem, gfn).ok_or_else(|| self.missing(d, gfn))?;
                 match leaf.ty {
                     P2mType::Ram => {}
                     P2mType::Info if privileged => {}
@@ -887,6 +917,12 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
 
     /// Runs one step: the next runnable domain until its next exit, or an idle wait.
     pub fn run_once(&mut self) -> Step {
+        if let Some(due) = self.pager_deadline {
+            let now = self.platform.now_ns();
+            if due <= now {
+                self.expire_pager_waits(now);
+            }
+        }
         if let Some(deadline) = self.queue.next_deadline() {
             let now = self.platform.now_ns();
             if deadline <= now {
@@ -904,7 +940,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 return Step::Idle;
             }
             let poll = if self.serial_busy { serial::SERIAL_RETRY_NS } else { IDLE_POLL_NS };
-            let until = self.queue.next_deadline().unwrap_or(u64::MAX).min(now + poll);
+            let until = self.queue.next_deadline().unwrap_or(u64::MAX).min(self.pager_deadline.unwrap_or(u64::MAX)).min(now + poll);
             self.timer_owner = None;
             self.platform.idle(until);
             self.poll_console();
@@ -1013,6 +1049,9 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         if d.pc.is_some() {
             flags |= domctl::DomainFlags::PC_PLATFORM.bits();
         }
+        if d.is_lazy() && d.life == Life::Live {
+            flags |= domctl::DomainFlags::LAZY.bits();
+        }
         Ok(DomainInfo {
             domid: id,
             state: d.state_code(),
@@ -1106,6 +1145,9 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             if ram != d.mapped_ram {
                 return Err(InvariantError::Mapped { domid: d.id, counted: ram, recorded: d.mapped_ram });
             }
+        }
+        for pfn in self.pool_frames() {
+            count(&mut expected, pfn.0);
         }
         for n in 0..self.frames.len() {
             let pfn = Pfn(n);

@@ -94,7 +94,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         if s.privileged {
             return Err(HvError::NotPermitted);
         }
-        if s.life != Life::Live || s.vcpu.is_none() {
+        if s.life != Life::Live || s.vcpu.is_none() || s.is_lazy() {
             return Err(HvError::WrongState);
         }
         if !name.is_empty() && self.domains.by_name(name).is_some() {

@@ -65,6 +65,9 @@ impl Vcpu for MockVcpu {
             self.regs.set(n, v);
         }
     }
+    fn set_rip(&mut self, rip: u64) {
+        self.ctx.rip = rip;
+    }
     fn skip_instruction(&mut self) {
         self.skips += 1;
         self.ctx.rip += if self.instruction_length != 0 { core::mem::take(&mut self.instruction_length) } else { 3 };
@@ -1359,3 +1362,6 @@ fn every_mapping_downgrade_is_followed_by_a_flush_before_the_vcpu_runs_again() {
 
 #[path = "saved_tests.rs"]
 mod saved;
+
+#[path = "pager_tests.rs"]
+mod pager;

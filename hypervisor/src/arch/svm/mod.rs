@@ -381,6 +381,10 @@ impl Vcpu for SvmVcpu {
         self.vmcb.write(ctl::VINTR, (vintr & !VINTR_TPR_MASK) | (u64::from(tpr) & VINTR_TPR_MASK));
     }
 
+    fn set_rip(&mut self, rip: u64) {
+        self.vmcb.write::<u64>(save::RIP, rip);
+    }
+
     fn skip_instruction(&mut self) {
         if let Some(next) = self.next_rip.take() {
             self.vmcb.write::<u64>(save::RIP, next);

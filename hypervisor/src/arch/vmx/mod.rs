@@ -767,6 +767,11 @@ impl Vcpu for VmxVcpu {
         self.tpr = tpr;
     }
 
+    fn set_rip(&mut self, rip: u64) {
+        make_current(self.vmcs);
+        write(GUEST_RIP, rip);
+    }
+
     fn skip_instruction(&mut self) {
         make_current(self.vmcs);
         write(GUEST_RIP, vmread(GUEST_RIP) + self.exit_length);
