@@ -50,18 +50,22 @@ pub enum ImageKind {
     Template,
     /// The difference of a domain from the template it was cloned from.
     Delta,
+    /// The order in which a lazy restore of another image first touched its pages (named
+    /// after that image with `.ws` appended), prefetched by the next lazy restore.
+    WorkingSet,
 }
 
 impl ImageKind {
     /// Every kind, in code order.
-    pub const ALL: [Self; 3] = [Self::Domain, Self::Template, Self::Delta];
+    pub const ALL: [Self; 4] = [Self::Domain, Self::Template, Self::Delta, Self::WorkingSet];
 
-    /// The byte stored on disk: 1, 2 or 3.
+    /// The byte stored on disk: 1 to 4.
     pub const fn code(self) -> u8 {
         match self {
             Self::Domain => 1,
             Self::Template => 2,
             Self::Delta => 3,
+            Self::WorkingSet => 4,
         }
     }
 
@@ -71,16 +75,18 @@ impl ImageKind {
             1 => Some(Self::Domain),
             2 => Some(Self::Template),
             3 => Some(Self::Delta),
+            4 => Some(Self::WorkingSet),
             _ => None,
         }
     }
 
-    /// The lower-case name (`domain`, `template`, `delta`).
+    /// The lower-case name (`domain`, `template`, `delta`, `workset`).
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Domain => "domain",
             Self::Template => "template",
             Self::Delta => "delta",
+            Self::WorkingSet => "workset",
         }
     }
 

@@ -279,7 +279,7 @@ fn kind_origin_and_sequence_survive_reopening_and_sequences_are_never_reused() {
     );
     assert_eq!(ImageKind::Template.to_string(), "template");
     assert_eq!(ImageKind::parse("delta"), Some(ImageKind::Delta));
-    assert_eq!(ImageKind::ALL.map(ImageKind::code), [1, 2, 3]);
+    assert_eq!(ImageKind::ALL.map(ImageKind::code), [1, 2, 3, 4]);
 }
 
 #[test]
