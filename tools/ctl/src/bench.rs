@@ -34,8 +34,12 @@ pub enum Bench {
     Linux { count: u32, mem_mib: u64 },
     /// Linux clones of one template until memory runs out.
     LinuxDensity { mem_mib: u64, max: u32 },
+    /// Lazy restore: time to first instruction at two sizes, a demand fault, working-set
+    /// prefetch, memory shared through the pager.
+    Lazy { mem_mib: u64, big_mib: u64 },
 }
 
+mod lazy;
 mod linux;
 mod save;
 
@@ -93,8 +97,7 @@ impl<H: Hypercalls> Shell<H> {
             if now >= deadline {
                 return Ok(false);
             }
-            self.ctl.block((deadline - now).min(50_000_000))?;
-            self.ctl.event_ack()?;
+            self.idle((deadline - now).min(50_000_000));
         }
     }
 
@@ -126,6 +129,7 @@ impl<H: Hypercalls> Shell<H> {
             Bench::Save { mem_mib, big_mib } => self.bench_save(mem_mib, big_mib, out),
             Bench::Linux { count, mem_mib } => self.bench_linux(count, mem_mib, out),
             Bench::LinuxDensity { mem_mib, max } => self.bench_linux_density(mem_mib, max, out),
+            Bench::Lazy { mem_mib, big_mib } => self.bench_lazy(mem_mib, big_mib, out),
         }
     }
 

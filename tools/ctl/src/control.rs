@@ -6,6 +6,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use guest_abi::domctl::{CloneArgs, CreateArgs, DomainInfo, DomainStat, HvInfo, NAME_MAX_BYTES, name_field};
 use guest_abi::hypercall::nr;
+use guest_abi::pager::{LazyStatus, SupplyArgs};
 use guest_abi::saved::SavedState;
 use guest_abi::vcpu::VcpuContext;
 use guest_abi::{HvError, HvResult};
@@ -281,5 +282,42 @@ impl<H: Hypercalls> Control<H> {
     /// Ends dom0, which powers the machine off (code 0: cleanly).
     pub fn shutdown(&mut self, code: u64) -> HvResult<u64> {
         self.hc.call(nr::SHUTDOWN, &[code])
+    }
+
+    /// Gives up the rest of the time slice.
+    pub fn yield_now(&mut self) -> HvResult<u64> {
+        self.hc.call(nr::YIELD, &[])
+    }
+
+    /// Registers (or with 0 drops) the caller's pager request ring page.
+    pub fn pager_ring(&mut self, ring_gpa: u64) -> HvResult<()> {
+        self.hc.call(nr::PAGER_RING, &[ring_gpa]).map(|_| ())
+    }
+
+    /// Supplies pages to a lazy client; returns the pages mapped.
+    pub fn pager_supply(&mut self, args: &SupplyArgs) -> HvResult<u64> {
+        self.hc.call(nr::PAGER_SUPPLY, &[addr(args)])
+    }
+
+    /// Gives up on a page: the client is crashed with the reason.
+    pub fn pager_fail(&mut self, client: u32, gfn: u64, code: u32) -> HvResult<()> {
+        self.hc.call(nr::PAGER_FAIL, &[u64::from(client), gfn, u64::from(code)]).map(|_| ())
+    }
+
+    /// Drops the shared frames supplied under `key`; returns the frames freed.
+    pub fn pager_drop(&mut self, key: u64) -> HvResult<u64> {
+        self.hc.call(nr::PAGER_DROP, &[key])
+    }
+
+    /// Makes `pager` the pager of lazy client `client` (`timeout_ms` 0: the default).
+    pub fn pager_set(&mut self, client: u32, pager: u32, timeout_ms: u64) -> HvResult<()> {
+        self.hc.call(nr::DOM_PAGER_SET, &[u64::from(client), u64::from(pager), timeout_ms]).map(|_| ())
+    }
+
+    /// Where a lazy restore is.
+    pub fn pager_status(&mut self, client: u32) -> HvResult<LazyStatus> {
+        let mut s = LazyStatus::default();
+        self.hc.call(nr::PAGER_STATUS, &[u64::from(client), addr_mut(&mut s)])?;
+        Ok(s)
     }
 }

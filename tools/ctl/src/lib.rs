@@ -13,6 +13,7 @@ pub mod control;
 pub mod launch;
 pub mod line;
 pub mod linux;
+pub mod pager;
 pub mod registers;
 pub mod save;
 pub mod shell;

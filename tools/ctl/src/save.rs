@@ -101,6 +101,17 @@ pub enum SaveError {
     PlatformRefused,
     /// The image's domain name is taken and no name= was given.
     NameTaken(String),
+    /// Only a domain image can be restored lazily (a template never runs; a delta's pages
+    /// over its template are restored eagerly).
+    LazyKind(ImageKind),
+    /// The pager could not take the restore on.
+    Pager(crate::pager::PagerError),
+    /// The pager domain named is not running.
+    PagerNotRunning(u32),
+    /// The pager domain's memory cannot hold the image's mirror.
+    PagerTooSmall { need_mib: u64 },
+    /// The pager domain serves clients of another image.
+    PagerBusy(u32),
 }
 
 impl From<HvError> for SaveError {
@@ -131,6 +142,11 @@ impl fmt::Display for SaveError {
             Self::StateRefused => f.write_str("bad image: saved state refused by the hypervisor"),
             Self::PlatformRefused => f.write_str("bad image: platform state refused by the hypervisor"),
             Self::NameTaken(n) => write!(f, "name already in use: {n} (give name=)"),
+            Self::LazyKind(k) => write!(f, "not supported: a {} image cannot be restored lazily (restore it without lazy=1)", kind_name(*k)),
+            Self::Pager(e) => write!(f, "pager: {e}"),
+            Self::PagerNotRunning(id) => write!(f, "wrong state: pager domain {id} is not running"),
+            Self::PagerTooSmall { need_mib } => write!(f, "pager domain too small: it needs {need_mib} MiB to hold this image"),
+            Self::PagerBusy(id) => write!(f, "busy: pager domain {id} serves clients of another image"),
         }
     }
 }
@@ -159,18 +175,20 @@ pub struct Storage {
     pub store: Result<Store<DataDisk>, String>,
     pub digests: DigestCache,
     pub ui: alloc::boxed::Box<dyn Ui>,
+    /// dom0's pager, which serves lazy restores from the store.
+    pub pager: crate::pager::Pager,
 }
 
 impl Storage {
     /// No store, for `reason`.
     pub fn none(reason: &str) -> Self {
-        Self { store: Err(reason.to_string()), digests: DigestCache::default(), ui: alloc::boxed::Box::new(Quiet) }
+        Self { store: Err(reason.to_string()), digests: DigestCache::default(), ui: alloc::boxed::Box::new(Quiet), pager: Default::default() }
     }
 
     /// The store on `disk` (formatted if the disk is blank).
     pub fn on(disk: DataDisk, ui: alloc::boxed::Box<dyn Ui>) -> Self {
         let store = Store::open_or_format(disk).map_err(|e| format!("{e}"));
-        Self { store, digests: DigestCache::default(), ui }
+        Self { store, digests: DigestCache::default(), ui, pager: Default::default() }
     }
 }
 
@@ -611,6 +629,173 @@ fn name_taken<H: Hypercalls>(ctl: &mut Control<H>, name: &str) -> Result<bool, S
         }
     }
     Ok(false)
+}
+
+/// What a lazy restore made.
+#[derive(Clone, Debug)]
+pub struct LazyRestored {
+    pub domid: u32,
+    pub name: String,
+    pub mem_bytes: u64,
+    /// Pages of the image's working set supplied before it ran.
+    pub prefetched: u64,
+    /// Host TSC cycles from the start of the restore to the domain being able to run.
+    pub start_cycles: u64,
+}
+
+impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
+    /// Restores domain image `image` lazily: the domain gets its registers, state and devices
+    /// and no memory, and runs at once; `pager` (dom0's, unless `pager_dom` names another
+    /// domain, which then gets a mirror of the image's pages) supplies pages on first touch
+    /// and, with `background`, everything else while it runs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_lazy(
+        &mut self,
+        pager: &mut crate::pager::Pager,
+        image: &str,
+        name: Option<&str>,
+        paused: bool,
+        pager_dom: Option<u32>,
+        background: bool,
+    ) -> Result<LazyRestored, SaveError> {
+        let t0 = (self.cycles)();
+        let entry = self.store.find(image).cloned().ok_or(SaveError::Store(StoreError::NoSuchImage))?;
+        let source = StoreSource { store: &mut *self.store, name: image.to_string(), offset: 0, buf: vec![0u8; READ_AHEAD_BYTES], at: 0, len: 0 };
+        let (dec, pro) = Decoder::new(source, Limits { max_mem_bytes: MAX_DOMAIN_MEM_BYTES }).map_err(SaveError::Image)?;
+        if pro.kind != ImageKind::Domain {
+            return Err(SaveError::LazyKind(pro.kind));
+        }
+        let start = dec.index_start().ok_or(SaveError::Image(DecodeError::Failed))?;
+        drop(dec);
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => pro.domain.name.clone(),
+        };
+        if name_taken(self.ctl, &name)? {
+            return Err(SaveError::NameTaken(name));
+        }
+        let mem_pages = pro.domain.mem_bytes / PAGE_BYTES as u64;
+        if let Some(p) = pager_dom {
+            self.prepare_pager_domain(pager, p, image, entry.sequence, &start, pro.domain.mem_bytes)?;
+        }
+        let mut flags = guest_abi::domctl::CREATE_LAZY;
+        if pro.platform.is_some() {
+            flags |= CREATE_PC_PLATFORM;
+        }
+        let id = self.ctl.create_with(&name, pro.domain.mem_bytes, flags)?;
+        let made = (|| -> Result<u64, SaveError> {
+            self.ctl.vcpu_set(id, &pro.vcpu).map_err(|e| if e == HvError::InvalidArgument { SaveError::VcpuRefused } else { SaveError::Hv(e) })?;
+            if let Some(p) = &pro.platform {
+                self.ctl.platform_set(id, p).map_err(|e| if e == HvError::InvalidArgument { SaveError::PlatformRefused } else { SaveError::Hv(e) })?;
+            }
+            self.ctl.state_set(id, &pro.state).map_err(|e| if e == HvError::InvalidArgument { SaveError::StateRefused } else { SaveError::Hv(e) })?;
+            let lazy = crate::pager::LazyStart {
+                client: id,
+                domain: name.clone(),
+                image: image.to_string(),
+                image_sequence: entry.sequence,
+                mem_pages,
+                start: start.clone(),
+                background,
+                delegated: pager_dom.is_some(),
+            };
+            if let Some(p) = pager_dom {
+                self.ctl.pager_set(id, p, 0)?;
+            }
+            pager.begin(self.ctl, self.store, lazy).map_err(SaveError::Pager)
+        })();
+        match made {
+            Ok(prefetched) => {
+                if !paused {
+                    self.ctl.unpause(id)?;
+                }
+                Ok(LazyRestored { domid: id, name, mem_bytes: pro.domain.mem_bytes, prefetched, start_cycles: (self.cycles)().wrapping_sub(t0) })
+            }
+            Err(e) => {
+                let _ = self.ctl.destroy(id);
+                pager.retain(&self.ctl.list().unwrap_or_default());
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes pager domain `p` hold `image`'s mirror (filling it unless it does already).
+    fn prepare_pager_domain(&mut self, pager: &mut crate::pager::Pager, p: u32, image: &str, seq: u64, start: &domimage::IndexStart, mem_bytes: u64) -> Result<(), SaveError> {
+        let info = self.ctl.info(p)?;
+        if info.state == state::DEAD || info.state == state::CRASHED || info.state == state::FROZEN {
+            return Err(SaveError::PagerNotRunning(p));
+        }
+        let need = guest_abi::pager::MIRROR_BASE_GPA + mem_bytes;
+        if info.mem_bytes < need {
+            return Err(SaveError::PagerTooSmall { need_mib: need.div_ceil(1 << 20) });
+        }
+        pager.retain(&self.ctl.list()?);
+        match pager.mirror_state(p, image, seq) {
+            crate::pager::MirrorState::Holds => Ok(()),
+            crate::pager::MirrorState::Busy => Err(SaveError::PagerBusy(p)),
+            crate::pager::MirrorState::Free => {
+                self.mirror_into(p, image, start, mem_bytes)?;
+                pager.mirrored(p, image, seq);
+                Ok(())
+            }
+        }
+    }
+
+    /// Hands lazy client `client` (restored by dom0 from an image it knows) to pager domain
+    /// `p`, filling `p`'s mirror of that image first.
+    pub fn hand_over(&mut self, pager: &mut crate::pager::Pager, client: u32, p: u32) -> Result<(), SaveError> {
+        let (image, seq) = pager.image_of(client).ok_or(SaveError::Hv(HvError::WrongState))?;
+        let entry = self.store.find(&image).cloned().ok_or(SaveError::Store(StoreError::NoSuchImage))?;
+        if entry.sequence != seq {
+            return Err(SaveError::Store(StoreError::NoSuchImage));
+        }
+        let source = StoreSource { store: &mut *self.store, name: image.clone(), offset: 0, buf: vec![0u8; READ_AHEAD_BYTES], at: 0, len: 0 };
+        let (dec, pro) = Decoder::new(source, Limits { max_mem_bytes: MAX_DOMAIN_MEM_BYTES }).map_err(SaveError::Image)?;
+        let start = dec.index_start().ok_or(SaveError::Image(DecodeError::Failed))?;
+        drop(dec);
+        self.prepare_pager_domain(pager, p, &image, seq, &start, pro.domain.mem_bytes)?;
+        self.ctl.pager_set(client, p, 0)?;
+        pager.set_delegated(client, true);
+        Ok(())
+    }
+
+    /// Fills pager domain `p`'s mirror of `image`: every run verified, written at
+    /// [`guest_abi::pager::MIRROR_BASE_GPA`] + its address; the gaps zeroed; the digest checked.
+    fn mirror_into(&mut self, p: u32, image: &str, start: &domimage::IndexStart, mem_bytes: u64) -> Result<(), SaveError> {
+        let base = guest_abi::pager::MIRROR_BASE_GPA;
+        let mut walker = domimage::IndexWalker::new(start);
+        let mut buf = vec![0u8; RUN_BYTES];
+        let zero = vec![0u8; RUN_BYTES];
+        let mut next = 0u64;
+        loop {
+            let mut src = crate::pager::StoreAt { store: &mut *self.store, name: image };
+            match walker.step(&mut src).map_err(SaveError::Image)? {
+                domimage::WalkStep::Run(e) => {
+                    domimage::read_run(&mut src, &e, &mut buf).map_err(SaveError::Image)?;
+                    let mut gap = next;
+                    while gap < e.first_gfn {
+                        let n = (e.first_gfn - gap).min(MAX_RUN_PAGES as u64);
+                        self.ctl.mem_write(p, base + gap * PAGE_BYTES as u64, &zero[..n as usize * PAGE_BYTES])?;
+                        gap += n;
+                    }
+                    let bytes = e.pages as usize * PAGE_BYTES;
+                    self.ctl.mem_write(p, base + e.first_gfn * PAGE_BYTES as u64, &buf[..bytes])?;
+                    next = e.first_gfn + u64::from(e.pages);
+                    show_progress(self.ui, "mirroring", image, next * PAGE_BYTES as u64, mem_bytes);
+                }
+                domimage::WalkStep::Skipped => {}
+                domimage::WalkStep::End(_) => break,
+            }
+        }
+        let pages = mem_bytes / PAGE_BYTES as u64;
+        while next < pages {
+            let n = (pages - next).min(MAX_RUN_PAGES as u64);
+            self.ctl.mem_write(p, base + next * PAGE_BYTES as u64, &zero[..n as usize * PAGE_BYTES])?;
+            next += n;
+        }
+        self.ui.clear();
+        Ok(())
+    }
 }
 
 /// A paused domain the image's memory is written into: new and zeroed (with the emulated PC

@@ -127,8 +127,13 @@ pub enum Command {
     Save { target: Target, image: String, keep: bool, full: bool },
     /// A live checkpoint: the domain runs on while its image is written.
     Checkpoint { target: Target, image: String, full: bool },
-    /// Restore an image as a new domain.
-    Restore { image: String, name: Option<String>, paused: bool },
+    /// Restore an image as a new domain (`lazy`: before its memory is read, pages follow on
+    /// first touch from `pager`, dom0 by default; `background`: and all the rest meanwhile).
+    Restore { image: String, name: Option<String>, paused: bool, lazy: bool, pager: Option<Target>, background: bool },
+    /// The lazy restores and their pagers.
+    PagerList,
+    /// Make `to` the pager of lazy client `client` (a takeover if it had one).
+    PagerSet { client: Target, to: Target, timeout_ms: u64 },
     /// The images in the store.
     StoreList,
     /// Remove images.
@@ -434,7 +439,12 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                     let max = opt("max").map(|v| number::<u32>("max", v)).transpose()?.unwrap_or(u32::MAX);
                     Bench::LinuxDensity { mem_mib: mib(linux::LINUX_MEM_MIB)?, max }
                 }
-                other => return Err(ParseError::Bad(format!("unknown benchmark {other:?} (clone memory density cow lifecycle save linux linux-density)"))),
+                "lazy" => {
+                    no_extra(&["mib", "big"], 1)?;
+                    let big = opt("big").map(|v| number::<u64>("big", v)).transpose()?.unwrap_or(1024);
+                    Bench::Lazy { mem_mib: mib(16)?, big_mib: big }
+                }
+                other => return Err(ParseError::Bad(format!("unknown benchmark {other:?} (clone memory density cow lifecycle save linux linux-density lazy)"))),
             };
             Command::Bench(b)
         }
@@ -451,9 +461,37 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             Command::Checkpoint { target, image, full: flag("full")? }
         }
         "restore" => {
-            no_extra(&["name", "paused"], 1)?;
+            no_extra(&["name", "paused", "lazy", "pager", "background"], 1)?;
             let image = positional.first().ok_or(ParseError::Missing("image name"))?.to_string();
-            Command::Restore { image, name: opt("name").map(String::from), paused: flag("paused")? }
+            let lazy = flag("lazy")?;
+            let pager = opt("pager").map(Target::parse);
+            let background = match opt("background") {
+                Some(_) => flag("background")?,
+                None => true,
+            };
+            if !lazy && (pager.is_some() || opt("background").is_some()) {
+                return Err(ParseError::Bad("pager= and background= go with lazy=1".to_string()));
+            }
+            Command::Restore { image, name: opt("name").map(String::from), paused: flag("paused")?, lazy, pager, background }
+        }
+        "pager" => {
+            no_extra(&["to", "timeout"], 1)?;
+            match positional.first() {
+                None => {
+                    if opt("to").is_some() || opt("timeout").is_some() {
+                        return Err(ParseError::Missing("client domain"));
+                    }
+                    Command::PagerList
+                }
+                Some(c) => {
+                    let to = Target::parse(opt("to").ok_or(ParseError::Missing("to=DOMAIN"))?);
+                    let timeout_ms = match opt("timeout") {
+                        Some(v) => parse_duration_ms(v)?,
+                        None => 0,
+                    };
+                    Command::PagerSet { client: Target::parse(c), to, timeout_ms }
+                }
+            }
         }
         "store" => {
             no_extra(&[], 0)?;
@@ -533,17 +571,23 @@ commands (a domain is an ID or a NAME):
   save DOMAIN IMAGE [keep=1] [full=1]   pause, write to the store, destroy (keep=1: live, runs on)
   checkpoint DOMAIN IMAGE [full=1]      live checkpoint: the domain pauses only to start an epoch
   restore IMAGE [name=NAME] [paused=1]  a domain (or template) from an image
+  restore IMAGE lazy=1 [pager=DOMAIN] [background=0]
+                                  run it before its memory is read: pages come on first touch
+                                  from dom0 (or a pagerd domain) and the rest in the background
+  pager [CLIENT to=DOMAIN [timeout=DURATION]]   lazy restores, or give one a new pager
   store | rm IMAGE... | verify IMAGE    the images on dom0's disk
   bench save [mib=M] [big=M]      save/restore per MiB vs the raw disk, checkpoint pause, delta size
   bench linux [count=N] [mib=M]   Linux: boot to ready vs clone to first line, idle clone memory
   bench linux-density [mib=M] [max=N]   Linux clones until memory runs out
+  bench lazy [mib=M] [big=M]      lazy restore: first instruction at two sizes, demand fault,
+                                  working-set prefetch, memory shared through the pager
   poweroff                        end the machine
 ";
 
 fn state_text(i: &DomainInfo) -> String {
     let s = state::name(i.state);
     match (i.state, i.pause_reason) {
-        (state::PAUSED, pause::QUOTA | pause::NOMEM | pause::PARKED) => format!("{s}({})", pause::name(i.pause_reason)),
+        (state::PAUSED, pause::QUOTA | pause::NOMEM | pause::PARKED | pause::PAGER) => format!("{s}({})", pause::name(i.pause_reason)),
         _ => s.to_string(),
     }
 }
@@ -791,9 +835,14 @@ impl<H: Hypercalls> Shell<H> {
                 if info.clones > 0 {
                     let _ = writeln!(out, "clones: {}", info.clones);
                 }
+                if let Ok(l) = self.ctl.pager_status(id) {
+                    self.lazy_stat(&l, out);
+                }
             }
             Command::Checksum(target) => {
                 let id = self.resolve(&target)?;
+                // All of its memory is read: a lazy restore of it is completed first.
+                self.complete_lazy(id);
                 let mem = self.ctl.info(id)?.mem_bytes;
                 let mut crc = guest_abi::crc32::Crc32::new();
                 let mut chunk = alloc::vec![0u8; CHECKSUM_CHUNK_BYTES];
@@ -865,6 +914,8 @@ impl<H: Hypercalls> Shell<H> {
             c @ (Command::Save { .. }
             | Command::Checkpoint { .. }
             | Command::Restore { .. }
+            | Command::PagerList
+            | Command::PagerSet { .. }
             | Command::StoreList
             | Command::Rm(_)
             | Command::Verify(_)) => self.storage_command(c, out)?,
@@ -875,8 +926,7 @@ impl<H: Hypercalls> Shell<H> {
                     if now >= deadline {
                         break;
                     }
-                    self.ctl.block(deadline - now)?;
-                    self.ctl.event_ack()?;
+                    self.idle(deadline - now);
                 }
             }
         }
@@ -945,6 +995,7 @@ impl<H: Hypercalls> Shell<H> {
 
 mod attach;
 mod linux;
+mod pager;
 mod storage;
 #[cfg(test)]
 mod tests;

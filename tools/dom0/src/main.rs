@@ -215,8 +215,8 @@ fn storage(typed: &TypedAhead) -> Storage {
 }
 
 impl Input {
-    /// Reads one line, sleeping until console input arrives.
-    fn read_line(&mut self, ctl: &mut Control<Native>) -> String {
+    /// Reads one line, sleeping until console input arrives (dom0's pager works meanwhile).
+    fn read_line(&mut self, shell: &mut Shell<Native>) -> String {
         let mut echo = Vec::new();
         loop {
             loop {
@@ -231,12 +231,9 @@ impl Input {
                 }
             }
             let mut buf = [0u8; 256];
-            match ctl.console_read(&mut buf) {
+            match shell.ctl.console_read(&mut buf) {
                 Ok(n) if n > 0 => self.pending.borrow_mut().extend(&buf[..n]),
-                _ => {
-                    let _ = ctl.block(0);
-                    let _ = ctl.event_ack();
-                }
+                _ => shell.idle(0),
             }
         }
     }
@@ -264,7 +261,7 @@ fn dom0_main(info: &'static StartInfo) -> i32 {
     }
     loop {
         rt::console::write_all(PROMPT.as_bytes());
-        let line = input.read_line(&mut shell.ctl);
+        let line = input.read_line(&mut shell);
         shell.storage.ui.reset();
         let flow = shell.execute(&line, &mut out);
         out.flush();

@@ -72,7 +72,7 @@ impl<H: Hypercalls> Shell<H> {
             if detach {
                 return Ok(Detach::User);
             }
-            self.storage.ui.wait(ATTACH_POLL_NS);
+            self.idle(ATTACH_POLL_NS);
         }
     }
 
@@ -113,7 +113,7 @@ impl<H: Hypercalls> Shell<H> {
 
     /// Waits up to `secs` until `text` appears in domain `id`'s console output (anywhere in
     /// what the hypervisor still holds of it). True if it did.
-    pub(super) fn expect_output(&mut self, id: u32, text: &str, secs: u64) -> HvResult<bool> {
+    pub(crate) fn expect_output(&mut self, id: u32, text: &str, secs: u64) -> HvResult<bool> {
         let needle = text.as_bytes();
         let deadline = self.ctl.time_ns()?.saturating_add(secs.saturating_mul(1_000_000_000));
         let mut seen: Vec<u8> = Vec::new();
@@ -140,8 +140,7 @@ impl<H: Hypercalls> Shell<H> {
             if now >= deadline {
                 return Ok(false);
             }
-            self.ctl.block((deadline - now).min(ATTACH_POLL_NS))?;
-            self.ctl.event_ack()?;
+            self.idle((deadline - now).min(ATTACH_POLL_NS));
         }
     }
 

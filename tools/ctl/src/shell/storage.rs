@@ -32,6 +32,11 @@ impl<H: Hypercalls> Shell<H> {
                 for n in names {
                     match store.remove(&n) {
                         Ok(()) => {
+                            // Its working set goes with it.
+                            let ws = crate::pager::workset::workset_name(&n);
+                            if store.find(&ws).is_some_and(|e| e.kind == store::ImageKind::WorkingSet) {
+                                let _ = store.remove(&ws);
+                            }
                             let _ = writeln!(out, "removed image {n}");
                         }
                         Err(e) => {
@@ -43,11 +48,25 @@ impl<H: Hypercalls> Shell<H> {
             }
             _ => {}
         }
+        if matches!(cmd, Command::PagerList | Command::PagerSet { .. }) {
+            return self.pager_command(cmd, out);
+        }
         // The rest name domains: resolve before the saver borrows the control interface.
         let target = match &cmd {
             Command::Save { target, .. } | Command::Checkpoint { target, .. } => Some(self.resolve(target)?),
+            Command::Restore { pager: Some(p), .. } => match self.resolve(p) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    let _ = writeln!(out, "error: pager {}: {e}", self.describe(p));
+                    return Ok(());
+                }
+            },
             _ => None,
         };
+        // A save reads all of the domain's memory: a lazy restore of it is completed first.
+        if let (Command::Save { .. } | Command::Checkpoint { .. }, Some(id)) = (&cmd, target) {
+            self.complete_lazy(id);
+        }
         let storage = &mut self.storage;
         let Ok(store) = storage.store.as_mut() else { return Ok(()) };
         let mut saver = Saver { ctl: &mut self.ctl, store, digests: &mut storage.digests, ui: &mut *storage.ui, cycles: self.cycles };
@@ -71,7 +90,29 @@ impl<H: Hypercalls> Shell<H> {
                     }
                 }
             }
-            Command::Restore { image, name, paused } => match saver.restore(&image, name.as_deref(), paused) {
+            Command::Restore { image, name, paused, lazy: true, background, .. } => {
+                match saver.restore_lazy(&mut storage.pager, &image, name.as_deref(), paused, target, background) {
+                    Ok(r) => {
+                        let by = match target {
+                            Some(p) => alloc::format!("pager domain {p}"),
+                            None => String::from("dom0"),
+                        };
+                        let _ = writeln!(
+                            out,
+                            "restored domain {} {} from {image} lazily (domain, {} MiB; pages on first touch from {by}; {} prefetched; started in {} cycles)",
+                            r.domid,
+                            r.name,
+                            r.mem_bytes >> 20,
+                            r.prefetched,
+                            r.start_cycles
+                        );
+                    }
+                    Err(e) => {
+                        let _ = writeln!(out, "error: {e}");
+                    }
+                }
+            }
+            Command::Restore { image, name, paused, .. } => match saver.restore(&image, name.as_deref(), paused) {
                 Ok(r) => {
                     let _ = writeln!(
                         out,
