@@ -46,6 +46,8 @@ pub const DEFAULT_GUESTS: &[GuestSpec] = &[
     GuestSpec { image: "console-flood", package: "guests", bin: "console-flood" },
     GuestSpec { image: "quota-tables", package: "guests", bin: "quota-tables" },
     GuestSpec { image: "ckptwriter", package: "guests", bin: "ckptwriter" },
+    GuestSpec { image: "lazytouch", package: "guests", bin: "lazytouch" },
+    GuestSpec { image: "pagerd", package: "guests", bin: "pagerd" },
 ];
 
 /// The path of a built image by its bundle name.
