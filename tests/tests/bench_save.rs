@@ -33,14 +33,29 @@ fn save_benchmark(label: &str, opts: boot::run::RunOptions, cmd: &str) -> Vec<St
     lines
 }
 
+/// The save and restore ratios to the raw disk are recorded, not held: under `-icount` the
+/// raw disk's cost is the instructions dom0 polls while QEMU's I/O thread does host file I/O,
+/// so it moves with the host (1.18M to 4.16M cycles per MiB between runs and machines) while
+/// our own work per MiB does not. What is held is that work, which `-icount` makes exact: the
+/// breakdown's instructions per MiB for reading a domain, checksumming and zero-checking its
+/// pages (save) and for writing them into a new domain (restore, with the checksum).
 fn svm_npt() {
     let opts = boot::run::RunOptions { icount: true, mem_mib: 2048, disk: bench_disk("bench-save-qemu"), ..qemu(900) };
     let lines = save_benchmark("QEMU TCG, AMD SVM+NPT, -icount (instructions): save/restore", opts, "bench save mib=16 big=1024");
-    let save = number_after(find(&lines, "bench save: "), "MiB: ");
-    assert!(save <= 1.5, "save costs {save}x the raw disk write");
-    let restore = number_after(find(&lines, "bench restore: "), "MiB: ");
-    assert!(restore <= 1.5, "restore costs {restore}x the raw disk read");
+    let b = find(&lines, "bench save breakdown");
+    let read = number_after(b, "read from the domain ");
+    let sum = number_after(b, "record checksum ");
+    let zero = number_after(b, "zero check ");
+    let write = number_after(b, "write into a new domain ");
+    assert!(read + sum + zero <= SAVE_WORK_PER_MIB, "saving costs {} instructions per MiB beyond the disk: {b}", read + sum + zero);
+    assert!(sum + write <= RESTORE_WORK_PER_MIB, "restoring costs {} instructions per MiB beyond the disk: {b}", sum + write);
 }
+
+/// Instructions per MiB dom0 and the hypervisor may spend saving, beyond the disk (now
+/// 226K reading + 628K checksum + 6K zero check).
+const SAVE_WORK_PER_MIB: f64 = 1_000_000.0;
+/// The same for restoring (now 628K checksum + 226K writing).
+const RESTORE_WORK_PER_MIB: f64 = 1_000_000.0;
 
 /// Bochs counts one instruction per word of `rep insw`/`rep outsw`, so its raw disk is nearly
 /// free in TSC terms and checksumming every byte, which the format requires, alone costs more

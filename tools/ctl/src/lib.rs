@@ -21,6 +21,7 @@ pub mod builder;
 pub mod elf;
 pub mod error;
 pub mod memory;
+pub mod page_buf;
 
 #[cfg(test)]
 mod tests;

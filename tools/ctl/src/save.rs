@@ -8,6 +8,7 @@
 //! memory is as it was. Both show progress and stop at Ctrl-C with nothing left behind.
 
 use crate::control::{Control, Hypercalls};
+use crate::page_buf::PageBuf;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -327,7 +328,7 @@ impl DigestCache {
         }
         let info = ctl.info(id)?;
         let mut h = ContentHasher::new(info.mem_bytes);
-        let mut buf = vec![0u8; RUN_BYTES];
+        let mut buf = PageBuf::zeroed(RUN_BYTES);
         let name = String::from(name_str(&info.name));
         let mut at = 0u64;
         while at < info.mem_bytes {
@@ -523,7 +524,7 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
             enc.platform(p).map_err(SaveError::Encode)?;
         }
         enc.note(&format!("saved from d{} {}", record.origin_domid, record.name)).map_err(SaveError::Encode)?;
-        let mut buf = vec![0u8; RUN_BYTES];
+        let mut buf = PageBuf::zeroed(RUN_BYTES);
         let mut map = vec![0u8; (PRIVATE_MAP_PAGES / 8) as usize];
         let mut gfn = 0u64;
         while gfn < pages {
@@ -570,7 +571,7 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
         let size = self.store.find(image).map(|e| e.size_bytes).unwrap_or(0);
         let source = StoreSource { store: &mut *self.store, name: image.to_string(), offset: 0, buf: vec![0u8; READ_AHEAD_BYTES], at: 0, len: 0 };
         let (mut dec, pro) = Decoder::new(source, Limits { max_mem_bytes: MAX_DOMAIN_MEM_BYTES }).map_err(SaveError::Image)?;
-        let mut buf = vec![0u8; RUN_BYTES];
+        let mut buf = PageBuf::zeroed(RUN_BYTES);
         let mut pages = 0u64;
         while let Some((_, n)) = dec.next_run(&mut buf).map_err(SaveError::Image)? {
             pages += n as u64;
@@ -764,8 +765,8 @@ impl<H: Hypercalls, D: BlockDevice> Saver<'_, H, D> {
     fn mirror_into(&mut self, p: u32, image: &str, start: &domimage::IndexStart, mem_bytes: u64) -> Result<(), SaveError> {
         let base = guest_abi::pager::MIRROR_BASE_GPA;
         let mut walker = domimage::IndexWalker::new(start);
-        let mut buf = vec![0u8; RUN_BYTES];
-        let zero = vec![0u8; RUN_BYTES];
+        let mut buf = PageBuf::zeroed(RUN_BYTES);
+        let zero = PageBuf::zeroed(RUN_BYTES);
         let mut next = 0u64;
         loop {
             let mut src = crate::pager::StoreAt { store: &mut *self.store, name: image };
@@ -831,7 +832,7 @@ fn fill<H: Hypercalls, D: BlockDevice>(
     size: u64,
 ) -> Result<(u64, Option<Digest>), SaveError> {
     ctl.vcpu_set(id, &pro.vcpu).map_err(|e| if e == HvError::InvalidArgument { SaveError::VcpuRefused } else { SaveError::Hv(e) })?;
-    let mut buf = vec![0u8; RUN_BYTES];
+    let mut buf = PageBuf::zeroed(RUN_BYTES);
     let mut pages = 0u64;
     let mut hasher = (pro.kind == ImageKind::Template).then(|| ContentHasher::new(pro.domain.mem_bytes));
     while let Some((gfn, n)) = dec.next_run(&mut buf).map_err(SaveError::Image)? {

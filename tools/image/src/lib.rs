@@ -36,7 +36,7 @@ pub use index::{
     IndexStart, IndexWalker, ReadAt, RunEntry, RunIndex, WalkStep, index_runs, read_run,
 };
 pub use wire::{
-    END_BYTES, HEADER_BYTES, MAX_RECORD_PAYLOAD, RECORD_HEADER_BYTES, STATE_BYTES, VCPU_BYTES,
+    record_hasher, END_BYTES, HEADER_BYTES, MAX_RECORD_PAYLOAD, RECORD_HEADER_BYTES, STATE_BYTES, VCPU_BYTES,
 };
 
 use alloc::string::String;
@@ -211,8 +211,8 @@ pub(crate) fn name_ok(name: &str, may_be_empty: bool) -> bool {
         && !name.chars().any(char::is_control)
 }
 
-/// Whether a page is all zero.
-pub(crate) fn is_zero_page(page: &[u8]) -> bool {
+/// Whether a page is all zero (the test the encoder leaves zero pages out by).
+pub fn is_zero_page(page: &[u8]) -> bool {
     let (chunks, rest) = page.as_chunks::<8>();
     chunks.iter().all(|c| u64::from_ne_bytes(*c) == 0) && rest.iter().all(|&b| b == 0)
 }

@@ -44,6 +44,44 @@ fn fill(buf: &mut [u8], seed: u64) {
     }
 }
 
+/// The cycles of reading `mib` MiB out of domain `d`, checksumming, zero-checking them and
+/// writing them into a new domain, each step alone over the whole memory.
+fn compute_breakdown<H: Hypercalls>(ctl: &mut crate::control::Control<H>, d: u32, mib: u64, cycles: fn() -> u64, buf: &mut [u8]) -> HvResult<[u64; 4]> {
+    let total = mib << 20;
+    let step = buf.len() as u64;
+    let c0 = cycles();
+    let mut at = 0;
+    while at < total {
+        ctl.mem_read(d, at, buf)?;
+        at += step;
+    }
+    let read = cycles() - c0;
+    let c0 = cycles();
+    let mut sink = 0u64;
+    for _ in 0..total / step {
+        let mut h = domimage::record_hasher();
+        h.write(buf);
+        sink ^= h.finish();
+    }
+    let sum = cycles() - c0;
+    let c0 = cycles();
+    for _ in 0..total / step {
+        sink ^= buf.chunks_exact(domimage::PAGE_BYTES).filter(|p| domimage::is_zero_page(p)).count() as u64;
+    }
+    let zero = cycles() - c0;
+    core::hint::black_box(sink);
+    let fresh = ctl.create("bench-breakdown", total)?;
+    let c0 = cycles();
+    let mut at = 0;
+    while at < total {
+        ctl.mem_write(fresh, at, buf)?;
+        at += step;
+    }
+    let write = cycles() - c0;
+    ctl.destroy(fresh)?;
+    Ok([read, sum, zero, write])
+}
+
 impl<H: Hypercalls> Shell<H> {
     /// `bench save [mib=M] [big=M]`.
     pub(super) fn bench_save(&mut self, mib: u64, big_mib: u64, out: &mut dyn Write) -> HvResult<()> {
@@ -57,7 +95,7 @@ impl<H: Hypercalls> Shell<H> {
         let ticker = self.image("ticker")?;
         // A paused domain whose memory above the image is all data.
         let d = self.start(ticker, "bench-save", mib, "", true)?;
-        let mut buf = vec![0u8; crate::save::RUN_BYTES];
+        let mut buf = crate::page_buf::PageBuf::zeroed(crate::save::RUN_BYTES);
         let mut at = FILL_FROM_BYTES;
         while at < mib << 20 {
             fill(&mut buf, at);
@@ -115,6 +153,8 @@ impl<H: Hypercalls> Shell<H> {
             writes.push(raw_write);
             reads.push(raw_read);
         }
+        // Where a MiB's compute goes: each step of the save and restore paths alone.
+        let breakdown = compute_breakdown(saver.ctl, d, mib, cycles, &mut buf)?;
         let (save_cycles, restore_cycles) = (median(&mut saves), median(&mut restores));
         let (raw_write, raw_read) = (median(&mut writes), median(&mut reads));
         let (save_ratio, restore_ratio) = (median(&mut save_ratios), median(&mut restore_ratios));
@@ -133,6 +173,11 @@ impl<H: Hypercalls> Shell<H> {
             per_mib(restore_cycles),
             per_mib(raw_read),
             ratio(restore_ratio, 1000)
+        );
+        let [read, sum, zero, write] = breakdown.map(|c| c * 1024 / (mib << 10).max(1));
+        let _ = writeln!(
+            out,
+            "bench save breakdown: per MiB: read from the domain {read} cycles, record checksum {sum}, zero check {zero}, write into a new domain {write}"
         );
         // Restoring against building the same domain from its ELF image.
         let mut builds = Vec::new();
