@@ -9,10 +9,9 @@
 //! copy-on-write as clones do. The order of first touches is recorded as the image's working
 //! set and prefetched by its next lazy restore before the domain runs.
 
-mod pagebuf;
 pub mod workset;
 
-pub use pagebuf::{PAGE_BYTES, PageBuf};
+pub use crate::page_buf::{PAGE_BYTES, PageBuf};
 
 use crate::control::{Control, Hypercalls};
 use alloc::collections::BTreeSet;
