@@ -5,7 +5,7 @@ use crate::emulator::CYLINDER_BYTES;
 use crate::workspace_root;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use store::{BlockDevice, DeviceError, ImageChecksum, ImageKind, SECTOR_BYTES, Store, StoreError};
@@ -134,7 +134,8 @@ commands:
   ls                      list the images: Name Kind Size(KiB) Origin, then the free space
   get IMAGE FILE          copy image IMAGE out to FILE (checked against its checksum)
   put FILE IMAGE [--kind domain|template|delta] [--origin TEXT]
-                          store FILE as a new image IMAGE (default kind: domain); makes and
+                          store FILE as a new image IMAGE; a domain image is checked
+                          first and keeps its own kind (otherwise: domain); makes and
                           formats the disk file if there is none
   rm IMAGE                remove image IMAGE
   verify IMAGE            re-read image IMAGE and check its checksum (and a domain
@@ -266,10 +267,18 @@ fn run(args: &[String], out: &mut dyn Write) -> Result<(), Failure> {
                 return Err(failed(format!("{}: {image:?}", StoreError::BadName)));
             }
             let mut input = File::open(file).map_err(|e| failed(format!("cannot read {}: {e}", file.display())))?;
+            // A domain image is checked through its records before it is stored, and keeps
+            // its own kind (a delta carried to another machine stays a delta).
+            let image_kind = domain_image_kind(&mut input).map_err(|e| failed(format!("bad image: {e}: {}", file.display())))?;
+            if let (Some(k), Some(given)) = (image_kind, a.kind)
+                && k != given
+            {
+                return Err(failed(format!("{} is a {k} image, not a {given} one", file.display())));
+            }
             create_disk(&a.disk).map_err(|e| failed(format!("cannot make the disk {}: {e}", a.disk.display())))?;
             let mut s =
                 Store::open_or_format(open_disk(&a.disk)?).map_err(|e| failed(format!("{}: {e}", a.disk.display())))?;
-            let kind = a.kind.unwrap_or(ImageKind::Domain);
+            let kind = a.kind.or(image_kind).unwrap_or(ImageKind::Domain);
             let origin = a.origin.unwrap_or_else(|| default_origin(file));
             let e = put(&mut s, &mut input, file, image, kind, &origin)?;
             writeln!(out, "stored {} ({}, {} bytes)", e.name, e.kind, e.size_bytes).map_err(write_err)
@@ -298,9 +307,27 @@ fn run(args: &[String], out: &mut dyn Write) -> Result<(), Failure> {
     }
 }
 
+/// The store kind of `file` if it is a domain image (its every record checked, see
+/// [`check_image`]), `None` for other bytes; the file is left at its start.
+fn domain_image_kind(file: &mut File) -> Result<Option<ImageKind>, String> {
+    let mut magic = [0u8; 8];
+    let n = file.read(&mut magic).map_err(|e| e.to_string())?;
+    file.seek(io::SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    if n != 8 || magic != domimage::MAGIC {
+        return Ok(None);
+    }
+    let kind = check_image(io::BufReader::new(&mut *file))?;
+    file.seek(io::SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    Ok(Some(match kind {
+        domimage::ImageKind::Domain => ImageKind::Domain,
+        domimage::ImageKind::Template => ImageKind::Template,
+        domimage::ImageKind::Delta => ImageKind::Delta,
+    }))
+}
+
 /// A domain image's bytes, read through `domimage` (every record's checksum, the counts and
-/// the digest), for images the store kept no checksum of.
-fn check_image<R: std::io::Read>(reader: R) -> Result<(), String> {
+/// the digest), for images the store kept no checksum of; its kind.
+fn check_image<R: std::io::Read>(reader: R) -> Result<domimage::ImageKind, String> {
     struct Src<R>(R);
     impl<R: std::io::Read> domimage::Source for Src<R> {
         type Error = String;
@@ -309,10 +336,10 @@ fn check_image<R: std::io::Read>(reader: R) -> Result<(), String> {
         }
     }
     let limits = domimage::Limits { max_mem_bytes: u64::MAX };
-    let (mut dec, _) = domimage::Decoder::new(Src(reader), limits).map_err(|e| e.to_string())?;
+    let (mut dec, pro) = domimage::Decoder::new(Src(reader), limits).map_err(|e| e.to_string())?;
     let mut pages = vec![0u8; domimage::MAX_RUN_PAGES * domimage::PAGE_BYTES];
     while dec.next_run(&mut pages).map_err(|e| e.to_string())?.is_some() {}
-    Ok(())
+    Ok(pro.kind)
 }
 
 /// An image in the store as a byte stream.

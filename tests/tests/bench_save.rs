@@ -25,8 +25,10 @@ fn save_benchmark(label: &str, opts: boot::run::RunOptions, cmd: &str) -> Vec<St
     let zero = find(&lines, "bench save zero");
     let fraction = number_after(zero, "1/");
     assert!(fraction >= 1000.0, "a mostly-zero domain's image is only 1/{fraction} of its size");
-    let delta = number_after(find(&lines, "bench delta"), "pages): ");
+    let delta = number_after(find(&lines, "bench delta:"), "pages): ");
     assert!(delta >= 10.0, "a delta of an idle clone is only {delta}x smaller than a full image");
+    let faster = number_after(find(&lines, "bench delta restore:"), "pages): ");
+    assert!(faster >= 2.0, "restoring an idle clone's delta is only {faster}x faster than its full image");
     assert!(find(&lines, "restored as built").contains("cycles ("), "{lines:?}");
     // The benchmark cleans up after itself.
     assert!(output_of(&o, "store", 0).iter().all(|l| !l.starts_with("bench-")), "{}", o.serial);

@@ -246,3 +246,142 @@ fn a_machine_killed_in_the_middle_of_a_save_keeps_its_images_and_shows_no_partia
         assert!(output_of(&o, "console small", 0).iter().any(|l| l == "Test result: SUCCESS"), "{}", o.serial);
     }
 }
+
+/// `checksum DOMAIN`'s digest of the domain's memory.
+fn checksum_of(o: &boot::run::RunOutcome, domain: &str) -> String {
+    let lines = output_of(o, &format!("checksum {domain}"), 0);
+    let l = lines.iter().find(|l| l.contains("checksum of domain")).unwrap_or_else(|| panic!("no checksum of {domain}: {lines:?}"));
+    l.split_whitespace().nth(4).unwrap().to_string()
+}
+
+/// The hex digest an error names (`digest 0123abcd...`).
+fn named_digest(line: &str) -> String {
+    let at = line.find("digest ").unwrap_or_else(|| panic!("no digest named in {line:?}")) + "digest ".len();
+    let hex: String = line[at..].chars().take_while(char::is_ascii_hexdigit).collect();
+    assert_eq!(hex.len(), 16, "{line:?}");
+    hex
+}
+
+/// Copies image `name` from one machine's disk to another's through the host's `boot store`.
+fn carry(from: &Path, to: &Path, name: &str, file: &Path) -> i32 {
+    drop(open_disk(from));
+    let got = boot::store_cmd::main(&["get".into(), name.into(), file.display().to_string(), "--disk".into(), from.display().to_string()]);
+    assert_eq!(got, 0, "get {name}");
+    boot::store_cmd::main(&["put".into(), file.display().to_string(), name.into(), "--disk".into(), to.display().to_string()])
+}
+
+#[test]
+fn a_family_of_clones_moves_to_another_machine_as_deltas_and_shares_its_template_again() {
+    for opts in both(1500) {
+        // Machine A: a template, three clones of it, and a clone of another template.
+        let a = disk("family-a", &opts);
+        let b = disk("family-b", &opts);
+        let first = [
+            "create demo name=tpl cmdline=\"ws_mib=4\"",
+            "wait tpl frozen 300",
+            "clone tpl count=3 name=c",
+            "wait c0 blocked 300",
+            "wait c1 blocked 300",
+            "wait c2 blocked 300",
+            "create demo name=tb cmdline=\"ws_mib=2\"",
+            "wait tb frozen 300",
+            "clone tb name=x",
+            "wait x0 blocked 300",
+            "pause c0",
+            "pause c1",
+            "pause c2",
+            "checksum c0",
+            "checksum c1",
+            "checksum c2",
+            "save tpl tpl.img",
+            "save c0 c0.img",
+            "save c1 c1.img",
+            "save c2 c2.img",
+            "save x0 x0.img",
+            "poweroff",
+        ];
+        let o = dom0_ok(with_disk(opts.clone(), &a), &first);
+        for c in ["c0", "c1", "c2", "x0"] {
+            assert!(reply(&o, &format!("save {c} {c}.img"), "saved domain").contains("(delta,"), "{}", o.serial);
+        }
+        let sums: Vec<String> = ["c0", "c1", "c2"].iter().map(|c| checksum_of(&o, c)).collect();
+
+        // Carried to machine B's fresh disk with the host command; a delta stays a delta, and
+        // a cut-off image is refused on the way in.
+        let dir = a.with_extension("carry");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["tpl.img", "c0.img", "c1.img", "c2.img", "x0.img"] {
+            assert_eq!(carry(&a, &b, name, &dir.join(name)), 0, "put {name}");
+        }
+        let c1 = std::fs::read(dir.join("c1.img")).unwrap();
+        std::fs::write(dir.join("cut.img"), &c1[..c1.len() / 2]).unwrap();
+        let put_cut = boot::store_cmd::main(&["put".into(), dir.join("cut.img").display().to_string(), "cut.img".into(), "--disk".into(), b.display().to_string()]);
+        assert_ne!(put_cut, 0, "a cut-off image is refused by put");
+        let stored = images(&b);
+        for (name, kind) in [("tpl.img", "template"), ("c0.img", "delta"), ("c1.img", "delta"), ("x0.img", "delta")] {
+            assert!(stored.contains(&(name.to_string(), kind.to_string())), "{name} {kind} in {stored:?}");
+        }
+        assert!(!stored.iter().any(|(n, _)| n == "cut.img"), "{stored:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // Machine B: no template yet, so no delta restores and nothing is created; then the
+        // template, and the family comes back sharing its frames.
+        let second = [
+            "info",
+            "restore c0.img",
+            "restore c1.img",
+            "restore x0.img",
+            "list",
+            "info",
+            "restore tpl.img",
+            "info",
+            "restore c0.img paused=1",
+            "restore c1.img paused=1",
+            "restore c2.img paused=1",
+            "info",
+            "checksum c0",
+            "checksum c1",
+            "checksum c2",
+            "stat c0",
+            "stat c1",
+            "stat c2",
+            "restore x0.img",
+            "unpause c1",
+            "sleep 1s",
+            "list",
+            "poweroff",
+        ];
+        let o = dom0_ok(with_disk(opts.clone(), &b), &second);
+        let e0 = reply(&o, "restore c0.img", "error:");
+        assert!(e0.contains("template of this delta not in memory"), "{e0}");
+        let e1 = reply(&o, "restore c1.img", "error:");
+        let ex = reply(&o, "restore x0.img", "error:");
+        assert_eq!(named_digest(&e0), named_digest(&e1), "clones of one template name one digest");
+        assert_ne!(named_digest(&e0), named_digest(&ex), "a clone of another template names its own");
+        assert_eq!(output_of(&o, "list", 0).len(), 2, "only dom0 after the refusals: {}", o.serial);
+        assert_eq!(free_kib(&o, 0), free_kib(&o, 1), "refused deltas leave free memory as it was");
+        assert!(reply(&o, "restore tpl.img", "restored domain").contains("(template, 16 MiB"));
+        for c in ["c0", "c1", "c2"] {
+            assert!(reply(&o, &format!("restore {c}.img paused=1"), "restored domain").contains("(delta, 16 MiB"), "{}", o.serial);
+        }
+        let after: Vec<String> = ["c0", "c1", "c2"].iter().map(|c| checksum_of(&o, c)).collect();
+        assert_eq!(sums, after, "each clone's memory is what it was on machine A");
+        // The three clones share the template's frames again: the template's shared KiB
+        // stay as they were, each clone maps its working set from them, and the family takes
+        // little memory of its own.
+        let shared = |n| field(&output_of(&o, "info", n), "shared_kib").parse::<u64>().unwrap();
+        assert!(shared(2) >= 4096 && shared(3) == shared(2), "shared KiB {} -> {}", shared(2), shared(3));
+        let family_kib = free_kib(&o, 2) - free_kib(&o, 3);
+        assert!(family_kib < 3 * 1024, "three restored deltas took {family_kib} KiB");
+        for c in ["c0", "c1", "c2"] {
+            let kib: u64 = field(&output_of(&o, &format!("stat {c}"), 0), "shared_kib").parse().unwrap();
+            assert!(kib >= 4096, "{c} shares only {kib} KiB with its template");
+        }
+        // The wrong template is still refused, the family untouched, and a clone runs on.
+        let again = output_of(&o, "restore x0.img", 1);
+        let again = again.iter().find(|l| l.contains("error:")).unwrap_or_else(|| panic!("{again:?}"));
+        assert_eq!(named_digest(again), named_digest(&ex));
+        let doms = output_of(&o, "list", 1);
+        assert!(doms.iter().any(|l| l.starts_with("c1 ") && !l.contains("crashed")), "{doms:?}");
+    }
+}

@@ -92,8 +92,9 @@ pub enum SaveError {
     Dom0,
     /// A dead or crashed domain has nothing to save.
     NotRunning,
-    /// A delta's template is not in memory (restore it first).
-    TemplateMissing { name: String },
+    /// A delta's template is not in memory (restore it first): its content digest (hex) and
+    /// the name it had where the delta was saved.
+    TemplateMissing { digest: String, name: String },
     /// The hypervisor refused the image's vCPU context (it would fault the host).
     VcpuRefused,
     /// The hypervisor refused the image's saved state.
@@ -138,7 +139,9 @@ impl fmt::Display for SaveError {
             Self::Interrupted => f.write_str("interrupted (nothing was changed)"),
             Self::Dom0 => f.write_str("not permitted: dom0 cannot be saved"),
             Self::NotRunning => f.write_str("wrong state: the domain has ended"),
-            Self::TemplateMissing { name } => write!(f, "template of this delta not in memory (was {name:?}; restore it first)"),
+            Self::TemplateMissing { digest, name } => {
+                write!(f, "template of this delta not in memory (digest {digest}, was {name:?}; restore it first)")
+            }
             Self::VcpuRefused => f.write_str("bad image: vcpu state refused by the hypervisor"),
             Self::StateRefused => f.write_str("bad image: saved state refused by the hypervisor"),
             Self::PlatformRefused => f.write_str("bad image: platform state refused by the hypervisor"),
@@ -816,7 +819,7 @@ fn make_domain<H: Hypercalls>(ctl: &mut Control<H>, digests: &mut DigestCache, u
             return Ok(ctl.clone_with(id, name, pro.state.clone_index, pro.domain.quota_pages, CLONE_PAUSED)?);
         }
     }
-    Err(SaveError::TemplateMissing { name: t.name.clone() })
+    Err(SaveError::TemplateMissing { digest: short_digest(&t.digest), name: t.name.clone() })
 }
 
 /// Writes the image's memory and state into paused domain `id`; the last run read checks the

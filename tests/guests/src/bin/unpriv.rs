@@ -22,7 +22,7 @@ fn unpriv(si: &'static StartInfo) -> i32 {
     let b = buf.as_mut_ptr() as u64;
     let dom0 = 0u64;
     let me = si.domid as u64;
-    let calls: [(u64, &str, [u64; 4]); 24] = [
+    let calls: [(u64, &str, [u64; 4]); 26] = [
         (nr::DOM_CREATE, "dom_create", [&create as *const _ as u64, 0, 0, 0]),
         (nr::DOM_DESTROY, "dom_destroy", [dom0, 0, 0, 0]),
         (nr::DOM_PAUSE, "dom_pause", [dom0, 0, 0, 0]),
@@ -47,6 +47,8 @@ fn unpriv(si: &'static StartInfo) -> i32 {
         (nr::DOM_CONSOLE_INPUT, "dom_console_input", [dom0, b, 16, 0]),
         (nr::DOM_PLATFORM_GET, "dom_platform_get", [dom0, b, 4096, 0]),
         (nr::DOM_PLATFORM_SET, "dom_platform_set", [me, b, 468, 0]),
+        (nr::DOM_PAGER_SET, "dom_pager_set", [me, me, 0, 0]),
+        (nr::PAGER_STATUS, "pager_status", [dom0, b, 0, 0]),
     ];
     let mut status = Status::Success;
     for (n, name, a) in calls {
