@@ -40,7 +40,7 @@ const UNDEFINED_BUCKET: usize = BUCKETS - 1;
 const GIB_BYTES: u64 = 1 << 30;
 
 /// Defined hypercalls the fuzzer may make (never SHUTDOWN or FREEZE_SELF).
-const DEFINED: [u64; 9] = [
+const DEFINED: [u64; 13] = [
     nr::CONSOLE_WRITE,
     nr::YIELD,
     nr::BLOCK,
@@ -50,6 +50,10 @@ const DEFINED: [u64; 9] = [
     nr::NULL,
     nr::CONSOLE_READ,
     nr::MEM_PROTECT,
+    nr::PAGER_RING,
+    nr::PAGER_SUPPLY,
+    nr::PAGER_FAIL,
+    nr::PAGER_DROP,
 ];
 
 const fn printable(i: usize) -> u8 {
@@ -128,7 +132,7 @@ enum Class {
 }
 
 fn is_known(number: u64) -> bool {
-    (1..=nr::MEM_PROTECT).contains(&number) || (nr::CONTROL_BASE..nr::CONTROL_END).contains(&number)
+    (1..=nr::PAGER_DROP).contains(&number) || (nr::CONTROL_BASE..nr::CONTROL_END).contains(&number)
 }
 
 /// Where things are in this domain's memory.
@@ -162,7 +166,7 @@ fn pick_number(rng: &mut Rng) -> (u64, Class) {
         _ => {
             let number = match rng.below(6) {
                 0 => 0,
-                1 => 12 + rng.below(nr::CONTROL_BASE - 12),
+                1 => nr::PAGER_DROP + 1 + rng.below(nr::CONTROL_BASE - nr::PAGER_DROP - 1),
                 2 => nr::CONTROL_END + rng.below(0x1000 - nr::CONTROL_END),
                 // A defined number with high bits set: catches a hypervisor that truncates RAX.
                 3 => DEFINED[rng.below(DEFINED.len() as u64) as usize] | (1 << (32 + rng.below(32))),
