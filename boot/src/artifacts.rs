@@ -48,6 +48,7 @@ pub const DEFAULT_GUESTS: &[GuestSpec] = &[
     GuestSpec { image: "ckptwriter", package: "guests", bin: "ckptwriter" },
     GuestSpec { image: "lazytouch", package: "guests", bin: "lazytouch" },
     GuestSpec { image: "pagerd", package: "guests", bin: "pagerd" },
+    GuestSpec { image: "selfckpt", package: "guests", bin: "selfckpt" },
 ];
 
 /// The path of a built image by its bundle name.

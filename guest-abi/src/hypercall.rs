@@ -64,6 +64,21 @@ pub mod nr {
     /// `pager_drop(share_key) -> frames released`: the pager no longer offers the shared
     /// frames it supplied under this key (clients keep what they map).
     pub const PAGER_DROP: u64 = 15;
+    /// `channel_open(ring_gpa, pages)`: registers the caller's channel ring (`crate::channel`),
+    /// page aligned, 2 to `MAX_SLOTS + 1` pages of its own memory; `pages` 0 closes it. Only
+    /// a domain dom0 allowed a channel.
+    pub const CHANNEL_OPEN: u64 = 16;
+    /// `channel_notify()`: tells dom0 the caller's ring has news (event `CHANNEL` there).
+    pub const CHANNEL_NOTIFY: u64 = 17;
+    /// `self_checkpoint() -> TAKEN | RESTORED`: starts a copy-on-write epoch of the caller;
+    /// returns `crate::channel::TAKEN` now and `RESTORED` in a domain restored from it.
+    /// `busy` while one is running.
+    pub const SELF_CHECKPOINT: u64 = 18;
+    /// `self_checkpoint_read(gpa, dst_gpa, pages)`: copies pages of the caller's epoch (its
+    /// memory at the instant of the call) to its own memory at `dst_gpa`.
+    pub const SELF_CHECKPOINT_READ: u64 = 19;
+    /// `self_checkpoint_end()`: ends the caller's epoch and returns its frames.
+    pub const SELF_CHECKPOINT_END: u64 = 20;
 
     /// First control hypercall.
     pub const CONTROL_BASE: u64 = 0x100;
@@ -135,8 +150,10 @@ pub mod nr {
     pub const DOM_PAGER_SET: u64 = 0x118;
     /// `pager_status(client, out_gpa: *mut LazyStatus)`: where a lazy restore is.
     pub const PAGER_STATUS: u64 = 0x119;
+    /// `dom_channel(op, domid, arg)`: dom0's side of guest channels (`crate::channel::op`).
+    pub const DOM_CHANNEL: u64 = 0x11A;
     /// One past the last control hypercall.
-    pub const CONTROL_END: u64 = 0x11A;
+    pub const CONTROL_END: u64 = 0x11B;
     /// Most bytes a platform state takes (what dom0 should offer `dom_platform_get`).
     pub const PLATFORM_STATE_MAX_BYTES: u64 = 2048;
     /// Most bytes one `dom_console_input` call takes.
@@ -161,8 +178,10 @@ pub mod event {
     pub const RESTORED: u64 = 1 << 4;
     /// A pager's ring has new requests.
     pub const PAGER: u64 = 1 << 5;
+    /// A channel has news: a guest kicked its ring (dom0), or dom0 answered (the guest).
+    pub const CHANNEL: u64 = 1 << 6;
     /// Every event bit.
-    pub const ALL: u64 = CONSOLE_INPUT | CLONED | TIMER | DOMAIN_STATE | RESTORED | PAGER;
+    pub const ALL: u64 = CONSOLE_INPUT | CLONED | TIMER | DOMAIN_STATE | RESTORED | PAGER | CHANNEL;
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -8,6 +8,7 @@ extern crate alloc;
 
 pub mod agent;
 pub mod bundle;
+pub mod channel;
 pub mod cmdline;
 pub mod crc32;
 pub mod domctl;

@@ -88,3 +88,30 @@ pub fn mem_protect(gpa: u64, pages: u64) -> HvResult<()> {
 pub fn freeze_self() -> HvResult<()> {
     call(nr::FREEZE_SELF, &[]).map(drop)
 }
+
+/// Registers the caller's channel ring (`pages` 0 closes it); see [`crate::channel`].
+pub fn channel_open(ring_gpa: u64, pages: u64) -> HvResult<()> {
+    call(nr::CHANNEL_OPEN, &[ring_gpa, pages]).map(|_| ())
+}
+
+/// Tells dom0 the caller's channel ring has news.
+pub fn channel_notify() -> HvResult<()> {
+    call(nr::CHANNEL_NOTIFY, &[]).map(|_| ())
+}
+
+/// Starts a checkpoint of the caller: [`crate::channel::TAKEN`] now,
+/// [`crate::channel::RESTORED`] in a domain restored from it.
+pub fn self_checkpoint() -> HvResult<u64> {
+    call(nr::SELF_CHECKPOINT, &[])
+}
+
+/// Copies `dst.len() / 4096` pages of the caller's checkpoint, from `gpa`, into `dst` (a
+/// page-aligned buffer).
+pub fn self_checkpoint_read(gpa: u64, dst: &mut [u8]) -> HvResult<()> {
+    call(nr::SELF_CHECKPOINT_READ, &[gpa, dst.as_mut_ptr() as u64, (dst.len() / 4096) as u64]).map(|_| ())
+}
+
+/// Ends the caller's checkpoint epoch.
+pub fn self_checkpoint_end() -> HvResult<()> {
+    call(nr::SELF_CHECKPOINT_END, &[]).map(|_| ())
+}

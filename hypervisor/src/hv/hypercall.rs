@@ -100,7 +100,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     }
 
     /// Reads a plain struct argument from the caller's memory.
-    fn read_struct<T: Copy>(&self, id: DomId, gpa: u64, mut value: T) -> Result<T, HvError> {
+    pub(crate) fn read_struct<T: Copy>(&self, id: DomId, gpa: u64, mut value: T) -> Result<T, HvError> {
         // SAFETY: only instantiated with plain #[repr(C)] ABI structs (integers and arrays),
         // for which every byte pattern is a valid value.
         self.read_guest(id, gpa, unsafe { bytes_of_mut(&mut value) })?;
@@ -108,7 +108,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     }
 
     /// Writes a plain struct result into the caller's memory.
-    fn write_struct<T>(&mut self, id: DomId, gpa: u64, value: &T) -> Result<(), HvError> {
+    pub(crate) fn write_struct<T>(&mut self, id: DomId, gpa: u64, value: &T) -> Result<(), HvError> {
         // SAFETY: only instantiated with plain #[repr(C)] ABI structs.
         let bytes = unsafe { bytes_of(value) };
         self.write_guest(id, gpa, bytes, false)
@@ -192,6 +192,23 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 Ok(Outcome::Value(0))
             }
             nr::PAGER_DROP => Ok(Outcome::Value(self.pager_drop(id, a[0])?)),
+            nr::CHANNEL_OPEN => {
+                self.channel_open(id, a[0], a[1])?;
+                Ok(Outcome::Value(0))
+            }
+            nr::CHANNEL_NOTIFY => {
+                self.channel_notify(id)?;
+                Ok(Outcome::Value(0))
+            }
+            nr::SELF_CHECKPOINT => Ok(Outcome::Value(self.self_checkpoint(id)?)),
+            nr::SELF_CHECKPOINT_READ => {
+                self.self_checkpoint_read(id, a[0], a[1], a[2])?;
+                Ok(Outcome::Value(0))
+            }
+            nr::SELF_CHECKPOINT_END => {
+                self.self_checkpoint_end(id)?;
+                Ok(Outcome::Value(0))
+            }
             nr::CONSOLE_READ => {
                 if !privileged {
                     return Err(HvError::NotPermitted);
@@ -480,6 +497,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 self.write_struct(id, a[1], &status)?;
                 Ok(Outcome::Value(0))
             }
+            nr::DOM_CHANNEL => Ok(Outcome::Value(self.dom_channel(id, a[0], a[1], a[2])?)),
             nr::FRAME_CHECK => match self.check_invariants() {
                 Ok(()) => Ok(Outcome::Value(0)),
                 Err(InvariantError::NoMemory) => Err(HvError::OutOfMemory),

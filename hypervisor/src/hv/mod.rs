@@ -11,6 +11,7 @@ mod hypercall;
 mod pager;
 mod pc;
 mod saved;
+mod selfckpt;
 mod serial;
 pub use saved::{StateError, validate_state};
 pub use serial::{ECHO_LINE_MAX_BYTES, SERIAL_DRAIN_BYTES_PER_EXIT};
@@ -142,6 +143,10 @@ pub struct Hypervisor<B: Backend, M: PhysMem, P: Platform> {
     /// The last guest access that found a page of a lazy domain missing (the hypercall that
     /// made it is retried once the page is there).
     missing_hit: core::cell::Cell<Option<(DomId, Gfn)>>,
+    /// Guests dom0 allowed a channel, by domain (`selfckpt`).
+    channels: alloc::collections::BTreeMap<DomId, selfckpt::Channel>,
+    /// When the earliest self-checkpoint epoch is reclaimed.
+    epoch_deadline: Option<u64>,
 }
 
 /// Whether a task priority holds back an interrupt at `vector`: its priority class
@@ -189,6 +194,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             entropy: crate::entropy::Entropy::new([platform_seed[0], platform_seed[1], platform_seed[2], platform_seed[3]]),
             pager_deadline: None,
             missing_hit: core::cell::Cell::new(None),
+            channels: alloc::collections::BTreeMap::new(),
+            epoch_deadline: None,
         }
     }
 
@@ -312,6 +319,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// Releases a domain's vCPU and memory (it died, crashed or is being destroyed).
     fn release(&mut self, id: DomId) {
         self.pager_gone(id);
+        self.channel_gone(id);
         if self.extended_owner == Some(id) {
             // Its registers stay in the CPU until the next vCPU loads all of its own.
             self.extended_owner = None;
@@ -923,6 +931,12 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 self.expire_pager_waits(now);
             }
         }
+        if let Some(due) = self.epoch_deadline {
+            let now = self.platform.now_ns();
+            if due <= now {
+                self.expire_epochs(now);
+            }
+        }
         if let Some(deadline) = self.queue.next_deadline() {
             let now = self.platform.now_ns();
             if deadline <= now {
@@ -940,7 +954,7 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 return Step::Idle;
             }
             let poll = if self.serial_busy { serial::SERIAL_RETRY_NS } else { IDLE_POLL_NS };
-            let until = self.queue.next_deadline().unwrap_or(u64::MAX).min(self.pager_deadline.unwrap_or(u64::MAX)).min(now + poll);
+            let until = self.queue.next_deadline().unwrap_or(u64::MAX).min(self.pager_deadline.unwrap_or(u64::MAX)).min(self.epoch_deadline.unwrap_or(u64::MAX)).min(now + poll);
             self.timer_owner = None;
             self.platform.idle(until);
             self.poll_console();

@@ -1365,3 +1365,6 @@ mod saved;
 
 #[path = "pager_tests.rs"]
 mod pager;
+
+#[path = "selfckpt_tests.rs"]
+mod selfckpt;

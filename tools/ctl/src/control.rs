@@ -320,4 +320,27 @@ impl<H: Hypercalls> Control<H> {
         self.hc.call(nr::PAGER_STATUS, &[u64::from(client), addr_mut(&mut s)])?;
         Ok(s)
     }
+
+    /// Allows (or forbids) domain `id` a channel to dom0.
+    pub fn channel_allow(&mut self, id: u32, allow: bool) -> HvResult<()> {
+        self.hc.call(nr::DOM_CHANNEL, &[guest_abi::channel::op::ALLOW, u64::from(id), u64::from(allow)]).map(|_| ())
+    }
+
+    /// The next domain that kicked its channel, if any.
+    pub fn channel_next(&mut self) -> HvResult<Option<u32>> {
+        let id = self.hc.call(nr::DOM_CHANNEL, &[guest_abi::channel::op::NEXT, 0, 0])? as u32;
+        Ok((id != guest_abi::domctl::NO_DOMAIN).then_some(id))
+    }
+
+    /// Where domain `id`'s channel ring is and its running self-checkpoint epoch.
+    pub fn channel_info(&mut self, id: u32) -> HvResult<guest_abi::channel::ChannelInfo> {
+        let mut i = guest_abi::channel::ChannelInfo::default();
+        self.hc.call(nr::DOM_CHANNEL, &[guest_abi::channel::op::INFO, u64::from(id), addr_mut(&mut i)])?;
+        Ok(i)
+    }
+
+    /// Raises the channel event in domain `id` (dom0 answered).
+    pub fn channel_kick(&mut self, id: u32) -> HvResult<()> {
+        self.hc.call(nr::DOM_CHANNEL, &[guest_abi::channel::op::KICK, u64::from(id), 0]).map(|_| ())
+    }
 }

@@ -16,6 +16,7 @@ pub mod linux;
 pub mod pager;
 pub mod registers;
 pub mod save;
+pub mod selfckpt;
 pub mod shell;
 pub mod builder;
 pub mod elf;

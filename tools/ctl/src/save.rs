@@ -181,18 +181,20 @@ pub struct Storage {
     pub ui: alloc::boxed::Box<dyn Ui>,
     /// dom0's pager, which serves lazy restores from the store.
     pub pager: crate::pager::Pager,
+    /// What became of the last guest channel streams (self-checkpoints), newest last.
+    pub streams: Vec<String>,
 }
 
 impl Storage {
     /// No store, for `reason`.
     pub fn none(reason: &str) -> Self {
-        Self { store: Err(reason.to_string()), digests: DigestCache::default(), ui: alloc::boxed::Box::new(Quiet), pager: Default::default() }
+        Self { store: Err(reason.to_string()), digests: DigestCache::default(), ui: alloc::boxed::Box::new(Quiet), pager: Default::default(), streams: Vec::new() }
     }
 
     /// The store on `disk` (formatted if the disk is blank).
     pub fn on(disk: DataDisk, ui: alloc::boxed::Box<dyn Ui>) -> Self {
         let store = Store::open_or_format(disk).map_err(|e| format!("{e}"));
-        Self { store, digests: DigestCache::default(), ui, pager: Default::default() }
+        Self { store, digests: DigestCache::default(), ui, pager: Default::default(), streams: Vec::new() }
     }
 }
 
@@ -236,9 +238,9 @@ pub enum Mode {
 }
 
 /// Writes image bytes into a store writer.
-struct StoreSink<'a, D: BlockDevice> {
-    store: &'a mut Store<D>,
-    writer: &'a mut store::ImageWriter,
+pub(crate) struct StoreSink<'a, D: BlockDevice> {
+    pub(crate) store: &'a mut Store<D>,
+    pub(crate) writer: &'a mut store::ImageWriter,
 }
 
 impl<D: BlockDevice> Sink for StoreSink<'_, D> {

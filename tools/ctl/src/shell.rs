@@ -99,7 +99,7 @@ pub enum Command {
     Help,
     Images,
     /// `mem_mib`: `None` for the image's default (16 MiB, or 128 MiB for Linux).
-    Create { image: String, name: Option<String>, mem_mib: Option<u64>, cmdline: String, paused: bool },
+    Create { image: String, name: Option<String>, mem_mib: Option<u64>, cmdline: String, paused: bool, channel: bool },
     List,
     /// Attach to a PC domain's UART, or print the history (`history=1`, or no UART).
     Console { target: Target, history: bool },
@@ -132,6 +132,10 @@ pub enum Command {
     Restore { image: String, name: Option<String>, paused: bool, lazy: bool, pager: Option<Target>, background: bool },
     /// The lazy restores and their pagers.
     PagerList,
+    /// The guest channels and what became of their streams.
+    ChannelList,
+    /// Allow (`on`) or forbid a domain a channel to dom0.
+    ChannelSet { target: Target, allow: bool },
     /// Make `to` the pager of lazy client `client` (a takeover if it had one).
     PagerSet { client: Target, to: Target, timeout_ms: u64 },
     /// The images in the store.
@@ -269,14 +273,15 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             Command::Images
         }
         "create" => {
-            no_extra(&["name", "mem", "cmdline", "paused"], 1)?;
+            no_extra(&["name", "mem", "cmdline", "paused", "channel"], 1)?;
             let image = positional.first().ok_or(ParseError::Missing("image"))?.to_string();
             let mem_mib = match opt("mem") {
                 Some(v) => Some(number("mem", v)?),
                 None => None,
             };
             let paused = matches!(opt("paused"), Some("1" | "yes" | "true"));
-            Command::Create { image, name: opt("name").map(String::from), mem_mib, cmdline: opt("cmdline").unwrap_or("").to_string(), paused }
+            let channel = flag("channel")?;
+            Command::Create { image, name: opt("name").map(String::from), mem_mib, cmdline: opt("cmdline").unwrap_or("").to_string(), paused, channel }
         }
         "list" | "ls" => {
             no_extra(&[], 0)?;
@@ -493,6 +498,15 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
                 }
             }
         }
+        "channel" => {
+            no_extra(&[], 2)?;
+            match (positional.first(), positional.get(1).map(|s| &**s)) {
+                (None, _) => Command::ChannelList,
+                (Some(d), Some("on")) => Command::ChannelSet { target: Target::parse(d), allow: true },
+                (Some(d), Some("off")) => Command::ChannelSet { target: Target::parse(d), allow: false },
+                (Some(_), _) => return Err(ParseError::Bad("channel DOMAIN on|off".to_string())),
+            }
+        }
         "store" => {
             no_extra(&[], 0)?;
             Command::StoreList
@@ -547,7 +561,7 @@ pub struct Shell<H: Hypercalls> {
 const HELP: &str = "\
 commands (a domain is an ID or a NAME):
   images                          guest images available
-  create IMAGE [name=NAME] [mem=MIB] [cmdline=\"...\"] [paused=1]
+  create IMAGE [name=NAME] [mem=MIB] [cmdline=\"...\"] [paused=1] [channel=1]
                                   (a Linux bzImage gets its IMAGE-initrd, 128 MiB, the PC platform)
   list                            domains and their memory
   console DOMAIN [history=1]      attach to a Linux domain's console (Ctrl-] detaches),
@@ -575,6 +589,8 @@ commands (a domain is an ID or a NAME):
                                   run it before its memory is read: pages come on first touch
                                   from dom0 (or a pagerd domain) and the rest in the background
   pager [CLIENT to=DOMAIN [timeout=DURATION]]   lazy restores, or give one a new pager
+  channel [DOMAIN on|off]         guest channels and their self-checkpoints, or allow one
+                                  (also create ... channel=1)
   store | rm IMAGE... | verify IMAGE    the images on dom0's disk
   bench save [mib=M] [big=M]      save/restore per MiB vs the raw disk, checkpoint pause, delta size
   bench linux [count=N] [mib=M]   Linux: boot to ready vs clone to first line, idle clone memory
@@ -682,7 +698,7 @@ impl<H: Hypercalls> Shell<H> {
                     let _ = writeln!(out, "{:<24} {:>10}", i.name, i.data.len().div_ceil(1024));
                 }
             }
-            Command::Create { image, name, mem_mib, cmdline, paused } => {
+            Command::Create { image, name, mem_mib, cmdline, paused, channel } => {
                 let Some(img) = self.images.iter().find(|i| i.name == image).copied() else {
                     let _ = writeln!(out, "error: bad argument: no image {image:?} (see images)");
                     return Ok(Flow::Continue);
@@ -698,9 +714,20 @@ impl<H: Hypercalls> Shell<H> {
                     return Ok(Flow::Continue);
                 }
                 let mem_bytes = mem_mib.unwrap_or(CREATE_MEM_MIB).checked_mul(1 << 20).ok_or(HvError::InvalidArgument)?;
-                let spec = LaunchSpec { image: img.data, name: &name, mem_bytes, cmdline: &cmdline, paused };
+                // A channel is allowed before the guest's first instruction.
+                let spec = LaunchSpec { image: img.data, name: &name, mem_bytes, cmdline: &cmdline, paused: paused || channel };
                 match launch(&mut self.ctl, &spec, self.call_insn, self.tsc_khz) {
                     Ok(id) => {
+                        if channel {
+                            if let Err(e) = self.ctl.channel_allow(id, true) {
+                                let _ = self.ctl.destroy(id);
+                                let _ = writeln!(out, "error: channel: {e}");
+                                return Ok(Flow::Continue);
+                            }
+                            if !paused {
+                                self.ctl.unpause(id)?;
+                            }
+                        }
                         let info = self.ctl.info(id)?;
                         let _ = writeln!(out, "created domain {id} {}", name_str(&info.name));
                     }
@@ -911,6 +938,7 @@ impl<H: Hypercalls> Shell<H> {
                 Err(e) => return Err(e),
             },
             Command::Bench(b) => self.bench(b, out)?,
+            c @ (Command::ChannelList | Command::ChannelSet { .. }) => self.channel_command(c, out)?,
             c @ (Command::Save { .. }
             | Command::Checkpoint { .. }
             | Command::Restore { .. }
@@ -994,6 +1022,7 @@ impl<H: Hypercalls> Shell<H> {
 }
 
 mod attach;
+mod channel;
 mod linux;
 mod pager;
 mod storage;

@@ -40,7 +40,7 @@ const UNDEFINED_BUCKET: usize = BUCKETS - 1;
 const GIB_BYTES: u64 = 1 << 30;
 
 /// Defined hypercalls the fuzzer may make (never SHUTDOWN or FREEZE_SELF).
-const DEFINED: [u64; 13] = [
+const DEFINED: [u64; 18] = [
     nr::CONSOLE_WRITE,
     nr::YIELD,
     nr::BLOCK,
@@ -54,6 +54,11 @@ const DEFINED: [u64; 13] = [
     nr::PAGER_SUPPLY,
     nr::PAGER_FAIL,
     nr::PAGER_DROP,
+    nr::CHANNEL_OPEN,
+    nr::CHANNEL_NOTIFY,
+    nr::SELF_CHECKPOINT,
+    nr::SELF_CHECKPOINT_READ,
+    nr::SELF_CHECKPOINT_END,
 ];
 
 const fn printable(i: usize) -> u8 {
@@ -132,7 +137,7 @@ enum Class {
 }
 
 fn is_known(number: u64) -> bool {
-    (1..=nr::PAGER_DROP).contains(&number) || (nr::CONTROL_BASE..nr::CONTROL_END).contains(&number)
+    (1..=nr::SELF_CHECKPOINT_END).contains(&number) || (nr::CONTROL_BASE..nr::CONTROL_END).contains(&number)
 }
 
 /// Where things are in this domain's memory.
@@ -166,7 +171,7 @@ fn pick_number(rng: &mut Rng) -> (u64, Class) {
         _ => {
             let number = match rng.below(6) {
                 0 => 0,
-                1 => nr::PAGER_DROP + 1 + rng.below(nr::CONTROL_BASE - nr::PAGER_DROP - 1),
+                1 => nr::SELF_CHECKPOINT_END + 1 + rng.below(nr::CONTROL_BASE - nr::SELF_CHECKPOINT_END - 1),
                 2 => nr::CONTROL_END + rng.below(0x1000 - nr::CONTROL_END),
                 // A defined number with high bits set: catches a hypervisor that truncates RAX.
                 3 => DEFINED[rng.below(DEFINED.len() as u64) as usize] | (1 << (32 + rng.below(32))),

@@ -22,7 +22,7 @@ fn unpriv(si: &'static StartInfo) -> i32 {
     let b = buf.as_mut_ptr() as u64;
     let dom0 = 0u64;
     let me = si.domid as u64;
-    let calls: [(u64, &str, [u64; 4]); 26] = [
+    let calls: [(u64, &str, [u64; 4]); 27] = [
         (nr::DOM_CREATE, "dom_create", [&create as *const _ as u64, 0, 0, 0]),
         (nr::DOM_DESTROY, "dom_destroy", [dom0, 0, 0, 0]),
         (nr::DOM_PAUSE, "dom_pause", [dom0, 0, 0, 0]),
@@ -49,6 +49,7 @@ fn unpriv(si: &'static StartInfo) -> i32 {
         (nr::DOM_PLATFORM_SET, "dom_platform_set", [me, b, 468, 0]),
         (nr::DOM_PAGER_SET, "dom_pager_set", [me, me, 0, 0]),
         (nr::PAGER_STATUS, "pager_status", [dom0, b, 0, 0]),
+        (nr::DOM_CHANNEL, "dom_channel", [guest_abi::channel::op::ALLOW, me, 1, 0]),
     ];
     let mut status = Status::Success;
     for (n, name, a) in calls {

@@ -14,6 +14,9 @@ impl<H: Hypercalls> Shell<H> {
     /// Waits up to `timeout_ns` (0: until an event) for something to happen, serving dom0's
     /// pager meanwhile: with pager work left it does some and returns without sleeping.
     pub fn idle(&mut self, timeout_ns: u64) {
+        if self.serve_channels() {
+            return;
+        }
         if self.serve_pager() {
             return;
         }

@@ -211,7 +211,7 @@ fn commands_parse_with_defaults_and_reject_junk() {
     assert_eq!(parse("   # a comment").unwrap(), Command::Empty);
     assert_eq!(
         parse("create hello").unwrap(),
-        Command::Create { image: "hello".into(), name: None, mem_mib: None, cmdline: String::new(), paused: false }
+        Command::Create { image: "hello".into(), name: None, mem_mib: None, cmdline: String::new(), paused: false, channel: false }
     );
     assert_eq!(parse("console web").unwrap(), Command::Console { target: Target::Name("web".into()), history: false });
     assert_eq!(parse("destroy 12").unwrap(), Command::Destroy(vec![Target::Id(12)]));
