@@ -2,7 +2,8 @@
 # Installs what the project needs on a fresh machine, or says exactly what is missing:
 #  - the Rust toolchain, components and target named in rust-toolchain.toml (RUSTUP_AUTO_INSTALL=0
 #    is set on CI machines, so nothing installs them implicitly);
-#  - QEMU (qemu-system-x86), OVMF, Bochs with its BIOS, VGA BIOS and terminal display plugin.
+#  - QEMU (qemu-system-x86), OVMF, Bochs with its BIOS, VGA BIOS and terminal display plugin;
+#  - make, gcc-12 and libc6-dev (the Linux guest's kernel module and static tools).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 toml="$root/rust-toolchain.toml"
@@ -33,7 +34,8 @@ else
 fi
 
 # --- Emulators ----------------------------------------------------------------------------
-packages=(qemu-system-x86 ovmf bochs bochsbios vgabios bochs-term)
+# make, gcc-12 and libc6-dev build the Linux guest's checkpoint module and static tools.
+packages=(qemu-system-x86 ovmf bochs bochsbios vgabios bochs-term make gcc-12 libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

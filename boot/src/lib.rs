@@ -9,6 +9,7 @@ pub mod cpio;
 pub mod emulator;
 pub mod image;
 pub mod linux;
+pub mod linux_module;
 pub mod run;
 pub mod setup;
 pub mod store_cmd;

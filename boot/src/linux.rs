@@ -28,6 +28,8 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Cargo package and binary of the agent.
 pub const AGENT_PACKAGE: &str = "linux-agent";
 pub const AGENT_BIN: &str = "cowvisor-agent";
+/// The self-checkpoint tool, built with the agent (`tools/agent/src/ckpt.rs`).
+pub const CKPT_TOOL_BIN: &str = "cowvisor-ckpt";
 /// Host target the agent is built for (statically linked against glibc).
 pub const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Flags of the agent build: a static, non-PIE executable.
@@ -44,6 +46,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
 mount -t tmpfs tmpfs /tmp
 insmod /lib/modules/msr.ko
+insmod /lib/modules/cowvisor_checkpoint.ko
 hostname -F /etc/hostname
 echo "cowvisor-linux: init"
 # Made before the freeze: every clone shares it (the tests compare its checksum).
@@ -174,8 +177,17 @@ fn make(dir: &Path) -> Result<LinuxArtifacts, BootError> {
     }
 
     let agent = build_agent()?;
+    let ckpt_tool = agent.with_file_name(CKPT_TOOL_BIN);
+    let ckpt_module = crate::linux_module::checkpoint_module(dir, &package)?;
     let read = |p: &Path| std::fs::read(p).map_err(io_err(format!("reading {}", p.display())));
-    let archive = initramfs(&read(&busybox)?, &read(&agent)?, &read(&msr_module)?)?;
+    let parts = InitramfsParts {
+        busybox: &read(&busybox)?,
+        agent: &read(&agent)?,
+        msr_module: &read(&msr_module)?,
+        ckpt_tool: &read(&ckpt_tool)?,
+        ckpt_module: &read(&ckpt_module)?,
+    };
+    let archive = initramfs(&parts)?;
     let initramfs = dir.join("initramfs.cpio");
     if std::fs::read(&initramfs).ok().as_deref() != Some(archive.as_slice()) {
         write_atomically(&initramfs, &archive)?;
@@ -206,7 +218,7 @@ pub fn is_bzimage(data: &[u8]) -> bool {
     data.len() > 0x208 && data[0x1FE..0x200] == [0x55, 0xAA] && data[0x202..0x206] == *b"HdrS"
 }
 
-fn run_tool(cmd: &mut Command, install: &str) -> Result<Output, BootError> {
+pub(crate) fn run_tool(cmd: &mut Command, install: &str) -> Result<Output, BootError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -220,7 +232,7 @@ fn run_tool(cmd: &mut Command, install: &str) -> Result<Output, BootError> {
     })
 }
 
-fn describe_failure(out: &Output) -> String {
+pub(crate) fn describe_failure(out: &Output) -> String {
     let text = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !l.contains("unsandboxed")).collect();
     let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
@@ -240,7 +252,7 @@ fn resolve_kernel_package() -> Result<String, BootError> {
     }
 }
 
-fn apt_get_download(debs: &Path, packages: &[&str]) -> Result<(), BootError> {
+pub(crate) fn apt_get_download(debs: &Path, packages: &[&str]) -> Result<(), BootError> {
     let names = packages.join(" ");
     eprintln!("(boot) fetching {names} into {}", debs.display());
     let out =
@@ -256,12 +268,12 @@ fn apt_get_download(debs: &Path, packages: &[&str]) -> Result<(), BootError> {
     Ok(())
 }
 
-fn not_downloaded(debs: &Path, package: &str) -> BootError {
+pub(crate) fn not_downloaded(debs: &Path, package: &str) -> BootError {
     BootError::Build(format!("apt-get download {package} left no {package}_*.deb in {}", debs.display()))
 }
 
 /// The newest `PACKAGE_*.deb` in `debs`.
-fn find_deb(debs: &Path, package: &str) -> Option<PathBuf> {
+pub(crate) fn find_deb(debs: &Path, package: &str) -> Option<PathBuf> {
     let prefix = format!("{package}_");
     std::fs::read_dir(debs)
         .ok()?
@@ -277,12 +289,25 @@ fn find_deb(debs: &Path, package: &str) -> Option<PathBuf> {
 }
 
 /// Whether `output` exists and is at least as new as `input`.
-fn is_newer(output: &Path, input: &Path) -> bool {
+pub(crate) fn is_newer(output: &Path, input: &Path) -> bool {
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     match (mtime(output), mtime(input)) {
         (Some(o), Some(i)) => o >= i,
         _ => false,
     }
+}
+
+/// `dpkg-deb -x DEB INTO` (INTO may already hold other packages' trees).
+pub(crate) fn dpkg_extract_into(deb: &Path, into: &Path) -> Result<(), BootError> {
+    let out = run_tool(Command::new("dpkg-deb").arg("-x").arg(deb).arg(into), "sudo apt-get install dpkg")?;
+    if !out.status.success() {
+        return Err(BootError::Build(format!(
+            "dpkg-deb -x {} failed: {}; delete it and run again to fetch it anew",
+            deb.display(),
+            describe_failure(&out)
+        )));
+    }
+    Ok(())
 }
 
 /// `dpkg-deb -x DEB` into a scratch directory under `dir`, removed by the caller.
@@ -402,8 +427,19 @@ pub fn build_agent() -> Result<PathBuf, BootError> {
     Ok(bin)
 }
 
-/// The initramfs (uncompressed newc) around `busybox` and the `agent`.
-pub fn initramfs(busybox: &[u8], agent: &[u8], msr_module: &[u8]) -> Result<Vec<u8>, BootError> {
+/// What goes into the initramfs besides its fixed files.
+pub struct InitramfsParts<'a> {
+    pub busybox: &'a [u8],
+    pub agent: &'a [u8],
+    pub msr_module: &'a [u8],
+    pub ckpt_tool: &'a [u8],
+    pub ckpt_module: &'a [u8],
+}
+
+/// The initramfs (uncompressed newc) around busybox, the agent, the self-checkpoint tool and
+/// the modules.
+pub fn initramfs(p: &InitramfsParts<'_>) -> Result<Vec<u8>, BootError> {
+    let (busybox, agent, msr_module) = (p.busybox, p.agent, p.msr_module);
     let bad = |e: crate::cpio::CpioError| BootError::Build(format!("initramfs: {e}"));
     let mut w = CpioWriter::new();
     for (dir, perm) in INITRAMFS_DIRS {
@@ -419,6 +455,8 @@ pub fn initramfs(busybox: &[u8], agent: &[u8], msr_module: &[u8]) -> Result<Vec<
     w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(bad)?;
     w.file("etc/group", 0o644, b"root:x:0:\n").map_err(bad)?;
     w.file("lib/modules/msr.ko", 0o644, msr_module).map_err(bad)?;
+    w.file("lib/modules/cowvisor_checkpoint.ko", 0o644, p.ckpt_module).map_err(bad)?;
+    w.file("sbin/cowvisor-ckpt", 0o755, p.ckpt_tool).map_err(bad)?;
     w.file("init", 0o755, INIT_SCRIPT.as_bytes()).map_err(bad)?;
     Ok(w.finish())
 }
@@ -443,7 +481,14 @@ mod tests {
     fn initramfs_contains_every_required_path() {
         let busybox = b"\x7fELFbusybox".to_vec();
         let agent = b"\x7fELFagent".to_vec();
-        let members = cpio::parse(&initramfs(&busybox, &agent, b"\x7fELF module").unwrap()).unwrap();
+        let parts = InitramfsParts {
+            busybox: &busybox,
+            agent: &agent,
+            msr_module: b"\x7fELF module",
+            ckpt_tool: b"\x7fELFckpt",
+            ckpt_module: b"\x7fELF ckpt module",
+        };
+        let members = cpio::parse(&initramfs(&parts).unwrap()).unwrap();
         let get = |name: &str| members.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("no {name}"));
         for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "var", "usr/bin", "usr/sbin"] {
             assert_eq!(get(d).file_type(), S_IFDIR, "{d}");
@@ -452,6 +497,9 @@ mod tests {
         assert_eq!((bb.file_type(), bb.perm(), bb.data.as_slice()), (S_IFREG, 0o755, busybox.as_slice()));
         let sh = get("bin/sh");
         assert_eq!((sh.file_type(), sh.data.as_slice()), (S_IFLNK, b"busybox".as_slice()));
+        let ck = get("sbin/cowvisor-ckpt");
+        assert_eq!((ck.file_type(), ck.perm(), ck.data.as_slice()), (S_IFREG, 0o755, b"\x7fELFckpt".as_slice()));
+        assert_eq!(get("lib/modules/cowvisor_checkpoint.ko").data, b"\x7fELF ckpt module");
         let ag = get("sbin/cowvisor-agent");
         assert_eq!((ag.file_type(), ag.perm(), ag.data.as_slice()), (S_IFREG, 0o755, agent.as_slice()));
         for (name, major, minor) in [("dev/console", 5, 1), ("dev/ttyS0", 4, 64), ("dev/null", 1, 3)] {

@@ -18,7 +18,7 @@ use guest_abi::domctl::{DomainFlags, NO_DOMAIN, name_str, state};
 use store::{BlockDevice, Store, StoreError};
 
 /// How long dom0 waits for the next message of a stream before it calls it cut off.
-pub const STREAM_STALL_LIMIT_NS: u64 = 5_000_000_000;
+pub const STREAM_STALL_LIMIT_NS: u64 = 15_000_000_000;
 /// How long dom0 sleeps between looks at a ring that has nothing new.
 const STREAM_POLL_NS: u64 = 2_000_000;
 /// Bytes of the ring header dom0 reads (the header fields and every descriptor).
@@ -343,3 +343,7 @@ impl<H: Hypercalls, D: BlockDevice> Receiver<'_, H, D> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "selfckpt_tests.rs"]
+mod tests;
