@@ -83,6 +83,7 @@ fn run(tag: &str, pages: usize) -> Result<(), String> {
         return Err("restored memory differs from the moment of the call".to_string());
     }
     phase = std::hint::black_box(2);
+    let t0 = std::time::Instant::now();
     say(&format!("checkpoint taken (phase {phase})"));
     let mut mem_bytes = 0u64;
     ioctl(&dev, CKPT_MEMSIZE, &raw mut mem_bytes as u64).map_err(|e| format!("memsize: {e}"))?;
@@ -117,11 +118,13 @@ fn run(tag: &str, pages: usize) -> Result<(), String> {
             rewritten += 1;
         }
     }
+    let streamed_ms = t0.elapsed().as_millis();
     let status = ioctl(&dev, CKPT_END, 0).map_err(|e| format!("end: {e}"))?;
     let _ = ioctl(&dev, CKPT_FINISH, 0);
     if status != STORED {
         return Err(format!("dom0 refused the stream (status {status})"));
     }
+    say(&format!("streamed in {streamed_ms} ms, answered after {} ms", t0.elapsed().as_millis()));
     say(&format!("stored as {tag}: {sent} pages sent, {holes} pages not RAM, memory rewritten meanwhile: {}", crc32(&mem) != crc));
     Ok(())
 }

@@ -21,6 +21,8 @@ use store::{BlockDevice, Store, StoreError};
 pub const STREAM_STALL_LIMIT_NS: u64 = 15_000_000_000;
 /// How long dom0 sleeps between looks at a ring that has nothing new.
 const STREAM_POLL_NS: u64 = 2_000_000;
+/// Pages gathered into one image run at most.
+const RUN_PAGES: usize = domimage::MAX_RUN_PAGES;
 /// Bytes of the ring header dom0 reads (the header fields and every descriptor).
 const HEADER_BYTES: usize = (ring::DESC0_OFFSET + MAX_SLOTS as u64 * ring::DESC_BYTES) as usize;
 
@@ -280,7 +282,9 @@ impl<H: Hypercalls, D: BlockDevice> Receiver<'_, H, D> {
         }
         enc.note(&format!("self-checkpoint of d{} {}", record.origin_domid, record.name))?;
         let mem_pages = record.mem_bytes / PAGE_BYTES as u64;
-        let mut page = PageBuf::zeroed(PAGE_BYTES);
+        // Contiguous pages are gathered into one run (one record, one checksum pass).
+        let mut run = PageBuf::zeroed(RUN_PAGES * PAGE_BYTES);
+        let (mut run_first, mut run_len) = (0u64, 0usize);
         let mut next_gfn = 0u64;
         let mut count = 0u64;
         let mut stalled_since = ctl.time_ns()?;
@@ -325,14 +329,24 @@ impl<H: Hypercalls, D: BlockDevice> Receiver<'_, H, D> {
                     if gfn < next_gfn {
                         return Err(StreamError::BadMessage(format!("PAGE at {:#x} out of order", d.arg)));
                     }
-                    ctl.mem_read(id, slot_gpa, &mut page[..])?;
-                    enc.memory(gfn, &page[..])?;
+                    if run_len > 0 && (gfn != run_first + run_len as u64 || run_len == RUN_PAGES) {
+                        enc.memory(run_first, &run[..run_len * PAGE_BYTES])?;
+                        run_len = 0;
+                    }
+                    if run_len == 0 {
+                        run_first = gfn;
+                    }
+                    ctl.mem_read(id, slot_gpa, &mut run[run_len * PAGE_BYTES..(run_len + 1) * PAGE_BYTES])?;
+                    run_len += 1;
                     next_gfn = gfn + 1;
                     count += 1;
                 }
                 msg::END => {
                     if d.arg != count {
                         return Err(StreamError::BadMessage(format!("END counts {} pages, {} were sent", d.arg, count)));
+                    }
+                    if run_len > 0 {
+                        enc.memory(run_first, &run[..run_len * PAGE_BYTES])?;
                     }
                     let (_, _, stats) = enc.finish()?;
                     return Ok((count, stats.bytes));
