@@ -245,3 +245,18 @@ pub fn find<'a>(lines: &'a [String], needle: &str) -> &'a str {
     lines.iter().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in {lines:?}"))
 }
 
+
+/// A fresh data disk path for one test on one emulator (`target/test-disks/TEST-EMULATOR.img`,
+/// any earlier one removed).
+pub fn fresh_disk(test: &str, opts: &RunOptions) -> std::path::PathBuf {
+    let dir = boot::workspace_root().join("target").join("test-disks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{test}-{:?}.img", opts.emulator).to_lowercase());
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// `opts` with data disk `path` and a 1 GiB machine.
+pub fn with_disk(opts: RunOptions, path: &std::path::Path) -> RunOptions {
+    RunOptions { disk: boot::run::DataDisk::Path(path.to_path_buf()), mem_mib: 1024, ..opts }
+}

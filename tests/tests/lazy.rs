@@ -5,23 +5,10 @@
 //! `stat`), and dom0 takes them over with memory intact; a domain that is not a client's
 //! pager cannot supply its pages; a corrupted page found lazily crashes only its client.
 
-use boot::run::{DataDisk, RunOptions};
 use boot::store_cmd::FileDisk;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use store::Store;
 use tests::*;
-
-fn disk(test: &str, opts: &RunOptions) -> PathBuf {
-    let dir = boot::workspace_root().join("target").join("test-disks");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{test}-{:?}.img", opts.emulator).to_lowercase());
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-fn with_disk(opts: RunOptions, path: &Path) -> RunOptions {
-    RunOptions { disk: DataDisk::Path(path.to_path_buf()), mem_mib: 1024, ..opts }
-}
 
 /// The line of `command`'s output containing `needle` (progress shown in place may precede
 /// it on the same line).
@@ -52,7 +39,7 @@ const LAZYTOUCH: [&str; 3] = ["create lazytouch name=lt mem=32", "expect lt \"fi
 #[test]
 fn a_lazy_restore_runs_at_once_matches_an_eager_one_and_shares_one_image_among_clients() {
     for opts in both(1500) {
-        let path = disk("lazy", &opts);
+        let path = fresh_disk("lazy", &opts);
         let mut script: Vec<&str> = LAZYTOUCH.to_vec();
         script.extend([
             "restore lt.img name=eager paused=1",
@@ -103,7 +90,7 @@ fn a_lazy_restore_runs_at_once_matches_an_eager_one_and_shares_one_image_among_c
 #[test]
 fn a_pager_that_fails_leaves_its_clients_paused_until_dom0_takes_them_over() {
     for opts in both(1500) {
-        let path = disk("pager", &opts);
+        let path = fresh_disk("pager", &opts);
         let mut script: Vec<&str> = LAZYTOUCH.to_vec();
         script.extend([
             // lt was 1; pg 2, d 3.
@@ -162,7 +149,7 @@ fn a_pager_that_fails_leaves_its_clients_paused_until_dom0_takes_them_over() {
 #[test]
 fn a_corrupted_page_found_lazily_crashes_only_its_client() {
     for opts in both(1500) {
-        let path = disk("lazybad", &opts);
+        let path = fresh_disk("lazybad", &opts);
         let mut first: Vec<&str> = LAZYTOUCH.to_vec();
         first.push("poweroff");
         dom0_ok(with_disk(opts.clone(), &path), &first);

@@ -6,24 +6,11 @@
 //! without its template) are refused with their own error and leave memory as it was; and a
 //! machine killed in the middle of a save keeps every earlier image, the partial one absent.
 
-use boot::run::{DataDisk, RunOptions, RunResult};
+use boot::run::{RunOptions, RunResult};
 use boot::store_cmd::FileDisk;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use store::Store;
 use tests::*;
-
-/// A fresh data disk for one test on one emulator.
-fn disk(test: &str, opts: &RunOptions) -> PathBuf {
-    let dir = boot::workspace_root().join("target").join("test-disks");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{test}-{:?}.img", opts.emulator).to_lowercase());
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-fn with_disk(opts: RunOptions, path: &Path) -> RunOptions {
-    RunOptions { disk: DataDisk::Path(path.to_path_buf()), mem_mib: 1024, ..opts }
-}
 
 /// The last line of `command`'s output that contains `needle` (progress shown in place
 /// precedes it on the same serial line).
@@ -103,7 +90,7 @@ fn newer_version(image: &[u8]) -> Vec<u8> {
 #[test]
 fn saved_checkpointed_and_template_images_come_back_and_bad_ones_change_nothing() {
     for opts in both(1500) {
-        let path = disk("save", &opts);
+        let path = fresh_disk("save", &opts);
         let first = [
             "create ticker name=tk cmdline=\"interval_ms=20\"",
             "sleep 1s",
@@ -225,7 +212,7 @@ fn saved_checkpointed_and_template_images_come_back_and_bad_ones_change_nothing(
 #[test]
 fn a_machine_killed_in_the_middle_of_a_save_keeps_its_images_and_shows_no_partial_one() {
     for opts in both(1500) {
-        let path = disk("kill", &opts);
+        let path = fresh_disk("kill", &opts);
         let first = [
             "create ckptwriter name=small cmdline=\"pages=256\"",
             "checkpoint small small.img",
@@ -274,8 +261,8 @@ fn carry(from: &Path, to: &Path, name: &str, file: &Path) -> i32 {
 fn a_family_of_clones_moves_to_another_machine_as_deltas_and_shares_its_template_again() {
     for opts in both(1500) {
         // Machine A: a template, three clones of it, and a clone of another template.
-        let a = disk("family-a", &opts);
-        let b = disk("family-b", &opts);
+        let a = fresh_disk("family-a", &opts);
+        let b = fresh_disk("family-b", &opts);
         let first = [
             "create demo name=tpl cmdline=\"ws_mib=4\"",
             "wait tpl frozen 300",

@@ -6,21 +6,8 @@
 //! guest without a channel and an abandoned checkpoint are each refused or reclaimed, and
 //! nothing else is disturbed. The benchmark prints the pause the guest sees at two sizes.
 
-use boot::run::{DataDisk, RunOptions};
-use std::path::PathBuf;
+use boot::run::RunOptions;
 use tests::*;
-
-fn disk(test: &str, opts: &RunOptions) -> PathBuf {
-    let dir = boot::workspace_root().join("target").join("test-disks");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{test}-{:?}.img", opts.emulator).to_lowercase());
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-fn with_disk(opts: RunOptions, path: &std::path::Path) -> RunOptions {
-    RunOptions { disk: DataDisk::Path(path.to_path_buf()), mem_mib: 1024, ..opts }
-}
 
 fn has(lines: &[String], needle: &str) -> bool {
     lines.iter().any(|l| l.contains(needle))
@@ -29,7 +16,7 @@ fn has(lines: &[String], needle: &str) -> bool {
 #[test]
 fn a_guest_checkpoints_itself_while_writing_and_its_image_restores_to_the_instant_of_the_call() {
     for opts in both(600) {
-        let path = disk("selfckpt", &opts);
+        let path = fresh_disk("selfckpt", &opts);
         let o = dom0_ok(
             with_disk(opts, &path),
             &[
@@ -79,7 +66,7 @@ fn a_guest_checkpoints_itself_while_writing_and_its_image_restores_to_the_instan
 /// out a stream's stall limit).
 fn refusals(opts: RunOptions) {
     {
-        let path = disk("selfckpt-bad", &opts);
+        let path = fresh_disk("selfckpt-bad", &opts);
         let o = dom0_ok(
             with_disk(opts, &path),
             &[
