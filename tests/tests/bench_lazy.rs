@@ -18,7 +18,7 @@ fn lazy_benchmark(label: &str, opts: boot::run::RunOptions, cmd: &str) {
     let o = dom0_ok(opts, &[cmd, "store", "poweroff"]);
     let lines = bench_lines(&o, cmd);
     record_figures(label, &lines);
-    let start = number_after(find(&lines, "bench lazy start"), "cycles: ");
+    let start = number_after(find(&lines, "bench lazy start"), "on it): ");
     assert!(start <= 1.2, "first instruction of the large image's lazy restore: {start}x the small one's > 1.2");
     let fewer = number_after(find(&lines, "bench lazy prefetch"), "): ");
     assert!(fewer >= 90.0, "working-set prefetch saved only {fewer}% of the demand faults");

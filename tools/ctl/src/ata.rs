@@ -16,6 +16,10 @@ pub trait Ports {
     fn insw(&mut self, port: u16, buf: &mut [u8]);
     /// `rep outsw`: writes `buf` (even length) as 16-bit writes to `port`.
     fn outsw(&mut self, port: u16, buf: &[u8]);
+    /// A cycle counter (the TSC), to time waits on the drive; 0 where there is none.
+    fn cycles(&mut self) -> u64 {
+        0
+    }
 }
 
 /// First port of the secondary channel's command block.
@@ -67,6 +71,8 @@ pub struct AtaDisk<P: Ports> {
     ports: P,
     sectors: u64,
     lba48: bool,
+    /// Cycles spent polling while the drive was not ready.
+    waited_cycles: u64,
 }
 
 impl<P: Ports> AtaDisk<P> {
@@ -86,7 +92,7 @@ impl<P: Ports> AtaDisk<P> {
         if ports.inb(p(reg::STATUS_COMMAND)) == 0 {
             return Err(DeviceError::NoDevice);
         }
-        let mut disk = Self { ports, sectors: 0, lba48: false };
+        let mut disk = Self { ports, sectors: 0, lba48: false, waited_cycles: 0 };
         disk.wait_not_busy()?;
         // ATAPI and SATA bridges put a signature here instead of answering IDENTIFY.
         if disk.ports.inb(p(reg::LBA_MID)) != 0 || disk.ports.inb(p(reg::LBA_HIGH)) != 0 {
@@ -110,31 +116,43 @@ impl<P: Ports> AtaDisk<P> {
         self.ports.inb(SECONDARY_BASE + reg::STATUS_COMMAND)
     }
 
-    fn wait_not_busy(&mut self) -> Result<u8, DeviceError> {
-        for _ in 0..STATUS_POLLS_MAX {
+    /// Polls the status until `ready` says it is ready (`Some`): what it said, or a timeout.
+    /// Polls after the first count as waiting on the drive.
+    fn poll<T>(&mut self, mut ready: impl FnMut(u8) -> Option<Result<T, DeviceError>>) -> Result<T, DeviceError> {
+        let s = self.status();
+        if let Some(r) = ready(s) {
+            return r;
+        }
+        let t0 = self.ports.cycles();
+        let mut outcome = Err(DeviceError::Timeout);
+        for _ in 1..STATUS_POLLS_MAX {
             let s = self.status();
-            if s & status::BSY == 0 {
-                return Ok(s);
+            if let Some(r) = ready(s) {
+                outcome = r;
+                break;
             }
         }
-        Err(DeviceError::Timeout)
+        self.waited_cycles += self.ports.cycles().wrapping_sub(t0);
+        outcome
+    }
+
+    fn wait_not_busy(&mut self) -> Result<u8, DeviceError> {
+        self.poll(|s| (s & status::BSY == 0).then_some(Ok(s)))
     }
 
     /// Waits until the drive is ready to move a sector's data.
     fn wait_data(&mut self, lba: u64) -> Result<(), DeviceError> {
-        for _ in 0..STATUS_POLLS_MAX {
-            let s = self.status();
+        self.poll(|s| {
             if s & status::BSY != 0 {
-                continue;
+                None
+            } else if s & (status::ERR | status::DF) != 0 {
+                Some(Err(DeviceError::Io { lba }))
+            } else if s & status::DRQ != 0 {
+                Some(Ok(()))
+            } else {
+                None
             }
-            if s & (status::ERR | status::DF) != 0 {
-                return Err(DeviceError::Io { lba });
-            }
-            if s & status::DRQ != 0 {
-                return Ok(());
-            }
-        }
-        Err(DeviceError::Timeout)
+        })
     }
 
     fn finish(&mut self, lba: u64) -> Result<(), DeviceError> {
@@ -211,6 +229,10 @@ impl<P: Ports> BlockDevice for AtaDisk<P> {
         self.command(0, 0, cmd::FLUSH, cmd::FLUSH_EXT)?;
         self.finish(0)
     }
+
+    fn wait_cycles(&self) -> u64 {
+        self.waited_cycles
+    }
 }
 
 /// The CPU's port instructions (dom0 runs with the data disk's ports passed through).
@@ -254,6 +276,11 @@ impl Ports for NativePorts {
             core::arch::asm!("cld", "rep outsw", in("dx") port, inout("rsi") buf.as_ptr() => _, inout("rcx") buf.len() / 2 => _, options(readonly, nostack))
         };
     }
+
+    fn cycles(&mut self) -> u64 {
+        // SAFETY: RDTSC only reads the time-stamp counter.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
 }
 
 #[cfg(test)]
@@ -276,6 +303,11 @@ mod tests {
         present: bool,
         flushes: u32,
         lba48_commands: u32,
+        /// Status reads that see BSY after each command.
+        busy_for: u32,
+        busy_left: u32,
+        /// Port reads so far: the simulated cycle counter.
+        reads: u64,
     }
 
     impl SimDrive {
@@ -292,6 +324,9 @@ mod tests {
                 present: true,
                 flushes: 0,
                 lba48_commands: 0,
+                busy_for: 0,
+                busy_left: 0,
+                reads: 0,
             }
         }
 
@@ -362,7 +397,12 @@ mod tests {
             if !self.present {
                 return 0xFF;
             }
+            self.reads += 1;
             match port {
+                0x177 | SECONDARY_CONTROL if self.busy_left > 0 => {
+                    self.busy_left -= 1;
+                    0x80
+                }
                 0x177 | SECONDARY_CONTROL => self.status,
                 0x171..=0x176 => self.regs[usize::from(port - 0x170)],
                 _ => 0xFF,
@@ -370,7 +410,10 @@ mod tests {
         }
         fn outb(&mut self, port: u16, value: u8) {
             match port {
-                0x177 => self.execute(value),
+                0x177 => {
+                    self.execute(value);
+                    self.busy_left = self.busy_for;
+                }
                 0x171..=0x176 => {
                     let r = usize::from(port - 0x170);
                     self.hob[r] = self.regs[r];
@@ -385,6 +428,9 @@ mod tests {
             if self.pos == self.buffer.len() {
                 self.status = 0x50;
             }
+        }
+        fn cycles(&mut self) -> u64 {
+            self.reads
         }
         fn outsw(&mut self, _port: u16, buf: &[u8]) {
             self.buffer[self.pos..self.pos + buf.len()].copy_from_slice(buf);
@@ -433,5 +479,18 @@ mod tests {
         disk.ports().status = 0x80;
         let mut buf = vec![0u8; SECTOR_BYTES];
         assert_eq!(disk.read(0, &mut buf), Err(DeviceError::Timeout));
+    }
+
+    #[test]
+    fn polls_of_a_busy_drive_count_as_waiting_and_ready_polls_do_not() {
+        let mut disk = AtaDisk::probe(SimDrive::new(64)).unwrap();
+        let mut buf = vec![0u8; 4 * SECTOR_BYTES];
+        let before = disk.wait_cycles();
+        disk.read(0, &mut buf).unwrap();
+        assert_eq!(disk.wait_cycles(), before, "a drive that is always ready is never waited on");
+        disk.ports().busy_for = 50;
+        disk.read(0, &mut buf).unwrap();
+        let waited = disk.wait_cycles() - before;
+        assert!((50..=52).contains(&waited), "50 busy polls, waited {waited}");
     }
 }

@@ -171,6 +171,9 @@ impl BlockDevice for DataDisk {
     fn flush(&mut self) -> Result<(), store::DeviceError> {
         self.0.flush()
     }
+    fn wait_cycles(&self) -> u64 {
+        self.0.wait_cycles()
+    }
 }
 
 /// What the shell's image commands work with.

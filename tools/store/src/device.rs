@@ -52,6 +52,12 @@ pub trait BlockDevice {
     fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), DeviceError>;
     /// Makes every completed write durable (ATA FLUSH CACHE, command 0xE7).
     fn flush(&mut self) -> Result<(), DeviceError>;
+    /// Cycles spent so far polling a drive that was not ready yet: the device's latency, not
+    /// the caller's work (benchmarks take it out of figures the host's disk would blur). 0
+    /// where the device does not measure it.
+    fn wait_cycles(&self) -> u64 {
+        0
+    }
 }
 
 impl<D: BlockDevice + ?Sized> BlockDevice for &mut D {
@@ -66,6 +72,9 @@ impl<D: BlockDevice + ?Sized> BlockDevice for &mut D {
     }
     fn flush(&mut self) -> Result<(), DeviceError> {
         (**self).flush()
+    }
+    fn wait_cycles(&self) -> u64 {
+        (**self).wait_cycles()
     }
 }
 
