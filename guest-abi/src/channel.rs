@@ -4,7 +4,9 @@
 //! registers it with [`nr::CHANNEL_OPEN`](crate::hypercall::nr::CHANNEL_OPEN) (only if dom0
 //! allowed it), writes [`Desc`]riptors and slot pages, advances [`ring::PROD_OFFSET`] and
 //! kicks dom0 with [`nr::CHANNEL_NOTIFY`](crate::hypercall::nr::CHANNEL_NOTIFY) (event
-//! [`crate::hypercall::event::CHANNEL`] there). dom0 consumes, advances
+//! [`crate::hypercall::event::CHANNEL`] there), which it needs to do only when the message
+//! went into an empty ring or the ring is full: dom0 reads the producer index again after
+//! writing the consumer index, before it waits. dom0 consumes, advances
 //! [`ring::CONS_OFFSET`], writes its answer at [`ring::STATUS_OFFSET`] and kicks back.
 //!
 //! A **self-checkpoint**: [`nr::SELF_CHECKPOINT`](crate::hypercall::nr::SELF_CHECKPOINT)

@@ -1,7 +1,8 @@
-//! The save, restore and checkpoint benchmarks, with the targets. A test binary of
-//! their own with one test: the disk's latency is host time that the guest spends polling, so
-//! these figures are taken with no other emulator running beside them (cargo runs test
-//! binaries one after another, and the tests inside one in parallel).
+//! The save, restore and checkpoint benchmarks, with the targets, one test per
+//! emulator (run in parallel). The disk's latency is host time that the guest spends
+//! polling, so the ratios to the raw disk move with the host and are recorded, not held; what
+//! is held is deterministic work (instructions per MiB besides the disk) or a margin far
+//! beyond any host's swing (a delta 10x smaller, 2x faster to restore).
 
 use tests::*;
 
@@ -41,7 +42,8 @@ fn save_benchmark(label: &str, opts: boot::run::RunOptions, cmd: &str) -> Vec<St
 /// our own work per MiB does not. What is held is that work, which `-icount` makes exact: the
 /// breakdown's instructions per MiB for reading a domain, checksumming and zero-checking its
 /// pages (save) and for writing them into a new domain (restore, with the checksum).
-fn svm_npt() {
+#[test]
+fn save_restore_and_checkpoint_benchmarks_meet_their_targets_on_svm_npt() {
     let opts = boot::run::RunOptions { icount: true, mem_mib: 2048, disk: bench_disk("bench-save-qemu"), ..qemu(900) };
     let lines = save_benchmark("QEMU TCG, AMD SVM+NPT, -icount (instructions): save/restore", opts, "bench save mib=16 big=1024");
     let b = find(&lines, "bench save breakdown");
@@ -62,14 +64,8 @@ const RESTORE_WORK_PER_MIB: f64 = 1_000_000.0;
 /// Bochs counts one instruction per word of `rep insw`/`rep outsw`, so its raw disk is nearly
 /// free in TSC terms and checksumming every byte, which the format requires, alone costs more
 /// than the device there: the save and restore ratios are recorded, not held to 1.5x.
-fn vmx_ept() {
+#[test]
+fn save_restore_and_checkpoint_benchmarks_meet_their_targets_on_vmx_ept() {
     let opts = boot::run::RunOptions { mem_mib: 1024, disk: bench_disk("bench-save-bochs"), ..bochs(900) };
     save_benchmark("Bochs, Intel VMX+EPT (instructions): save/restore", opts, "bench save mib=16 big=512");
-}
-
-/// QEMU first, then Bochs, one at a time.
-#[test]
-fn save_restore_and_checkpoint_benchmarks_meet_their_targets() {
-    svm_npt();
-    vmx_ept();
 }

@@ -26,6 +26,7 @@
 #include <linux/mutex.h>
 #include <linux/uaccess.h>
 #include <linux/jiffies.h>
+#include <linux/timekeeping.h>
 
 #define NR_YIELD 3
 #define NR_CHANNEL_OPEN 16
@@ -76,6 +77,8 @@ static struct page *ring_pages;
 static u8 *ring;
 static u8 *bounce;
 static u32 prod, sent;
+/* Where a stream's time went: waits for room on the ring, and the yields in them. */
+static u64 full_waits, yields, waited_ns;
 static bool vmmcall;
 static u64 mem_bytes;
 
@@ -116,7 +119,15 @@ static void put_desc(u32 kind, u32 len, u64 arg)
 	prod++;
 	smp_wmb();
 	wr(OFF_PROD, prod);
-	hc(NR_CHANNEL_NOTIFY, 0, 0, 0);
+	/*
+	 * dom0 waits only on an empty ring, and reads the producer index again after it writes
+	 * the consumer index: a notify is needed only when this message went into an empty
+	 * ring (the store of prod before the load of cons, hence the full barrier). A page
+	 * among others costs no exit.
+	 */
+	smp_mb();
+	if (kind != MSG_PAGE || prod - rd(OFF_CONS) == 1)
+		hc(NR_CHANNEL_NOTIFY, 0, 0, 0);
 }
 
 /*
@@ -134,14 +145,21 @@ static void let_dom0_run(void)
 static long wait_room(void)
 {
 	unsigned long until = jiffies + msecs_to_jiffies(ANSWER_WAIT_MS);
+	u64 t0;
 
+	if (prod - rd(OFF_CONS) < RING_SLOTS)
+		return rd(OFF_STATUS) ? -EPROTO : 0;
+	full_waits++;
+	t0 = ktime_get_ns();
 	while (prod - rd(OFF_CONS) >= RING_SLOTS) {
 		if (rd(OFF_STATUS))
 			return -EPROTO;
 		let_dom0_run();
+		yields++;
 		if (time_after(jiffies, until))
 			return -ETIMEDOUT;
 	}
+	waited_ns += ktime_get_ns() - t0;
 	return rd(OFF_STATUS) ? -EPROTO : 0;
 }
 
@@ -173,6 +191,7 @@ static long begin(const char __user *utag)
 	prod = rd(OFF_CONS);
 	wr(OFF_PROD, prod);
 	sent = 0;
+	full_waits = yields = waited_ns = 0;
 	r = wait_room();
 	if (r)
 		return r;
@@ -212,6 +231,8 @@ static long end(void)
 		if (time_after(jiffies, until))
 			return -ETIMEDOUT;
 	}
+	pr_info("cowvisor_checkpoint: %u pages sent, %llu waits for room (%llu yields, %llu ms)\n",
+		sent, full_waits, yields, waited_ns / NSEC_PER_MSEC);
 	return rd(OFF_STATUS);
 }
 

@@ -288,34 +288,51 @@ impl<H: Hypercalls, D: BlockDevice> Receiver<'_, H, D> {
         let mut next_gfn = 0u64;
         let mut count = 0u64;
         let mut stalled_since = ctl.time_ns()?;
+        // Whether messages came since the stall clock was last started (a clock read per
+        // message would be a hypercall per page).
+        let mut progressed = false;
+        let refresh = |ctl: &mut Control<H>, h: &Header, cons: &mut u32| -> Result<Header, StreamError> {
+            let fresh = header(ctl, id, gpa, pages)?;
+            if fresh.slots != h.slots {
+                return Err(StreamError::BadRing("slot count changed"));
+            }
+            if fresh.prod.wrapping_sub(*cons) > h.slots {
+                *cons = fresh.prod;
+                return Err(StreamError::BadRing("more messages than slots"));
+            }
+            Ok(fresh)
+        };
         loop {
             if *cons == h.prod {
-                // Tell the guest there is room, then wait for more.
+                // Tell the guest there is room. A message it published before it could see
+                // this consumer index came without a notify (it notifies only into an empty
+                // ring), so the producer index is read again before waiting.
                 let _ = ctl.mem_write(id, gpa + ring::CONS_OFFSET, &cons.to_le_bytes());
                 let _ = ctl.channel_kick(id);
+                *h = refresh(ctl, h, cons)?;
+                if *cons != h.prod {
+                    continue;
+                }
+                let now = ctl.time_ns()?;
+                if core::mem::take(&mut progressed) {
+                    stalled_since = now;
+                }
                 let i = ctl.info(id)?;
                 if matches!(i.state, state::DEAD | state::CRASHED) {
                     return Err(StreamError::GuestGone);
                 }
-                if ctl.time_ns()?.saturating_sub(stalled_since) > STREAM_STALL_LIMIT_NS {
+                if now.saturating_sub(stalled_since) > STREAM_STALL_LIMIT_NS {
                     return Err(StreamError::CutOff("no message in time"));
                 }
                 let _ = ctl.block(STREAM_POLL_NS);
                 let _ = ctl.event_ack();
-                let fresh = header(ctl, id, gpa, pages)?;
-                if fresh.slots != h.slots {
-                    return Err(StreamError::BadRing("slot count changed"));
-                }
-                if fresh.prod.wrapping_sub(*cons) > h.slots {
-                    *cons = fresh.prod;
-                    return Err(StreamError::BadRing("more messages than slots"));
-                }
-                *h = fresh;
+                *h = refresh(ctl, h, cons)?;
                 continue;
             }
-            stalled_since = ctl.time_ns()?;
-            let d = h.desc(*cons);
-            let slot_gpa = gpa + (1 + u64::from(*cons % h.slots)) * PAGE_BYTES as u64;
+            progressed = true;
+            let at = *cons;
+            let d = h.desc(at);
+            let slot_gpa = gpa + (1 + u64::from(at % h.slots)) * PAGE_BYTES as u64;
             *cons = cons.wrapping_add(1);
             match d.kind {
                 msg::PAGE => {
@@ -336,10 +353,22 @@ impl<H: Hypercalls, D: BlockDevice> Receiver<'_, H, D> {
                     if run_len == 0 {
                         run_first = gfn;
                     }
-                    ctl.mem_read(id, slot_gpa, &mut run[run_len * PAGE_BYTES..(run_len + 1) * PAGE_BYTES])?;
-                    run_len += 1;
-                    next_gfn = gfn + 1;
-                    count += 1;
+                    // The PAGEs right after it that continue it (the next page in the next
+                    // slot, with room in the run) come in the same read.
+                    let mut n = 1usize;
+                    while run_len + n < RUN_PAGES && at.wrapping_add(n as u32) != h.prod && (at % h.slots) as usize + n < h.slots as usize {
+                        let e = h.desc(at.wrapping_add(n as u32));
+                        let next = gfn + n as u64;
+                        if e.kind != msg::PAGE || e.len as usize != PAGE_BYTES || e.arg != next * PAGE_BYTES as u64 || next >= mem_pages {
+                            break;
+                        }
+                        n += 1;
+                    }
+                    ctl.mem_read(id, slot_gpa, &mut run[run_len * PAGE_BYTES..(run_len + n) * PAGE_BYTES])?;
+                    *cons = cons.wrapping_add(n as u32 - 1);
+                    run_len += n;
+                    next_gfn = gfn + n as u64;
+                    count += n as u64;
                 }
                 msg::END => {
                     if d.arg != count {

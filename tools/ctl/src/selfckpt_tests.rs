@@ -530,3 +530,35 @@ fn a_ring_with_nothing_new_or_none_at_all_is_left_alone() {
     assert_eq!(f.status(), status::PENDING);
     assert_eq!(f.count(nr::MEM_WRITE), 0, "nothing written to the guest");
 }
+
+#[test]
+fn consecutive_pages_in_consecutive_slots_come_in_one_read_and_still_land_where_they_belong() {
+    // Runs of pages that wrap the ring and break at a gap: each read stops at the ring's end,
+    // at a page that does not continue the run, and at the end of what was published.
+    let gfns: Vec<u64> = (0..11).chain([13, 14, 30]).collect();
+    let mut script = vec![begin("one", MEM)];
+    script.extend(gfns.iter().map(|&g| page(g)));
+    script.push(end(gfns.len() as u64));
+    let mut rig = Rig::new(script);
+    let stored = rig.serve().unwrap().expect("a stream was waiting");
+    assert_eq!(stored.pages, gfns.len() as u64);
+    let f = rig.fake();
+    let slot_reads: Vec<u64> = f
+        .calls
+        .iter()
+        .filter(|(n, a)| *n == nr::MEM_READ && a[1] > RING_GPA && a[3] % PAGE == 0)
+        .map(|(_, a)| a[3] / PAGE)
+        .collect();
+    assert_eq!(slot_reads.iter().sum::<u64>(), gfns.len() as u64, "every page read once: {slot_reads:?}");
+    assert!(slot_reads.iter().any(|&n| n > 1), "consecutive pages were read together: {slot_reads:?}");
+    assert!(slot_reads.iter().all(|&n| n <= u64::from(SLOTS)), "no read crosses the ring's end: {slot_reads:?}");
+    let (_, mem) = rig.decode("web.one");
+    for gfn in 0..MEM_PAGES {
+        let got = &mem[gfn as usize * PAGE_BYTES..][..PAGE_BYTES];
+        if gfns.contains(&gfn) {
+            assert_eq!(got, &page_bytes(gfn)[..], "page {gfn} is the streamed one");
+        } else {
+            assert!(got.iter().all(|&b| b == 0), "page {gfn} was not sent and is zero");
+        }
+    }
+}
