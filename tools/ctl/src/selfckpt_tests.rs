@@ -303,6 +303,18 @@ impl Rig {
     }
 }
 
+/// The decoded memory holds the streamed page at each of `gfns` and zeros everywhere else.
+fn assert_memory_is_the_streamed_pages(mem: &[u8], gfns: &[u64]) {
+    for gfn in 0..MEM_PAGES {
+        let got = &mem[gfn as usize * PAGE_BYTES..][..PAGE_BYTES];
+        if gfns.contains(&gfn) {
+            assert_eq!(got, &page_bytes(gfn)[..], "page {gfn} is the streamed one");
+        } else {
+            assert!(got.iter().all(|&b| b == 0), "page {gfn} was not sent and is zero");
+        }
+    }
+}
+
 #[test]
 fn a_whole_stream_becomes_an_image_whose_pages_are_the_streamed_ones() {
     // More messages than slots: the ring wraps twice while the guest refills it.
@@ -341,14 +353,7 @@ fn a_whole_stream_becomes_an_image_whose_pages_are_the_streamed_ones() {
     assert_eq!(pro.vcpu.rip, EPOCH_RIP, "registers from the epoch");
     assert_eq!(pro.state.guest_time_ns, EPOCH_TIME_NS, "saved state from the epoch");
     assert_eq!(pro.platform.as_deref(), Some(&EPOCH_PLATFORM[..]), "devices from the epoch");
-    for gfn in 0..MEM_PAGES {
-        let got = &mem[gfn as usize * PAGE_BYTES..][..PAGE_BYTES];
-        if gfns.contains(&gfn) {
-            assert_eq!(got, &page_bytes(gfn)[..], "page {gfn} is the streamed one");
-        } else {
-            assert!(got.iter().all(|&b| b == 0), "page {gfn} was not sent and is zero");
-        }
-    }
+    assert_memory_is_the_streamed_pages(&mem, &gfns);
 }
 
 #[test]
@@ -553,12 +558,5 @@ fn consecutive_pages_in_consecutive_slots_come_in_one_read_and_still_land_where_
     assert!(slot_reads.iter().any(|&n| n > 1), "consecutive pages were read together: {slot_reads:?}");
     assert!(slot_reads.iter().all(|&n| n <= u64::from(SLOTS)), "no read crosses the ring's end: {slot_reads:?}");
     let (_, mem) = rig.decode("web.one");
-    for gfn in 0..MEM_PAGES {
-        let got = &mem[gfn as usize * PAGE_BYTES..][..PAGE_BYTES];
-        if gfns.contains(&gfn) {
-            assert_eq!(got, &page_bytes(gfn)[..], "page {gfn} is the streamed one");
-        } else {
-            assert!(got.iter().all(|&b| b == 0), "page {gfn} was not sent and is zero");
-        }
-    }
+    assert_memory_is_the_streamed_pages(&mem, &gfns);
 }
