@@ -62,6 +62,8 @@ pub struct BootConfig {
     pub echo_guests: Option<bool>,
     /// Preemption time slice (`timeslice_us=`).
     pub timeslice_us: u64,
+    /// Stamp the exit path's phases and print them when bare mode ends (`profile_exits=on|off`).
+    pub profile_exits: bool,
     /// Per-image settings.
     pub guests: BTreeMap<String, GuestConfig>,
 }
@@ -76,6 +78,7 @@ impl Default for BootConfig {
             guest_mem_mib: GUEST_MEM_MIB,
             echo_guests: None,
             timeslice_us: 5000,
+            profile_exits: false,
             guests: BTreeMap::new(),
         }
     }
@@ -174,6 +177,10 @@ impl BootConfig {
                     Some(b) => cfg.echo_guests = Some(b),
                     None => errors.push(bad()),
                 },
+                "profile_exits" => match parse_bool(value) {
+                    Some(b) => cfg.profile_exits = b,
+                    None => errors.push(bad()),
+                },
                 "timeslice_us" => match value.parse::<u64>().ok().filter(|&t| (100..=1_000_000).contains(&t)) {
                     Some(t) => cfg.timeslice_us = t,
                     None => errors.push(bad()),
@@ -216,7 +223,7 @@ mod tests {
     #[test]
     fn per_guest_settings_and_boot_mode_are_parsed() {
         let (cfg, errors) = BootConfig::parse(
-            "boot=all\nguest.spin-a.cmdline=ms=300 mib=2\nguest.spin-a.mem_mib=8\necho_guests=off\ndom0_mem_mib=32",
+            "boot=all\nguest.spin-a.cmdline=ms=300 mib=2\nguest.spin-a.mem_mib=8\necho_guests=off\ndom0_mem_mib=32\nprofile_exits=on",
         );
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(cfg.boot, BootMode::All);
@@ -224,6 +231,7 @@ mod tests {
         assert_eq!(cfg.guests["spin-a"].mem_mib, Some(8));
         assert_eq!(cfg.echo_guests, Some(false));
         assert_eq!(cfg.dom0_mem_mib, 32);
+        assert!(cfg.profile_exits);
         let (_, errors) = BootConfig::parse("guest.x.mem_mib=1\nguest..cmdline=a\nguest.x.colour=red\ndom0_mem_mib=999999");
         assert_eq!(errors.len(), 4);
     }

@@ -8,6 +8,7 @@ use crate::arch::vmx::Vmx;
 use crate::arch::{apic, cpu, gdt, idt, pic, serial, time};
 use crate::config::{BootConfig, BootMode, SelfTest};
 use crate::domain::Life;
+use crate::hv::profile::Profiled;
 use crate::hv::{Hypervisor, Identity, Settings, Step};
 use crate::mm::frame::{FrameTable, PAGE_SIZE, Pfn};
 use crate::mm::phys::Physmap;
@@ -241,6 +242,7 @@ fn run<B: Backend>(backend: B, frames: FrameTable<'static>, identity: Identity, 
     let settings = Settings {
         timeslice_ns: plan.config.timeslice_us * 1000,
         echo_guests: plan.config.echo_guests.unwrap_or(mode == BootMode::All),
+        profile_exits: plan.config.profile_exits,
     };
     let mut hv = Hypervisor::new(backend, Physmap, frames, BareMetal, identity, settings);
     let baseline_free_kib = hv.info().free_kib;
@@ -344,6 +346,18 @@ fn finish_bare_mode<B: Backend>(hv: &Hypervisor<B, Physmap, BareMetal>, baseline
             Life::Dead(code) => log::info!("d{} {}: exited with code {code} ({stats})", d.id, d.name.as_str()),
             Life::Crashed => log::info!("d{} {}: crashed: {} ({stats})", d.id, d.name.as_str(), d.reason.as_str()),
             _ => {}
+        }
+    }
+    let profile = hv.exit_profile();
+    if profile.on {
+        for (kind, what) in [(Profiled::NullHypercall, "null hypercall"), (Profiled::SecondLevelFault, "second-level fault")] {
+            let p = profile.phases(kind);
+            let [exit, handle, schedule, entry, own] = p.means();
+            log::info!(
+                "exit profile: {what}: backend exit {exit}, handler {handle}, schedule {schedule}, backend entry {entry}, \
+                 profile's own {own} instructions (mean of {} exits)",
+                p.exits
+            );
         }
     }
     let free = hv.info().free_kib;

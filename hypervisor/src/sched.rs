@@ -12,13 +12,15 @@ pub type DomId = u32;
 pub struct RunQueue {
     queue: VecDeque<DomId>,
     timed: Vec<(u64, DomId)>,
+    /// The least deadline in `timed`, kept so the run loop's check per exit is one compare.
+    earliest: Option<u64>,
 }
 
 impl RunQueue {
     /// An empty queue with room for `domains` entries in both lists (each domain appears at
     /// most once in each), so queueing never allocates.
     pub fn with_room_for(domains: usize) -> Self {
-        Self { queue: VecDeque::with_capacity(domains), timed: Vec::with_capacity(domains) }
+        Self { queue: VecDeque::with_capacity(domains), timed: Vec::with_capacity(domains), earliest: None }
     }
 
     /// Appends a runnable domain.
@@ -39,7 +41,11 @@ impl RunQueue {
     /// Removes a domain wherever it is queued.
     pub fn remove(&mut self, id: DomId) {
         self.queue.retain(|&d| d != id);
-        self.timed.retain(|&(_, d)| d != id);
+        self.clear_deadline(id);
+    }
+
+    fn recount(&mut self) {
+        self.earliest = self.timed.iter().map(|&(t, _)| t).min();
     }
 
     /// Number of queued domains.
@@ -54,18 +60,23 @@ impl RunQueue {
 
     /// Records that `id` wants waking at `deadline_ns`.
     pub fn add_deadline(&mut self, deadline_ns: u64, id: DomId) {
-        self.timed.retain(|&(_, d)| d != id);
+        self.clear_deadline(id);
         self.timed.push((deadline_ns, id));
+        self.earliest = Some(self.earliest.map_or(deadline_ns, |e| e.min(deadline_ns)));
     }
 
     /// Forgets `id`'s deadline.
     pub fn clear_deadline(&mut self, id: DomId) {
+        let before = self.timed.len();
         self.timed.retain(|&(_, d)| d != id);
+        if self.timed.len() != before {
+            self.recount();
+        }
     }
 
     /// The earliest deadline.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.timed.iter().map(|&(t, _)| t).min()
+        self.earliest
     }
 
     /// Removes and returns the domains whose deadline is at or before `now_ns`.
@@ -79,6 +90,9 @@ impl RunQueue {
                 true
             }
         });
+        if !out.is_empty() {
+            self.recount();
+        }
         out
     }
 }
@@ -100,6 +114,12 @@ mod tests {
         assert_eq!(q.next_deadline(), Some(20));
         assert_eq!(q.expired(25), alloc::vec![8]);
         assert_eq!(q.expired(100), alloc::vec![7]);
+        assert_eq!(q.next_deadline(), None);
+        q.add_deadline(40, 1);
+        q.add_deadline(10, 2);
+        q.remove(2);
+        assert_eq!(q.next_deadline(), Some(40));
+        q.clear_deadline(1);
         assert_eq!(q.next_deadline(), None);
     }
 }

@@ -430,6 +430,14 @@ pub trait Backend {
     fn save_extended(&mut self, vcpu: &mut Self::Vcpu);
     /// Loads `vcpu`'s [`ExtendedState`] into the CPU before it runs after another vCPU.
     fn load_extended(&mut self, vcpu: &Self::Vcpu);
+    /// Has [`Backend::run`] stamp the cycle counter around the world switch (the exit
+    /// profile, [`crate::hv::profile`]).
+    fn set_switch_stamps(&mut self, _on: bool) {}
+    /// The stamps of the last run, when on: just before the world switch and just after
+    /// it returned.
+    fn switch_stamps(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// Converts compact segment attributes to VMX access rights (bit 16 = unusable).

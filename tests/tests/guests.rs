@@ -1,7 +1,7 @@
 //! XTF-style test guests run by the hypervisor itself (bare mode) on both vendors: each guest
 //! exercises one thing and prints one result line; the hypervisor must survive every guest.
 
-use boot::run::RunResult;
+use boot::run::{RunOutcome, RunResult};
 use tests::*;
 
 #[test]
@@ -149,6 +149,25 @@ fn two_domains_are_preempted_fairly_and_cannot_see_each_other() {
     }
 }
 
+/// The figure after `key` on the bench guest's console (`bench: KEY cycles=N ...`).
+fn round_trip(console: &[String], key: &str) -> (String, u64) {
+    let line = console.iter().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} missing"));
+    let cycles: u64 = line[key.len()..].split_whitespace().next().unwrap().parse().unwrap();
+    (line.clone(), cycles)
+}
+
+/// The five means of the hypervisor's `exit profile: WHAT: ...` line.
+fn profile_phases(o: &RunOutcome, what: &str) -> [u64; 5] {
+    let key = format!("exit profile: {what}: ");
+    let line = o.lines().find_map(|l| l.split_once(key.as_str()).map(|(_, r)| r.to_string())).unwrap_or_else(|| panic!("{key} missing"));
+    let mut out = [0u64; 5];
+    for (slot, name) in out.iter_mut().zip(["backend exit ", "handler ", "schedule ", "backend entry ", "profile's own "]) {
+        let rest = &line[line.find(name).unwrap_or_else(|| panic!("{name} in {line}")) + name.len()..];
+        *slot = rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+    }
+    out
+}
+
 #[test]
 fn benchmark_prints_hypercall_and_second_level_fault_round_trips() {
     let runs = [
@@ -157,15 +176,31 @@ fn benchmark_prints_hypercall_and_second_level_fault_round_trips() {
     ];
     for opts in runs {
         let emulator = opts.emulator;
-        let o = run_ok(&bare(opts, &[("bench", "bench")], &[]));
+        let o = run_ok(&bare(opts.clone(), &[("bench", "bench")], &[]));
         assert_guest_success(&o, "bench");
         let console = console_of(&o, "bench");
         let mut figures = Vec::new();
         for key in ["bench: null-hypercall cycles=", "bench: npf-roundtrip cycles=", "bench: plain-write cycles="] {
-            let line = console.iter().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} missing"));
-            let cycles: u64 = line[key.len()..].split_whitespace().next().unwrap().parse().unwrap();
+            let (line, cycles) = round_trip(&console, key);
             assert!(cycles > 0);
-            figures.push(line.clone());
+            figures.push(line);
+        }
+        // The same run with the exit profile on: where each round trip's instructions go.
+        let p = run_ok(&bare(opts, &[("bench", "bench")], &["profile_exits=on"]));
+        assert_guest_success(&p, "bench");
+        let console = console_of(&p, "bench");
+        for (key, what) in [("bench: null-hypercall cycles=", "null hypercall"), ("bench: npf-roundtrip cycles=", "second-level fault")] {
+            let (_, total) = round_trip(&console, key);
+            let [exit, handle, schedule, entry, own] = profile_phases(&p, what);
+            let hv = exit + handle + schedule + entry + own;
+            assert!(hv > 0 && hv < total, "{what}: the profiled phases ({hv}) must lie inside the round trip ({total})");
+            // The backend's two stamps (a flag test and RDTSC each) also lie in the remainder.
+            figures.push(format!(
+                "bench breakdown: {what} {total} (profiled; {own} of them the profile's own bookkeeping) = world switch, \
+                 register save/restore and the guest's stamps {} + backend exit {exit} + handler {handle} + schedule {schedule} \
+                 + backend entry {entry}",
+                total - hv
+            ));
         }
         let title = match emulator {
             boot::emulator::Emulator::Qemu => "QEMU TCG, AMD SVM+NPT, -icount: round trips (instructions)",

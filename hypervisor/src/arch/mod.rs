@@ -75,4 +75,5 @@ pub mod time;
 pub mod power;
 pub mod serial;
 pub mod spec;
+pub mod stamps;
 pub mod x86;

@@ -30,7 +30,7 @@ pub const DEBUG_CONSOLE_PORT: u16 = 0xE9;
 
 
 impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
-    fn vcpu(&mut self, id: DomId) -> Option<&mut B::Vcpu> {
+    pub(super) fn vcpu(&mut self, id: DomId) -> Option<&mut B::Vcpu> {
         self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut())
     }
 

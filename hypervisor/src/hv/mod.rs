@@ -10,6 +10,7 @@ mod exit;
 mod hypercall;
 mod pager;
 mod pc;
+pub mod profile;
 mod saved;
 mod selfckpt;
 mod serial;
@@ -39,6 +40,8 @@ use guest_abi::start_info::{StartFlags, StartInfo};
 
 /// Guest frame of the start-of-day page.
 pub const START_INFO_GFN: Gfn = START_INFO_GPA / PAGE_SIZE;
+/// Free frames zeroed into the pool per idle step (256 KiB).
+pub const PREZERO_BATCH_FRAMES: u64 = 64;
 /// Default preemption time slice.
 pub const TIMESLICE_NS: u64 = 5_000_000;
 /// Longest sleep while idle before the console is polled again.
@@ -68,11 +71,13 @@ pub struct Settings {
     pub timeslice_ns: u64,
     /// Copy unprivileged domains' console output to the serial line as `(dN) ...`.
     pub echo_guests: bool,
+    /// Take the exit profile's stamps ([`profile`]).
+    pub profile_exits: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { timeslice_ns: TIMESLICE_NS, echo_guests: false }
+        Self { timeslice_ns: TIMESLICE_NS, echo_guests: false, profile_exits: false }
     }
 }
 
@@ -147,6 +152,12 @@ pub struct Hypervisor<B: Backend, M: PhysMem, P: Platform> {
     channels: alloc::collections::BTreeMap<DomId, selfckpt::Channel>,
     /// When the earliest self-checkpoint epoch is reclaimed.
     epoch_deadline: Option<u64>,
+    /// Instructions per phase of the hottest exits, when `profile_exits` is on.
+    profile: profile::ExitProfile,
+    /// The domain whose last exit asked to go on: it runs next (see [`Self::resumable`]).
+    resume: Option<DomId>,
+    /// Cycles of each phase of the last clone (`hv_info`).
+    last_clone_cycles: [u64; domctl::CLONE_PHASES],
 }
 
 /// Whether a task priority holds back an interrupt at `vector`: its priority class
@@ -172,7 +183,12 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
         let platform_seed = platform.entropy_seed();
         log::info!("guest policy: tsc_aux per vcpu {}", if policy.tsc_aux { "yes" } else { "no" });
         backend.apply_policy(&policy);
+        backend.set_switch_stamps(settings.profile_exits);
+        let profile = profile::ExitProfile::new(settings.profile_exits);
         Self {
+            profile,
+            resume: None,
+            last_clone_cycles: [0; domctl::CLONE_PHASES],
             policy,
             backend,
             mem,
@@ -574,6 +590,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
     /// own start-of-day page with its identity and the `CLONED` event. Costs a constant
     /// number of frames whatever the template's size.
     pub fn clone_domain(&mut self, template: DomId, args: &CloneArgs) -> Result<DomId, HvError> {
+        let mut stamps = [0u64; domctl::CLONE_PHASES + 1];
+        stamps[0] = self.platform.cycles();
         let t = self.dom(template)?;
         if t.life != Life::Frozen {
             return Err(HvError::NotTemplate);
@@ -600,12 +618,16 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             Some(p) => p,
             None => return Err(HvError::WrongState),
         };
+        stamps[1] = self.platform.cycles();
         let mut p2m = P2m::clone_of(&mut self.frames, &self.mem, t_p2m, id).map_err(p2m_err)?;
+        stamps[2] = self.platform.cycles();
         // The clone's own start-of-day page, with its identity.
         let installed = self.install_clone_info(&mut p2m, id, template, args.index, generation, name_buf);
+        stamps[3] = self.platform.cycles();
         let vcpu = installed.and_then(|_| {
             self.backend.create_vcpu(&mut self.frames, &ctx, p2m.root(), id).map_err(|_| HvError::OutOfMemory)
         });
+        stamps[4] = self.platform.cycles();
         let vcpu = match vcpu {
             Ok(v) => v,
             Err(e) => {
@@ -647,6 +669,10 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             t.clones += 1;
         }
         self.make_runnable(id);
+        stamps[5] = self.platform.cycles();
+        for (phase, pair) in self.last_clone_cycles.iter_mut().zip(stamps.windows(2)) {
+            *phase = pair[1].wrapping_sub(pair[0]);
+        }
         Ok(id)
     }
 
@@ -943,7 +969,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
                 self.wake_expired(now);
             }
         }
-        let Some(id) = self.pick() else {
+        let resumed = self.resume.take().and_then(|id| self.resumable(id));
+        let Some(id) = resumed.or_else(|| self.pick()) else {
             let now = self.platform.now_ns();
             if self.live_domains() == 0 {
                 return Step::NothingLeft;
@@ -955,11 +982,47 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             }
             let poll = if self.serial_busy { serial::SERIAL_RETRY_NS } else { IDLE_POLL_NS };
             let until = self.queue.next_deadline().unwrap_or(u64::MAX).min(self.pager_deadline.unwrap_or(u64::MAX)).min(self.epoch_deadline.unwrap_or(u64::MAX)).min(now + poll);
+            // Idle time zeroes free frames ahead of need (clones' tables and control blocks),
+            // a batch at a time until the pool is full or the wait is over.
+            let mem = &self.mem;
+            while self.frames.prezero(PREZERO_BATCH_FRAMES, |p| mem.zero_frame(p)) > 0 && self.platform.now_ns() < until {}
             self.timer_owner = None;
             self.platform.idle(until);
             self.poll_console();
             return Step::Idle;
         };
+        if resumed.is_none() {
+            self.enter_prepared(id);
+        }
+        self.enter(id)
+    }
+
+    /// Whether `id`, whose last exit asked to go on, can be entered again at once: it is
+    /// still runnable, was not queued meanwhile, and nothing needs doing before its entry
+    /// (no upcall to inject, no emulated platform whose timer or interrupts need a look, the
+    /// slice timer and extended state already its own). Otherwise it goes to the front of
+    /// the queue, which is where [`Self::run_once`] would have put it.
+    fn resumable(&mut self, id: DomId) -> Option<DomId> {
+        let d = self.domains.get_mut(id)?;
+        if !d.runnable() || d.queued {
+            return None;
+        }
+        let ev = d.events;
+        let quiet = d.pc.is_none()
+            && !(ev.pending != 0 && ev.upcall_vector != 0 && !ev.in_service)
+            && self.timer_owner == Some(id)
+            && self.extended_owner == Some(id);
+        if quiet {
+            return Some(id);
+        }
+        d.queued = true;
+        self.queue.push_front(id);
+        None
+    }
+
+    /// What the entry of a picked domain needs: pending upcalls, the slice or guest timer,
+    /// its extended state.
+    fn enter_prepared(&mut self, id: DomId) {
         self.prepare_entry(id);
         // A guest APIC timer due before the end of the slice is armed instead of it.
         let guest_timer = self.pc_timer_ns(id);
@@ -979,27 +1042,53 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             self.timer_owner = Some(id);
         }
         self.load_extended(id);
+    }
+
+    /// Runs `id` until its next exit and handles the exit.
+    fn enter(&mut self, id: DomId) -> Step {
+        if self.profile.on { self.enter_as::<true>(id) } else { self.enter_as::<false>(id) }
+    }
+
+    /// [`Self::enter`], with the exit profile's stamps when `PROFILE` (a separate copy, so
+    /// the path without them carries none of their tests).
+    #[inline(always)]
+    fn enter_as<const PROFILE: bool>(&mut self, id: DomId) -> Step {
         let start = self.platform.cycles();
         let exit = match self.domains.get_mut(id).and_then(|d| d.vcpu.as_mut()) {
             Some(v) => self.backend.run(v),
             None => return Step::Ran(id),
         };
-        let elapsed = self.platform.cycles().wrapping_sub(start);
+        let arrived = self.platform.cycles();
         if let Some(d) = self.domains.get_mut(id) {
             d.counters.exits += 1;
-            d.counters.cpu_cycles += elapsed;
+            d.counters.cpu_cycles += arrived.wrapping_sub(start);
+        }
+        let mut profiled = None;
+        let mut stamps = profile::ExitStamps::default();
+        if PROFILE {
+            stamps.booked = self.platform.cycles();
+            stamps.arrived = arrived;
+            profiled = match exit {
+                crate::vcpu::Exit::Hypercall if self.vcpu(id).is_some_and(|v| v.regs().rax == guest_abi::hypercall::nr::NULL) => {
+                    Some(profile::Profiled::NullHypercall)
+                }
+                crate::vcpu::Exit::NestedPageFault { .. } => Some(profile::Profiled::SecondLevelFault),
+                _ => None,
+            };
+            let (entered, switched) = self.backend.switch_stamps().unwrap_or((start, arrived));
+            stamps.switched = switched;
+            self.profile.entered(start, entered);
+            stamps.dispatched = self.platform.cycles();
         }
         let next = self.handle_exit(id, exit);
+        if PROFILE {
+            stamps.handled = self.platform.cycles();
+            self.profile.handled(profiled, stamps);
+        }
         self.drain_serial(SERIAL_DRAIN_BYTES_PER_EXIT);
         match next {
-            Next::Continue => {
-                if let Some(d) = self.domains.get_mut(id) {
-                    if d.runnable() && !d.queued {
-                        d.queued = true;
-                        self.queue.push_front(id);
-                    }
-                }
-            }
+            // It runs next: the next step enters it again at once if nothing needs doing.
+            Next::Continue => self.resume = Some(id),
             Next::Reschedule => {
                 if self.timer_owner == Some(id) {
                     self.timer_owner = None;
@@ -1008,6 +1097,11 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             }
         }
         Step::Ran(id)
+    }
+
+    /// The exit profile so far.
+    pub fn exit_profile(&self) -> &profile::ExitProfile {
+        &self.profile
     }
 
     fn pick(&mut self) -> Option<DomId> {
@@ -1047,6 +1141,8 @@ impl<B: Backend, M: PhysMem, P: Platform> Hypervisor<B, M, P> {
             tsc_khz: self.platform.tsc_khz(),
             firmware: self.identity.firmware,
             _pad: 0,
+            last_clone_cycles: self.last_clone_cycles,
+            zeroed_kib: kib(self.frames.zeroed_frames()),
         }
     }
 

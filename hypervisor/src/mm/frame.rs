@@ -144,9 +144,16 @@ impl FrameStats {
 pub struct FrameTable<'a> {
     frames: &'a mut [FrameInfo],
     free_head: u32,
+    /// Free frames known to be all zeros (filled while the CPU is idle), handed out first to
+    /// whoever would zero a frame anyway, and last to everyone else.
+    zeroed_head: u32,
+    zeroed: u64,
     by_kind: [u64; KIND_COUNT],
     usable: u64,
 }
+
+/// The most free frames kept zeroed ahead of need (4 MiB).
+pub const ZEROED_POOL_FRAMES: u64 = 1024;
 
 impl<'a> FrameTable<'a> {
     /// Initializes `storage` (one record per frame) with every frame reserved.
@@ -159,7 +166,7 @@ impl<'a> FrameTable<'a> {
         let frames = unsafe { &mut *(storage as *mut [MaybeUninit<FrameInfo>] as *mut [FrameInfo]) };
         let mut by_kind = [0; KIND_COUNT];
         by_kind[FrameKind::Reserved as usize] = frames.len() as u64;
-        Self { frames, free_head: NIL, by_kind, usable: 0 }
+        Self { frames, free_head: NIL, zeroed_head: NIL, zeroed: 0, by_kind, usable: 0 }
     }
 
     /// Number of frames the table covers.
@@ -238,16 +245,64 @@ impl<'a> FrameTable<'a> {
     /// Allocates one frame with one reference. O(1).
     pub fn alloc(&mut self, kind: FrameKind, owner: Owner) -> Result<Pfn, FrameError> {
         debug_assert!(kind.is_allocatable());
-        if self.free_head == NIL {
+        let pfn = if self.free_head != NIL {
+            let pfn = Pfn(self.free_head as u64);
+            self.free_head = self.frames[pfn.0 as usize].owner;
+            pfn
+        } else if self.zeroed_head != NIL {
+            self.pop_zeroed()
+        } else {
             return Err(FrameError::OutOfMemory);
+        };
+        self.take(pfn, kind, owner);
+        Ok(pfn)
+    }
+
+    /// Like [`Self::alloc`] for a frame the caller needs all zeros: a pre-zeroed one if the
+    /// pool has one (true), else any free frame (false: the caller zeroes it).
+    pub fn alloc_zeroed(&mut self, kind: FrameKind, owner: Owner) -> Result<(Pfn, bool), FrameError> {
+        debug_assert!(kind.is_allocatable());
+        if self.zeroed_head == NIL {
+            return self.alloc(kind, owner).map(|p| (p, false));
         }
-        let pfn = Pfn(self.free_head as u64);
-        self.free_head = self.frames[pfn.0 as usize].owner;
+        let pfn = self.pop_zeroed();
+        self.take(pfn, kind, owner);
+        Ok((pfn, true))
+    }
+
+    fn pop_zeroed(&mut self) -> Pfn {
+        let pfn = Pfn(self.zeroed_head as u64);
+        self.zeroed_head = self.frames[pfn.0 as usize].owner;
+        self.zeroed -= 1;
+        pfn
+    }
+
+    fn take(&mut self, pfn: Pfn, kind: FrameKind, owner: Owner) {
         self.retag(pfn, kind);
         let f = &mut self.frames[pfn.0 as usize];
         f.refs = 1;
         f.owner = owner;
-        Ok(pfn)
+    }
+
+    /// Zeroes up to `max` free frames with `zero` and moves them to the zeroed pool, while it
+    /// holds fewer than [`ZEROED_POOL_FRAMES`]; returns how many it zeroed.
+    pub fn prezero(&mut self, max: u64, zero: impl Fn(Pfn)) -> u64 {
+        let mut done = 0;
+        while done < max && self.zeroed < ZEROED_POOL_FRAMES && self.free_head != NIL {
+            let pfn = Pfn(self.free_head as u64);
+            self.free_head = self.frames[pfn.0 as usize].owner;
+            zero(pfn);
+            self.frames[pfn.0 as usize].owner = self.zeroed_head;
+            self.zeroed_head = pfn.0 as u32;
+            self.zeroed += 1;
+            done += 1;
+        }
+        done
+    }
+
+    /// Free frames in the zeroed pool.
+    pub fn zeroed_frames(&self) -> u64 {
+        self.zeroed
     }
 
     /// Returns an allocated frame to the free list whatever its reference count.
@@ -373,17 +428,24 @@ impl<'a> FrameTable<'a> {
             }
         }
         let mut listed = 0u64;
-        let mut cursor = self.free_head;
-        while cursor != NIL && listed <= self.frames.len() as u64 {
-            let f = &self.frames[cursor as usize];
-            if f.kind != FrameKind::Free {
-                break;
+        let mut zeroed = 0u64;
+        for (head, is_zeroed) in [(self.free_head, false), (self.zeroed_head, true)] {
+            let mut cursor = head;
+            while cursor != NIL && listed <= self.frames.len() as u64 {
+                let f = &self.frames[cursor as usize];
+                if f.kind != FrameKind::Free {
+                    break;
+                }
+                listed += 1;
+                zeroed += u64::from(is_zeroed);
+                cursor = f.owner;
             }
-            listed += 1;
-            cursor = f.owner;
+            if cursor != NIL {
+                return Err(InvariantError::FreeListMismatch { listed, marked: counted[FrameKind::Free as usize] });
+            }
         }
         let marked = counted[FrameKind::Free as usize];
-        if listed != marked || cursor != NIL {
+        if listed != marked || zeroed != self.zeroed {
             return Err(InvariantError::FreeListMismatch { listed, marked });
         }
         let free = marked;
@@ -408,6 +470,32 @@ mod tests {
 
     fn storage(n: usize) -> Vec<MaybeUninit<FrameInfo>> {
         (0..n).map(|_| MaybeUninit::uninit()).collect()
+    }
+
+    #[test]
+    fn prezeroed_frames_go_first_to_who_needs_zeros_and_last_to_the_rest() {
+        let mut s = storage(8);
+        let mut ft = FrameTable::new(&mut s);
+        ft.add_free_range(Pfn(0), Pfn(4)).unwrap();
+        let zeroed = core::cell::RefCell::new(Vec::new());
+        assert_eq!(ft.prezero(2, |p| zeroed.borrow_mut().push(p)), 2);
+        assert_eq!(ft.zeroed_frames(), 2);
+        assert_eq!(ft.free_frames(), 4, "pooled frames are still free");
+        ft.check().unwrap();
+        let (z, was_zeroed) = ft.alloc_zeroed(FrameKind::PageTable, 1).unwrap();
+        assert!(was_zeroed && zeroed.borrow().contains(&z));
+        let plain = ft.alloc(FrameKind::DomainRam, 1).unwrap();
+        assert!(!zeroed.borrow().contains(&plain), "a plain allocation keeps the pool");
+        // With the plain list empty, a plain allocation takes from the pool, and a zeroed one
+        // without a pool says it was not zeroed.
+        let last_plain = ft.alloc(FrameKind::DomainRam, 1).unwrap();
+        assert!(!zeroed.borrow().contains(&last_plain));
+        let from_pool = ft.alloc(FrameKind::DomainRam, 1).unwrap();
+        assert!(zeroed.borrow().contains(&from_pool));
+        assert!(ft.alloc_zeroed(FrameKind::DomainRam, 1).is_err());
+        ft.free(from_pool).unwrap();
+        assert_eq!(ft.alloc_zeroed(FrameKind::DomainRam, 1).unwrap(), (from_pool, false), "a freed frame is not zero");
+        ft.check().unwrap();
     }
 
     #[test]

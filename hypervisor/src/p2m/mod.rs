@@ -114,7 +114,19 @@ pub struct P2m<F: EntryFormat> {
     /// The root's entries are all read-only (it has been cloned and has not written since),
     /// so cloning it again needs no revocation pass.
     root_revoked: bool,
+    /// One past the highest gfn whose path this P2M has built or changed. Every present
+    /// entry of every table it reaches lies below it (a shared table is never changed, and a
+    /// clone starts with its template's `top`), so a table copy stops at the entries that can
+    /// be present ([`used_entries`]) and takes the rest from a pre-zeroed frame.
+    top: Gfn,
     _format: PhantomData<F>,
+}
+
+/// How many leading entries of the table at `level` whose range starts at `base` can hold
+/// something in a P2M whose `top` is `top`.
+fn used_entries(top: Gfn, base: Gfn, level: usize) -> usize {
+    let span = 1u64 << (9 * level);
+    (top.saturating_sub(base).div_ceil(span)).min(ENTRIES_PER_TABLE as u64) as usize
 }
 
 impl<F: EntryFormat> core::fmt::Debug for P2m<F> {
@@ -128,7 +140,7 @@ impl<F: EntryFormat> P2m<F> {
     pub fn new<M: PhysMem>(ft: &mut FrameTable<'_>, mem: &M, owner: Owner) -> Result<Self, P2mError> {
         let root = ft.alloc(FrameKind::PageTable, owner)?;
         mem.zero_frame(root);
-        Ok(Self { root, root_revoked: false, _format: PhantomData })
+        Ok(Self { root, root_revoked: false, top: 0, _format: PhantomData })
     }
 
     /// A P2M sharing everything `template` maps, read-only: one new page, whatever the size.
@@ -141,12 +153,13 @@ impl<F: EntryFormat> P2m<F> {
         template: &mut Self,
         owner: Owner,
     ) -> Result<Self, P2mError> {
-        let root = duplicate_table::<F, M>(ft, mem, template.root, LEVELS - 1, owner)?;
+        let used = used_entries(template.top, 0, LEVELS - 1);
+        let root = duplicate_table::<F, M>(ft, mem, template.root, LEVELS - 1, owner, used)?;
         if !template.root_revoked {
             revoke_writes::<F, M>(mem, template.root);
             template.root_revoked = true;
         }
-        Ok(Self { root, root_revoked: false, _format: PhantomData })
+        Ok(Self { root, root_revoked: false, top: template.top, _format: PhantomData })
     }
 
     /// The root table (EPTP / nCR3 base).
@@ -187,6 +200,7 @@ impl<F: EntryFormat> P2m<F> {
         if gfn >= GFN_LIMIT {
             return Err(P2mError::BadGfn(gfn));
         }
+        self.top = self.top.max(gfn + 1);
         let mut table = self.root;
         for level in (1..LEVELS).rev() {
             let i = index(gfn, level);
@@ -199,6 +213,8 @@ impl<F: EntryFormat> P2m<F> {
                 if !create {
                     return Err(P2mError::Unmapped(gfn));
                 }
+                // Building a domain zeroes its own new tables; the pre-zeroed pool is kept
+                // for clones and copy-on-write faults.
                 let t = ft.alloc(FrameKind::PageTable, owner)?;
                 mem.zero_frame(t);
                 mem.write_entry(table, i, F::table(t));
@@ -208,7 +224,9 @@ impl<F: EntryFormat> P2m<F> {
                 match PathStep::Private.next::<F>(e, ft.refs(child)) {
                     PathStep::Private => child,
                     PathStep::Copied => {
-                        let copy = duplicate_table::<F, M>(ft, mem, child, level - 1, owner)?;
+                        let base = gfn & !((1u64 << (9 * level)) - 1);
+                        let used = used_entries(self.top, base, level - 1);
+                        let copy = duplicate_table::<F, M>(ft, mem, child, level - 1, owner, used)?;
                         ft.put_ref(child)?;
                         mem.write_entry(table, i, F::table(copy));
                         *tables_copied += 1;
@@ -509,17 +527,30 @@ fn duplicate_table<F: EntryFormat, M: PhysMem>(
     src: Pfn,
     level: usize,
     owner: Owner,
+    used: usize,
 ) -> Result<Pfn, P2mError> {
-    let new = ft.alloc(FrameKind::PageTable, owner)?;
+    // Entries from `used` on are empty in `src`; they need a zero, and a pre-zeroed frame
+    // already has it. A copy that writes every entry leaves the pool alone.
+    let (new, zeroed) = if used < ENTRIES_PER_TABLE {
+        ft.alloc_zeroed(FrameKind::PageTable, owner)?
+    } else {
+        (ft.alloc(FrameKind::PageTable, owner)?, false)
+    };
     // SAFETY: `src` is a live table page and `new` was just allocated; both are 4 KiB,
     // 8-byte aligned frames (PhysMem contract) and distinct, and no other reference to them
     // exists while the hypervisor runs this code.
     let (from, to) = unsafe {
         (&*(mem.frame_ptr(src) as *const [u64; ENTRIES_PER_TABLE]), &mut *(mem.frame_ptr(new) as *mut [u64; ENTRIES_PER_TABLE]))
     };
-    for (f, t) in from.chunks_exact(SCAN_GROUP).zip(to.chunks_exact_mut(SCAN_GROUP)) {
+    let groups = used.div_ceil(SCAN_GROUP);
+    if !zeroed {
+        to[groups * SCAN_GROUP..].fill(0);
+    }
+    for (f, t) in from.chunks_exact(SCAN_GROUP).zip(to.chunks_exact_mut(SCAN_GROUP)).take(groups) {
         if f.iter().fold(0, |acc, &e| acc | e) == 0 {
-            t.fill(0);
+            if !zeroed {
+                t.fill(0);
+            }
             continue;
         }
         for (&e, out) in f.iter().zip(t.iter_mut()) {
@@ -537,6 +568,7 @@ fn duplicate_table<F: EntryFormat, M: PhysMem>(
             *out = F::with_writable(e, false);
         }
     }
+    debug_assert!(from[groups * SCAN_GROUP..].iter().all(|&e| !F::is_present(e)), "a present entry at or past the P2M's top");
     Ok(new)
 }
 

@@ -11,7 +11,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use guest_abi::domctl::{QUOTA_DEFAULT, state};
+use guest_abi::domctl::{CLONE_PHASE_NAMES, CLONE_PHASES, QUOTA_DEFAULT, state};
 use guest_abi::{HvError, HvResult};
 
 /// What `bench` measures.
@@ -49,6 +49,8 @@ const LIFECYCLE_TEMPLATE_MIB: u64 = 16;
 /// The lifecycle benchmark prints its progress this often.
 const LIFECYCLE_REPORT_EVERY: u32 = 2500;
 
+/// Idle time before a clone series (the hypervisor zeroes frames ahead of need meanwhile).
+const CLONE_SETTLE_NS: u64 = 20_000_000;
 /// How long a template may take to freeze itself.
 const FREEZE_WAIT_SECS: u64 = 300;
 /// How long clones may take to report after the last one is made.
@@ -172,6 +174,12 @@ impl<H: Hypercalls> Shell<H> {
             let t = self.template(img, &format!("bench-t{mib}"), mib, TEMPLATE_CMDLINE)?;
             let mut cycles = Vec::new();
             let mut clones = Vec::new();
+            let mut phases: [Vec<u64>; CLONE_PHASES] = Default::default();
+            // A moment of idle time first, as a machine stamping out clones has had: the
+            // hypervisor fills its pool of pre-zeroed frames then.
+            self.ctl.block(CLONE_SETTLE_NS)?;
+            self.ctl.event_ack()?;
+            let pool_kib = self.ctl.hv_info()?.zeroed_kib;
             for i in 0..count {
                 let name = format!("bench-c{mib}-{i}");
                 let c0 = (self.cycles)();
@@ -181,6 +189,11 @@ impl<H: Hypercalls> Shell<H> {
                     Ok(id) => {
                         cycles.push(c1 - c0);
                         clones.push(id);
+                        // Read after the clone, outside the timed call.
+                        let info = self.ctl.hv_info()?;
+                        for (all, &c) in phases.iter_mut().zip(&info.last_clone_cycles) {
+                            all.push(c);
+                        }
                     }
                     Err(e) => {
                         let _ = writeln!(out, "error: clone {i} of the {mib} MiB template: {e}");
@@ -196,6 +209,18 @@ impl<H: Hypercalls> Shell<H> {
             let min = cycles.iter().copied().min().unwrap_or(0);
             let med = median(&mut cycles);
             let _ = writeln!(out, "bench clone: {mib} MiB template: median {med} min {min} cycles (n={n})");
+            let mut line = format!("bench clone breakdown: {mib} MiB template, medians:");
+            let mut inside = 0;
+            for (name, all) in CLONE_PHASE_NAMES.iter().zip(phases.iter_mut()) {
+                let m = median(all);
+                inside += m;
+                let _ = write!(line, " {name} {m},");
+            }
+            let _ = writeln!(
+                out,
+                "{line} the control hypercall's way in and out of the hypervisor {} (pre-zeroed pool {pool_kib} KiB at the start)",
+                med.saturating_sub(inside)
+            );
             medians.push((mib, med));
         }
         if let (Some(&(small, s)), Some(&(big, b))) = (medians.first(), medians.last()) {

@@ -998,7 +998,7 @@ impl<H: Hypercalls> Shell<H> {
             _ => "unknown",
         };
         let firmware = if i.firmware == 2 { "uefi" } else { "bios" };
-        let lines: [(&str, String); 14] = [
+        let lines: [(&str, String); 15] = [
             ("vendor", vendor.to_string()),
             ("backend", backend.to_string()),
             ("firmware", firmware.to_string()),
@@ -1009,6 +1009,7 @@ impl<H: Hypercalls> Shell<H> {
             ("pagetable_kib", format!("{}", i.pagetable_kib)),
             ("hypervisor_kib", format!("{}", i.hypervisor_kib)),
             ("heap_free_kib", format!("{}", i.heap_free_kib)),
+            ("zeroed_kib", format!("{}", i.zeroed_kib)),
             ("domains", format!("{}", i.domains)),
             ("templates", format!("{}", i.templates)),
             ("tsc_khz", format!("{}", i.tsc_khz)),

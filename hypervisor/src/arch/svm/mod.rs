@@ -11,6 +11,7 @@ use crate::mm::phys;
 use crate::p2m::Npt;
 use crate::arch::{event, extended, spec};
 use crate::policy::Policy;
+use crate::arch::stamps::SwitchStamps;
 use crate::vcpu::{Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Segment, Vcpu, VcpuContext, VcpuError, vector};
 use alloc::boxed::Box;
 use core::arch::global_asm;
@@ -114,6 +115,8 @@ pub struct Svm {
     flush_by_asid: bool,
     /// IA32_TSC_AUX is offered to guests, so it is switched with their extended state.
     tsc_aux: bool,
+    /// The exit profile's stamps around VMRUN.
+    stamps: SwitchStamps,
 }
 
 /// One SVM vCPU.
@@ -159,7 +162,7 @@ impl Svm {
             wrmsr(msr::AMD_VM_HSAVE_PA, hsave.addr());
             core::arch::asm!("vmsave rax", in("rax") host_vmcb.pa(), options(nostack));
         }
-        Self { iopm, dom0_iopm, msrpm, host_vmcb, max_asid: asids.max(2), next_asid: 1, asid_generation: 1, flush_by_asid, tsc_aux: false }
+        Self { iopm, dom0_iopm, msrpm, host_vmcb, max_asid: asids.max(2), next_asid: 1, asid_generation: 1, flush_by_asid, tsc_aux: false, stamps: SwitchStamps::default() }
     }
 
     fn assign_asid(&mut self, v: &mut SvmVcpu) {
@@ -189,8 +192,10 @@ impl Backend for Svm {
     }
 
     fn create_vcpu(&mut self, ft: &mut FrameTable<'_>, ctx: &VcpuContext, root: Pfn, _domid: u32) -> Result<SvmVcpu, VcpuError> {
-        let frame = ft.alloc(FrameKind::Hypervisor, OWNER_HYPERVISOR).map_err(|_| VcpuError::OutOfMemory)?;
-        phys::zero_frame(frame);
+        let (frame, zeroed) = ft.alloc_zeroed(FrameKind::Hypervisor, OWNER_HYPERVISOR).map_err(|_| VcpuError::OutOfMemory)?;
+        if !zeroed {
+            phys::zero_frame(frame);
+        }
         let vmcb = Vmcb(frame);
         // CR0 and CR4 writes are vetted by the policy (long mode only, no hidden features).
         // CR8 is the virtual TPR (V_TPR, under V_INTR_MASKING): reads need no exit, writes
@@ -239,6 +244,14 @@ impl Backend for Svm {
         extended::save(&mut v.ext, false);
     }
 
+    fn set_switch_stamps(&mut self, on: bool) {
+        self.stamps.on = on;
+    }
+
+    fn switch_stamps(&self) -> Option<(u64, u64)> {
+        self.stamps.get()
+    }
+
     fn load_extended(&mut self, v: &SvmVcpu) {
         extended::load(&v.ext, false, self.tsc_aux);
     }
@@ -262,9 +275,11 @@ impl Backend for Svm {
         v.reinject = 0;
         vmcb.write::<u64>(save::RAX, v.regs.rax);
         spec::before_entry();
+        self.stamps.enter();
         // SAFETY: the VMCB is fully initialized for this vCPU, the host VMCB holds the host's
         // hidden state, and the stub saves/restores every register it touches.
         unsafe { cowvisor_svm_run(vmcb.pa(), &mut v.regs, self.host_vmcb.pa()) };
+        self.stamps.exit();
         v.regs.rax = vmcb.read::<u64>(save::RAX);
         vmcb.write::<u8>(ctl::TLB_CONTROL, TLB_CONTROL_NONE);
         let int_info: u64 = vmcb.read(ctl::EXIT_INT_INFO);

@@ -21,6 +21,7 @@ use crate::arch::event::{self, EventInfo, event_type};
 use crate::arch::{extended, spec};
 use crate::policy::Policy;
 use crate::policy::state::{clts_value, lmsw_value};
+use crate::arch::stamps::SwitchStamps;
 use crate::vcpu::{
     Backend, Exit, ExtendedState, GuestMsr, GuestRegs, Segment, Vcpu, VcpuContext, VcpuError, attrs_from_vmx,
     vector, vmx_access_rights,
@@ -197,6 +198,8 @@ pub struct Vmx {
     io_bitmap_a: Pfn,
     io_bitmap_b: Pfn,
     dom0_io_bitmap_a: Pfn,
+    /// The exit profile's stamps around VMLAUNCH/VMRESUME.
+    stamps: SwitchStamps,
 }
 
 /// Boot-pool frames the backend takes: the VMXON region and three I/O bitmaps.
@@ -354,6 +357,7 @@ impl Vmx {
             io_bitmap_a,
             io_bitmap_b,
             dom0_io_bitmap_a,
+            stamps: SwitchStamps::default(),
         })
     }
 
@@ -433,8 +437,10 @@ impl Backend for Vmx {
     }
 
     fn create_vcpu(&mut self, ft: &mut FrameTable<'_>, ctx: &VcpuContext, root: Pfn, domid: u32) -> Result<VmxVcpu, VcpuError> {
-        let frame = ft.alloc(FrameKind::Hypervisor, OWNER_HYPERVISOR).map_err(|_| VcpuError::OutOfMemory)?;
-        phys::zero_frame(frame);
+        let (frame, zeroed) = ft.alloc_zeroed(FrameKind::Hypervisor, OWNER_HYPERVISOR).map_err(|_| VcpuError::OutOfMemory)?;
+        if !zeroed {
+            phys::zero_frame(frame);
+        }
         // SAFETY: the frame is ours; the first word of a VMCS region is the revision.
         unsafe {
             core::ptr::write_volatile(phys::frame_ptr(frame) as *mut u32, self.revision);
@@ -525,6 +531,14 @@ impl Backend for Vmx {
         extended::save(&mut v.ext, true);
     }
 
+    fn set_switch_stamps(&mut self, on: bool) {
+        self.stamps.on = on;
+    }
+
+    fn switch_stamps(&self) -> Option<(u64, u64)> {
+        self.stamps.get()
+    }
+
     fn load_extended(&mut self, v: &VmxVcpu) {
         extended::load(&v.ext, true, self.tsc_aux);
         // SAFETY: these MSRs only affect SYSCALL/SWAPGS, which the hypervisor never uses, so
@@ -556,9 +570,11 @@ impl Backend for Vmx {
             }
         }
         spec::before_entry();
+        self.stamps.enter();
         // SAFETY: the current VMCS is this vCPU's, fully initialized; the stub saves and
         // restores every register and returns here on exit or failure.
         let failed = unsafe { cowvisor_vmx_run(&mut v.regs, v.launched as u64) };
+        self.stamps.exit();
         if failed != 0 {
             let error = vmread(VM_INSTRUCTION_ERROR) as u32;
             log::error!(
